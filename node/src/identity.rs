@@ -1,0 +1,435 @@
+//! Organisation identity: the ed25519 signing key and its encrypted key file.
+//!
+//! A seized laptop must not give away the key, so the key file holds the secret only as
+//! XChaCha20-Poly1305 ciphertext under a key derived from the operator's passphrase with
+//! argon2id. The public key and the KDF parameters are bound into the AEAD as associated
+//! data, so a file whose header was edited fails to open just like a wrong passphrase.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Errors opening or creating a key file, or parsing a key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The passphrase does not open the key file (or the file was altered).
+    #[error("wrong passphrase for {path} (set COALITION_PASSPHRASE or type it at the prompt); if the passphrase is right, the key file was altered: restore it from your backup")]
+    WrongPassphrase {
+        /// The key file.
+        path: String,
+    },
+    /// The key file could not be read or parsed.
+    #[error("cannot read key file {path}: {reason}")]
+    KeyFile {
+        /// The key file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The passphrase is empty or too short.
+    #[error("the passphrase must be at least {min} characters long")]
+    WeakPassphrase {
+        /// Minimum length.
+        min: usize,
+    },
+    /// A public key string is malformed.
+    #[error("invalid organisation key {input:?}: {reason} (expected 64 lowercase hex characters)")]
+    BadKey {
+        /// What was given.
+        input: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+}
+
+/// Minimum passphrase length accepted by `init`.
+pub const MIN_PASSPHRASE_LEN: usize = 8;
+
+/// An organisation's public key: the identity other members and auditors know it by.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrgKey([u8; 32]);
+
+impl OrgKey {
+    /// Parses and checks raw key bytes: must be a valid, non-weak ed25519 point.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, &'static str> {
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| "not 32 bytes")?;
+        let vk = VerifyingKey::from_bytes(&arr).map_err(|_| "not a valid ed25519 public key")?;
+        if vk.is_weak() {
+            return Err("weak (small-order) ed25519 public key");
+        }
+        Ok(Self(arr))
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The ed25519 verifying key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        // Checked in `from_bytes`, the only constructor.
+        VerifyingKey::from_bytes(&self.0).expect("OrgKey holds a valid point")
+    }
+
+    /// Lowercase hex form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Short form for tables: first 12 hex characters.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..6])
+    }
+}
+
+impl FromStr for OrgKey {
+    type Err = IdentityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason| IdentityError::BadKey {
+            input: s.to_string(),
+            reason,
+        };
+        if s.len() != 64 {
+            return Err(bad("wrong length"));
+        }
+        let bytes = hex::decode(s).map_err(|_| bad("not hex"))?;
+        Self::from_bytes(&bytes).map_err(bad)
+    }
+}
+
+impl fmt::Display for OrgKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for OrgKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OrgKey({})", self.short())
+    }
+}
+
+impl Serialize for OrgKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for OrgKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The organisation's signing identity, unlocked in memory.
+pub struct Identity {
+    signing: SigningKey,
+    key: OrgKey,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Generates a fresh identity from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        let signing = SigningKey::generate(&mut OsRng);
+        Self::from_signing_key(signing)
+    }
+
+    /// Wraps an existing signing key (tests and benchmarks use fixed seeds).
+    pub fn from_signing_key(signing: SigningKey) -> Self {
+        let key = OrgKey(signing.verifying_key().to_bytes());
+        Self { signing, key }
+    }
+
+    /// Identity from a 32-byte seed.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self::from_signing_key(SigningKey::from_bytes(seed))
+    }
+
+    /// The public organisation key.
+    pub fn key(&self) -> OrgKey {
+        self.key
+    }
+
+    /// Signs `message` (callers add their own domain-separation prefix).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.signing.sign(message).to_bytes()
+    }
+
+    /// Encrypts this identity under `passphrase` and writes it to `path` with mode 0600.
+    /// Refuses to overwrite an existing file.
+    pub fn save(&self, path: &Path, passphrase: &str) -> Result<(), IdentityError> {
+        if passphrase.chars().count() < MIN_PASSPHRASE_LEN {
+            return Err(IdentityError::WeakPassphrase {
+                min: MIN_PASSPHRASE_LEN,
+            });
+        }
+        let file = KeyFile::seal(self, passphrase, KdfParams::default())?;
+        let text = serde_json::to_string_pretty(&file).expect("key file serialises");
+        write_private(path, text.as_bytes()).map_err(|e| IdentityError::KeyFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads and decrypts the key file at `path`.
+    pub fn load(path: &Path, passphrase: &str) -> Result<Self, IdentityError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| IdentityError::KeyFile {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        let file: KeyFile = serde_json::from_str(&text).map_err(|e| IdentityError::KeyFile {
+            path: shown.clone(),
+            reason: format!("not a Coalition key file ({e})"),
+        })?;
+        file.open(passphrase, &shown)
+    }
+}
+
+/// Writes `bytes` to a new file readable only by its owner.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// argon2id cost parameters, stored in the key file so they can be raised later.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct KdfParams {
+    /// Memory in KiB.
+    m_cost: u32,
+    /// Iterations.
+    t_cost: u32,
+    /// Lanes.
+    p_cost: u32,
+}
+
+impl Default for KdfParams {
+    /// OWASP's recommended argon2id baseline (19 MiB, 2 passes, 1 lane).
+    fn default() -> Self {
+        Self {
+            m_cost: 19 * 1024,
+            t_cost: 2,
+            p_cost: 1,
+        }
+    }
+}
+
+/// On-disk key file (JSON). `ciphertext` = XChaCha20-Poly1305(key = argon2id(passphrase,
+/// salt), nonce, plaintext = 32-byte ed25519 seed, aad = associated_data()).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    format: String,
+    public_key: String,
+    kdf: String,
+    kdf_params: KdfParams,
+    salt: String,
+    aead: String,
+    nonce: String,
+    ciphertext: String,
+}
+
+const KEY_FILE_FORMAT: &str = "coalition-key/v1";
+
+impl KeyFile {
+    fn seal(id: &Identity, passphrase: &str, params: KdfParams) -> Result<Self, IdentityError> {
+        let mut salt = [0u8; 16];
+        let mut nonce = [0u8; 24];
+        OsRng.fill_bytes(&mut salt);
+        OsRng.fill_bytes(&mut nonce);
+        let mut file = KeyFile {
+            format: KEY_FILE_FORMAT.into(),
+            public_key: id.key.to_hex(),
+            kdf: "argon2id".into(),
+            kdf_params: params,
+            salt: hex::encode(salt),
+            aead: "xchacha20poly1305".into(),
+            nonce: hex::encode(nonce),
+            ciphertext: String::new(),
+        };
+        let key =
+            derive_key(passphrase, &salt, params).map_err(|reason| IdentityError::KeyFile {
+                path: String::new(),
+                reason,
+            })?;
+        let cipher = XChaCha20Poly1305::new(key.as_ref().into());
+        let seed = Zeroizing::new(id.signing.to_bytes());
+        let aad = file.associated_data();
+        let ct = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: seed.as_ref(),
+                    aad: &aad,
+                },
+            )
+            .expect("encryption of 32 bytes cannot fail");
+        file.ciphertext = hex::encode(ct);
+        Ok(file)
+    }
+
+    fn associated_data(&self) -> Vec<u8> {
+        format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}",
+            self.format,
+            self.public_key,
+            self.kdf,
+            self.kdf_params.m_cost,
+            self.kdf_params.t_cost,
+            self.kdf_params.p_cost,
+            self.salt,
+            self.aead
+        )
+        .into_bytes()
+    }
+
+    fn open(&self, passphrase: &str, path: &str) -> Result<Identity, IdentityError> {
+        let bad = |reason: &str| IdentityError::KeyFile {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        };
+        if self.format != KEY_FILE_FORMAT
+            || self.kdf != "argon2id"
+            || self.aead != "xchacha20poly1305"
+        {
+            return Err(bad("unsupported key file format"));
+        }
+        let p = self.kdf_params;
+        if p.m_cost > 4 * 1024 * 1024 || p.t_cost > 64 || p.p_cost > 16 {
+            return Err(bad("key derivation parameters out of range"));
+        }
+        let salt = hex::decode(&self.salt).map_err(|_| bad("salt is not hex"))?;
+        let nonce: [u8; 24] = hex::decode(&self.nonce)
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(|| bad("nonce is not 24 hex-encoded bytes"))?;
+        let ct = hex::decode(&self.ciphertext).map_err(|_| bad("ciphertext is not hex"))?;
+        let key = derive_key(passphrase, &salt, p).map_err(|r| bad(&r))?;
+        let cipher = XChaCha20Poly1305::new(key.as_ref().into());
+        let aad = self.associated_data();
+        let seed = cipher
+            .decrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &ct,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| IdentityError::WrongPassphrase {
+                path: path.to_string(),
+            })?;
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+            seed.as_slice()
+                .try_into()
+                .map_err(|_| bad("decrypted key has the wrong length"))?,
+        );
+        let id = Identity::from_seed(&seed);
+        if id.key.to_hex() != self.public_key {
+            return Err(bad(
+                "decrypted key does not match the public key in the file",
+            ));
+        }
+        Ok(id)
+    }
+}
+
+fn derive_key(passphrase: &str, salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>, String> {
+    let params = Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32)).map_err(|e| e.to_string())?;
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(passphrase.as_bytes(), salt, out.as_mut())
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_round_trips_and_rejects_wrong_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.enc");
+        let id = Identity::generate();
+        id.save(&path, "correct horse battery").unwrap();
+        let back = Identity::load(&path, "correct horse battery").unwrap();
+        assert_eq!(back.key(), id.key());
+        let err = Identity::load(&path, "wrong horse battery").unwrap_err();
+        assert!(
+            matches!(err, IdentityError::WrongPassphrase { .. }),
+            "{err}"
+        );
+        // The file never holds the seed in the clear.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&hex::encode(id.signing.to_bytes())));
+        // Never overwritten.
+        assert!(id.save(&path, "correct horse battery").is_err());
+    }
+
+    #[test]
+    fn edited_header_fails_like_a_wrong_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.enc");
+        Identity::generate().save(&path, "passphrase-1").unwrap();
+        let mut file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        file["kdf_params"]["t_cost"] = 1.into();
+        let edited = dir.path().join("edited.enc");
+        std::fs::write(&edited, file.to_string()).unwrap();
+        assert!(matches!(
+            Identity::load(&edited, "passphrase-1"),
+            Err(IdentityError::WrongPassphrase { .. })
+        ));
+    }
+
+    #[test]
+    fn weak_and_malformed_keys_are_rejected() {
+        assert!("00".parse::<OrgKey>().is_err());
+        // The identity point is small-order.
+        let mut identity_point = [0u8; 32];
+        identity_point[0] = 1;
+        assert!(OrgKey::from_bytes(&identity_point).is_err());
+        let k = Identity::generate().key();
+        assert_eq!(k.to_hex().parse::<OrgKey>().unwrap(), k);
+    }
+
+    #[test]
+    fn short_passphrase_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Identity::generate()
+            .save(&dir.path().join("k"), "short")
+            .unwrap_err();
+        assert!(matches!(err, IdentityError::WeakPassphrase { .. }));
+    }
+}

@@ -1,0 +1,20 @@
+//! Coalition node library: everything the `coalition` binary does, as functions the CLI,
+//! the demo and the tests share.
+//!
+//! Modules, one concept each: [`identity`] (keys and the encrypted key file), [`record`]
+//! (build, sign, verify, ids), [`schema`] (JSON Schema validation), [`finding`] (input,
+//! annexes, query columns), [`store`] (SQLite), [`bundle`] (the auditor's file format),
+//! [`config`] (home and config file), [`node`] (operations on a home), [`export`]
+//! (JSON Lines and CSV), [`cli`] (command-line interface), [`demo`].
+
+pub mod bundle;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod export;
+pub mod finding;
+pub mod identity;
+pub mod node;
+pub mod record;
+pub mod schema;
+pub mod store;

@@ -1,0 +1,833 @@
+//! A node's operations on its home: record, correct, retract, share, export, import,
+//! verify. The CLI, the demo and the tests all go through these functions.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use coalition_proto::v1::BundleHeader;
+use rayon::prelude::*;
+use serde_json::{json, Value};
+
+use crate::bundle;
+use crate::config::{Config, ConfigError, Home, Organisation};
+use crate::finding::{
+    annex_payload, retraction_payload, to_payload, FindingInput, ANNEX_SCHEMA, FINDING_SCHEMA,
+    GRANT_SCHEMA, RETRACTION_SCHEMA,
+};
+use crate::identity::{Identity, IdentityError, OrgKey};
+use crate::record::{self, Audience, Draft, Record, RecordId};
+use crate::store::{self, IngestError, Prepared, Store, StoreError};
+
+/// Records handled per parallel verify + insert step of an import.
+const IMPORT_BATCH: usize = 8192;
+
+/// Errors from node operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Home or config problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Key file problem.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Store problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Bundle unreadable.
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+    /// A record we made does not pass our own checks (a bug or a bad schema).
+    #[error("record rejected: {0}")]
+    Ingest(#[from] IngestError),
+    /// The operation is not allowed on this record.
+    #[error("{0}")]
+    Refused(String),
+    /// File I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Current time in ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// An opened home: its config and store.
+#[derive(Debug)]
+pub struct Node {
+    home: Home,
+    config: Config,
+    store: Store,
+}
+
+/// What `finding add` stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Added {
+    /// The finding record.
+    pub finding: RecordId,
+    /// The private annex with sensitive details, if any.
+    pub annex: Option<RecordId>,
+}
+
+/// A record that failed verification, with its position and reason.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    /// 1-based position in the bundle (or store row order).
+    pub index: u64,
+    /// Record id, when the bytes could be hashed.
+    pub id: Option<String>,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// Outcome of verifying a bundle or the store.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// Records examined.
+    pub checked: u64,
+    /// Records that verified.
+    pub valid: u64,
+    /// Records that did not, and why.
+    pub failures: Vec<Failure>,
+    /// Authors that signed two different records with one sequence number.
+    pub forks: Vec<String>,
+    /// Records per author (hex key → count) among the valid ones.
+    pub authors: std::collections::BTreeMap<String, u64>,
+}
+
+impl VerifyReport {
+    /// True when every record verified.
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Outcome of an import.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImportReport {
+    /// Records read from the bundle.
+    pub read: u64,
+    /// Newly stored.
+    pub stored: u64,
+    /// Already held.
+    pub duplicates: u64,
+    /// Refused, with reasons.
+    pub failures: Vec<Failure>,
+}
+
+/// A record as `finding show` presents it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecordView {
+    /// Record id.
+    pub id: RecordId,
+    /// Author key.
+    pub author: OrgKey,
+    /// Whether the author is this node's organisation.
+    pub own: bool,
+    /// Signature status (re-checked now).
+    pub signature: String,
+    /// Schema id.
+    pub schema: String,
+    /// Author's sequence number.
+    pub seq: u64,
+    /// Creation time claimed by the author, ms.
+    pub created_at_ms: i64,
+    /// Audience including grants.
+    pub audience: Value,
+    /// Record this one supersedes.
+    pub supersedes: Option<RecordId>,
+    /// Later versions by the same author.
+    pub superseded_by: Vec<RecordId>,
+    /// Retraction reason, if the finding was retracted.
+    pub retracted: Option<String>,
+    /// Private annexes held on this node.
+    pub annexes: Vec<RecordId>,
+    /// The payload.
+    pub payload: Value,
+}
+
+impl Node {
+    /// Creates a new home: config, encrypted key, store. Refuses to touch an existing one.
+    pub async fn init(
+        home: Home,
+        org: &str,
+        country: &str,
+        passphrase: &str,
+    ) -> Result<(Self, Identity), NodeError> {
+        if home.exists() {
+            return Err(ConfigError::HomeExists(home.dir().to_path_buf()).into());
+        }
+        let country = country.trim().to_ascii_uppercase();
+        if !crate::schema::schemas()
+            .vocabulary("country")
+            .contains(&country)
+        {
+            return Err(NodeError::Refused(format!(
+                "unknown country code {country:?}: use an ISO 3166-1 alpha-2 code (Kosovo: XK)"
+            )));
+        }
+        if org.trim().is_empty() {
+            return Err(NodeError::Refused("--org must not be empty".into()));
+        }
+        if passphrase.chars().count() < crate::identity::MIN_PASSPHRASE_LEN {
+            return Err(IdentityError::WeakPassphrase {
+                min: crate::identity::MIN_PASSPHRASE_LEN,
+            }
+            .into());
+        }
+        std::fs::create_dir_all(home.dir()).map_err(io_err(home.dir()))?;
+        let identity = Identity::generate();
+        identity.save(&home.key_path(), passphrase)?;
+        let config = Config {
+            organisation: Organisation {
+                name: org.trim().to_string(),
+                country,
+                key: identity.key(),
+            },
+        };
+        config.create(&home)?;
+        let store = Store::create(&home.db_path()).await?;
+        Ok((
+            Self {
+                home,
+                config,
+                store,
+            },
+            identity,
+        ))
+    }
+
+    /// Opens an existing home.
+    pub async fn open(home: Home) -> Result<Self, NodeError> {
+        let config = Config::load(&home)?;
+        let store = Store::open(&home.db_path()).await?;
+        Ok(Self {
+            home,
+            config,
+            store,
+        })
+    }
+
+    /// Decrypts the organisation key.
+    pub fn unlock(&self, passphrase: &str) -> Result<Identity, NodeError> {
+        let id = Identity::load(&self.home.key_path(), passphrase)?;
+        if id.key() != self.config.organisation.key {
+            return Err(NodeError::Refused(format!(
+                "the key file {} does not belong to the organisation in {}",
+                self.home.key_path().display(),
+                self.home.config_path().display()
+            )));
+        }
+        Ok(id)
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// This organisation's key.
+    pub fn key(&self) -> OrgKey {
+        self.config.organisation.key
+    }
+
+    /// Signs and stores own records in one transaction, chaining seq/prev. `make` builds
+    /// each draft and may use the records made before it in the same call.
+    async fn append(
+        &self,
+        identity: &Identity,
+        count: usize,
+        mut make: impl FnMut(&[Record]) -> Draft,
+    ) -> Result<Vec<Record>, NodeError> {
+        self.store
+            .append_own(identity.key(), |head| {
+                let (mut seq, mut prev) = head.map(|(s, id)| (s, Some(id))).unwrap_or((0, None));
+                let mut made: Vec<Record> = Vec::with_capacity(count);
+                let mut prepared = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let r = record::sign(identity, seq + 1, prev, make(&made));
+                    seq = r.seq;
+                    prev = Some(r.id);
+                    prepared.push(store::prepare_verified(r.clone()).map_err(NodeError::from)?);
+                    made.push(r);
+                }
+                Ok(prepared)
+            })
+            .await
+    }
+
+    /// Validates, signs and stores a finding (and its private annex, if the input has
+    /// sensitive details).
+    pub async fn add_finding(
+        &self,
+        identity: &Identity,
+        input: &FindingInput,
+        audience: Audience,
+    ) -> Result<Added, NodeError> {
+        self.check_audience(&audience)?;
+        let now = now_ms();
+        let finding_payload = to_payload(&input.finding);
+        let n = 1 + usize::from(input.sensitive.is_some());
+        let records = self
+            .append(identity, n, |made| match made.first() {
+                None => Draft {
+                    schema: FINDING_SCHEMA.into(),
+                    audience: audience.clone(),
+                    supersedes: None,
+                    epoch: None,
+                    payload: finding_payload.clone(),
+                    created_at_ms: now,
+                },
+                Some(finding) => Draft {
+                    schema: ANNEX_SCHEMA.into(),
+                    audience: Audience::Private,
+                    supersedes: None,
+                    epoch: None,
+                    payload: to_payload(&annex_payload(
+                        &finding.id,
+                        input
+                            .sensitive
+                            .as_ref()
+                            .expect("annex only with sensitive details"),
+                    )),
+                    created_at_ms: now,
+                },
+            })
+            .await?;
+        Ok(Added {
+            finding: records[0].id,
+            annex: records.get(1).map(|r| r.id),
+        })
+    }
+
+    fn check_audience(&self, audience: &Audience) -> Result<(), NodeError> {
+        if let Audience::Members(m) = audience {
+            if m == &[self.key()] {
+                return Err(NodeError::Refused(
+                    "an audience of only this organisation is `private`; name other members or use --share coalition".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves an id (or prefix) to one of this organisation's current findings.
+    async fn own_current_finding(&self, text: &str, verb: &str) -> Result<Record, NodeError> {
+        let id = self.store.resolve(text).await?;
+        let rec = self.store.record(&id).await?;
+        if rec.schema != FINDING_SCHEMA {
+            return Err(NodeError::Refused(format!(
+                "record {id} is a {} record, not a finding; only findings can be {verb}",
+                rec.schema
+            )));
+        }
+        if rec.author != self.key() {
+            return Err(NodeError::Refused(format!(
+                "finding {id} was recorded by organisation {}, not by this one ({}); only its author can {verb} it",
+                rec.author,
+                self.key()
+            )));
+        }
+        let mut head = rec;
+        loop {
+            let later = self.store.superseded_by(&head.id, &head.author).await?;
+            if let Some(r) = later.iter().find(|r| r.schema == RETRACTION_SCHEMA) {
+                return Err(NodeError::Refused(format!(
+                    "finding {id} was retracted by record {}; a retracted finding cannot be {verb}",
+                    r.id
+                )));
+            }
+            match later.into_iter().find(|r| r.schema == FINDING_SCHEMA) {
+                Some(next) => head = next,
+                None => return Ok(head),
+            }
+        }
+    }
+
+    /// Stores a correction of finding `target` (its latest version) by this organisation.
+    pub async fn correct(
+        &self,
+        identity: &Identity,
+        target: &str,
+        input: &FindingInput,
+    ) -> Result<Added, NodeError> {
+        let head = self.own_current_finding(target, "corrected").await?;
+        let audience = self.effective_audience(&head).await?;
+        let now = now_ms();
+        let payload = to_payload(&input.finding);
+        let n = 1 + usize::from(input.sensitive.is_some());
+        let records = self
+            .append(identity, n, |made| match made.first() {
+                None => Draft {
+                    schema: FINDING_SCHEMA.into(),
+                    audience: audience.clone(),
+                    supersedes: Some(head.id),
+                    epoch: None,
+                    payload: payload.clone(),
+                    created_at_ms: now,
+                },
+                Some(f) => Draft {
+                    schema: ANNEX_SCHEMA.into(),
+                    audience: Audience::Private,
+                    supersedes: None,
+                    epoch: None,
+                    payload: to_payload(&annex_payload(
+                        &f.id,
+                        input.sensitive.as_ref().expect("sensitive"),
+                    )),
+                    created_at_ms: now,
+                },
+            })
+            .await?;
+        Ok(Added {
+            finding: records[0].id,
+            annex: records.get(1).map(|r| r.id),
+        })
+    }
+
+    /// Retracts finding `target` (its latest version) with a reason.
+    pub async fn retract(
+        &self,
+        identity: &Identity,
+        target: &str,
+        reason: &str,
+    ) -> Result<RecordId, NodeError> {
+        let head = self.own_current_finding(target, "retracted").await?;
+        let audience = self.effective_audience(&head).await?;
+        let payload = to_payload(&retraction_payload(reason));
+        crate::schema::schemas()
+            .check_payload(RETRACTION_SCHEMA, &payload, "--reason")
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let now = now_ms();
+        let r = self
+            .append(identity, 1, |_| Draft {
+                schema: RETRACTION_SCHEMA.into(),
+                audience: audience.clone(),
+                supersedes: Some(head.id),
+                epoch: None,
+                payload: payload.clone(),
+                created_at_ms: now,
+            })
+            .await?;
+        Ok(r[0].id)
+    }
+
+    /// Widens who may receive one of this organisation's records by signing a grant.
+    pub async fn share(
+        &self,
+        identity: &Identity,
+        target: &str,
+        with: Audience,
+    ) -> Result<RecordId, NodeError> {
+        if with == Audience::Private {
+            return Err(NodeError::Refused(
+                "records are immutable: an audience can be widened, never narrowed to private"
+                    .into(),
+            ));
+        }
+        self.check_audience(&with)?;
+        let id = self.store.resolve(target).await?;
+        let rec = self.store.record(&id).await?;
+        if rec.author != self.key() {
+            return Err(NodeError::Refused(format!(
+                "record {id} was made by organisation {}; only its author can widen its audience",
+                rec.author
+            )));
+        }
+        if rec.schema == FINDING_SCHEMA {
+            if let Some(newer) = self
+                .store
+                .superseded_by(&id, &rec.author)
+                .await?
+                .into_iter()
+                .find(|r| r.schema == FINDING_SCHEMA)
+            {
+                return Err(NodeError::Refused(format!(
+                    "finding {id} has a newer version {}; share that one",
+                    newer.id
+                )));
+            }
+        }
+        let current = self.effective_audience(&rec).await?;
+        let widened = union(&current, &with);
+        if widened == current {
+            return Err(NodeError::Refused(format!(
+                "record {id} is already shared with {}",
+                current.label()
+            )));
+        }
+        let payload = json!({"record": id.to_hex(), "audience": with.to_json()});
+        let now = now_ms();
+        let r = self
+            .append(identity, 1, |_| Draft {
+                schema: GRANT_SCHEMA.into(),
+                audience: widened.clone(),
+                supersedes: None,
+                epoch: None,
+                payload: to_payload(&payload),
+                created_at_ms: now,
+            })
+            .await?;
+        Ok(r[0].id)
+    }
+
+    /// A record's audience including the grants its author signed for it.
+    pub async fn effective_audience(&self, rec: &Record) -> Result<Audience, NodeError> {
+        let grants = self.store.about(&rec.id, GRANT_SCHEMA).await?;
+        Ok(grants
+            .iter()
+            .filter(|g| g.author == rec.author)
+            .filter_map(grant_audience)
+            .fold(rec.audience.clone(), |a, g| union(&a, &g)))
+    }
+
+    /// Everything `finding show` presents about a record.
+    pub async fn show(&self, target: &str) -> Result<RecordView, NodeError> {
+        let id = self.store.resolve(target).await?;
+        let (rec, signature) = match self.store.record(&id).await {
+            Ok(r) => (r, "valid (ed25519 verify_strict)".to_string()),
+            Err(e) => return Err(e.into()),
+        };
+        let later = self.store.superseded_by(&id, &rec.author).await?;
+        let retracted = later
+            .iter()
+            .find(|r| r.schema == RETRACTION_SCHEMA)
+            .and_then(|r| serde_json::from_slice::<Value>(&r.payload).ok())
+            .map(|v| v["reason"].as_str().unwrap_or_default().to_string());
+        let annexes = self.store.about(&id, ANNEX_SCHEMA).await?;
+        Ok(RecordView {
+            id,
+            author: rec.author,
+            own: rec.author == self.key(),
+            signature,
+            schema: rec.schema.clone(),
+            seq: rec.seq,
+            created_at_ms: rec.created_at_ms,
+            audience: self.effective_audience(&rec).await?.to_json(),
+            supersedes: rec.supersedes,
+            superseded_by: later
+                .iter()
+                .filter(|r| r.schema == FINDING_SCHEMA)
+                .map(|r| r.id)
+                .collect(),
+            retracted,
+            annexes: annexes
+                .iter()
+                .filter(|a| a.author == rec.author)
+                .map(|a| a.id)
+                .collect(),
+            payload: serde_json::from_slice(&rec.payload).unwrap_or(Value::Null),
+        })
+    }
+
+    /// Stored records that may leave this node for `recipient` (`None`: the whole
+    /// coalition), or all of them when `include_private`.
+    pub async fn shareable(
+        &self,
+        include_private: bool,
+        recipient: Option<OrgKey>,
+    ) -> Result<Vec<Record>, NodeError> {
+        let all = self.store.all_records().await?;
+        let mut records = Vec::with_capacity(all.len());
+        for (id, bytes) in all {
+            let r = record::verify(&bytes).map_err(|e| StoreError::Corrupt {
+                id: id.to_hex(),
+                reason: e.to_string(),
+            })?;
+            records.push(r);
+        }
+        if include_private {
+            return Ok(records);
+        }
+        let mut grants: HashMap<(RecordId, OrgKey), Vec<Audience>> = HashMap::new();
+        for g in records.iter().filter(|r| r.schema == GRANT_SCHEMA) {
+            if let Some((target, a)) = grant_target(g) {
+                grants.entry((target, g.author)).or_default().push(a);
+            }
+        }
+        Ok(records
+            .into_iter()
+            .filter(|r| {
+                let a = grants
+                    .get(&(r.id, r.author))
+                    .into_iter()
+                    .flatten()
+                    .fold(r.audience.clone(), |a, g| union(&a, g));
+                match (a, recipient) {
+                    (Audience::Coalition, _) => true,
+                    (Audience::Members(m), Some(k)) => m.contains(&k),
+                    _ => false,
+                }
+            })
+            .collect())
+    }
+
+    /// Writes a bundle of the shareable records to `path`. Returns the record count.
+    pub async fn export_bundle(
+        &self,
+        path: &Path,
+        include_private: bool,
+        recipient: Option<OrgKey>,
+    ) -> Result<usize, NodeError> {
+        let records = self.shareable(include_private, recipient).await?;
+        let bytes: Vec<Vec<u8>> = records.into_iter().map(|r| r.bytes).collect();
+        let header = BundleHeader {
+            created_at_ms: now_ms(),
+            exporter: self.key().as_bytes().to_vec().into(),
+            note: format!("exported by {}", self.config.organisation.name),
+            ..Default::default()
+        };
+        write_atomically(path, |w| bundle::write(w, header, &bytes))?;
+        Ok(bytes.len())
+    }
+
+    /// Imports a bundle: verifies every record (in parallel), stores the valid ones, and
+    /// reports each invalid one. Importing the same bundle twice stores nothing new.
+    pub async fn import(&self, path: &Path) -> Result<ImportReport, NodeError> {
+        let file = std::fs::File::open(path).map_err(io_err(path))?;
+        let reader = bundle::Reader::new(std::io::BufReader::with_capacity(1 << 20, file))?;
+        let mut report = ImportReport::default();
+        let mut entries = reader.peekable();
+        loop {
+            let mut batch = Vec::with_capacity(IMPORT_BATCH);
+            for e in entries.by_ref().take(IMPORT_BATCH) {
+                match e {
+                    Ok(e) => batch.push(e),
+                    Err(f) => report.failures.push(Failure {
+                        index: f.index,
+                        id: None,
+                        reason: format!("at byte {}: {}", f.offset, f.reason),
+                    }),
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            report.read += batch.len() as u64;
+            let results: Vec<(u64, RecordId, Result<Prepared, IngestError>)> =
+                tokio::task::block_in_place(|| {
+                    batch
+                        .par_iter()
+                        .map(|e| (e.index, RecordId::of(&e.bytes), store::prepare(&e.bytes)))
+                        .collect()
+                });
+            let mut ok = Vec::with_capacity(results.len());
+            for (index, id, r) in results {
+                match r {
+                    Ok(p) => ok.push(p),
+                    Err(e) => report.failures.push(Failure {
+                        index,
+                        id: Some(id.to_hex()),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            let new = self.store.insert(&ok).await?;
+            report.stored += new.len() as u64;
+            report.duplicates += (ok.len() - new.len()) as u64;
+        }
+        report.failures.sort_by_key(|f| f.index);
+        Ok(report)
+    }
+
+    /// Re-verifies every stored record and the database file itself.
+    pub async fn verify_store(&self) -> Result<VerifyReport, NodeError> {
+        let mut report = VerifyReport::default();
+        for problem in self.store.integrity_check().await? {
+            report.failures.push(Failure {
+                index: 0,
+                id: None,
+                reason: format!("database integrity: {problem}"),
+            });
+        }
+        let all = self.store.all_records().await?;
+        let checked: Vec<(u64, Option<String>, Result<Prepared, String>)> =
+            tokio::task::block_in_place(|| {
+                all.par_iter()
+                    .enumerate()
+                    .map(|(i, (id, bytes))| {
+                        let r = store::prepare(bytes)
+                            .map_err(|e| e.to_string())
+                            .and_then(|p| {
+                                if p.record.id == *id {
+                                    Ok(p)
+                                } else {
+                                    Err("stored bytes hash to a different id than the one stored"
+                                        .into())
+                                }
+                            });
+                        (i as u64 + 1, Some(id.to_hex()), r)
+                    })
+                    .collect()
+            });
+        tally(&mut report, checked);
+        Ok(report)
+    }
+}
+
+/// Verifies a bundle offline: every record's encoding, signature and schema.
+pub fn verify_bundle(path: &Path) -> Result<VerifyReport, NodeError> {
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let reader = bundle::Reader::new(std::io::BufReader::with_capacity(1 << 20, file))?;
+    let mut report = VerifyReport::default();
+    let mut frames = Vec::new();
+    let entries: Vec<_> = reader
+        .filter_map(|e| match e {
+            Ok(e) => Some(e),
+            Err(f) => {
+                frames.push(Failure {
+                    index: f.index,
+                    id: None,
+                    reason: format!("at byte {}: {}", f.offset, f.reason),
+                });
+                None
+            }
+        })
+        .collect();
+    let checked: Vec<(u64, Option<String>, Result<Prepared, String>)> = entries
+        .par_iter()
+        .map(|e| {
+            (
+                e.index,
+                Some(RecordId::of(&e.bytes).to_hex()),
+                store::prepare(&e.bytes).map_err(|err| err.to_string()),
+            )
+        })
+        .collect();
+    tally(&mut report, checked);
+    report.failures.extend(frames);
+    report.failures.sort_by_key(|f| f.index);
+    Ok(report)
+}
+
+fn tally(report: &mut VerifyReport, checked: Vec<(u64, Option<String>, Result<Prepared, String>)>) {
+    let mut seen: HashMap<(OrgKey, u64), RecordId> = HashMap::new();
+    for (index, id, r) in checked {
+        report.checked += 1;
+        match r {
+            Ok(p) => {
+                report.valid += 1;
+                *report.authors.entry(p.record.author.to_hex()).or_default() += 1;
+                if let Some(other) = seen.insert((p.record.author, p.record.seq), p.record.id) {
+                    if other != p.record.id {
+                        report.forks.push(format!(
+                            "author {} signed two records with seq {}: {} and {}",
+                            p.record.author, p.record.seq, other, p.record.id
+                        ));
+                    }
+                }
+            }
+            Err(reason) => report.failures.push(Failure { index, id, reason }),
+        }
+    }
+}
+
+/// The audience a grant record adds, if it is well-formed.
+fn grant_audience(g: &Record) -> Option<Audience> {
+    grant_target(g).map(|(_, a)| a)
+}
+
+fn grant_target(g: &Record) -> Option<(RecordId, Audience)> {
+    let v: Value = serde_json::from_slice(&g.payload).ok()?;
+    let target: RecordId = v["record"].as_str()?.parse().ok()?;
+    let a = match v["audience"]["kind"].as_str()? {
+        "coalition" => Audience::Coalition,
+        "members" => Audience::members(
+            v["audience"]["members"]
+                .as_array()?
+                .iter()
+                .filter_map(|k| k.as_str()?.parse().ok())
+                .collect(),
+        ),
+        _ => return None,
+    };
+    Some((target, a))
+}
+
+/// The wider of two audiences.
+pub fn union(a: &Audience, b: &Audience) -> Audience {
+    match (a, b) {
+        (Audience::Coalition, _) | (_, Audience::Coalition) => Audience::Coalition,
+        (Audience::Private, x) | (x, Audience::Private) => x.clone(),
+        (Audience::Members(x), Audience::Members(y)) => {
+            Audience::members(x.iter().chain(y.iter()).copied().collect())
+        }
+    }
+}
+
+/// Writes `path` via a temporary file in the same directory and a rename, so a crash
+/// never leaves a half-written export under the final name.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), NodeError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("export"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        {
+            let mut w = std::io::BufWriter::new(&file);
+            write(&mut w)?;
+            std::io::Write::flush(&mut w)?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    result.map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audience_union_only_widens() {
+        let a = Identity::from_seed(&[1; 32]).key();
+        let b = Identity::from_seed(&[2; 32]).key();
+        assert_eq!(
+            union(&Audience::Private, &Audience::members(vec![a])),
+            Audience::members(vec![a])
+        );
+        assert_eq!(
+            union(&Audience::members(vec![a]), &Audience::members(vec![b])),
+            Audience::members(vec![a, b])
+        );
+        assert_eq!(
+            union(&Audience::members(vec![a]), &Audience::Coalition),
+            Audience::Coalition
+        );
+    }
+}

@@ -1,0 +1,787 @@
+//! The node's store: SQLite through sqlx, in WAL mode, one file per node.
+//!
+//! Records are kept as the exact signed bytes; the columns queries need are extracted at
+//! ingest and indexed. Every write is one `BEGIN IMMEDIATE` transaction, so a crash at
+//! any moment leaves the store valid and what was acknowledged is never lost. Inserting a
+//! record already held is a no-op. The file is marked with a SQLite `application_id`, so
+//! a database that is not a Coalition store is refused before anything touches it.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+use crate::finding::{subject_of, FindingIndex, FINDING_SCHEMA, RETRACTION_SCHEMA};
+use crate::identity::OrgKey;
+use crate::record::{self, Audience, Record, RecordError, RecordId};
+use crate::schema::{schemas, SchemaError};
+
+/// SQLite `application_id` of a Coalition store ("COLN").
+pub const APPLICATION_ID: i64 = 0x434F_4C4E;
+/// Rows per multi-row INSERT statement (13 columns each, well under SQLite's 32766 binds).
+const INSERT_CHUNK: usize = 400;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file exists but is not a Coalition store.
+    #[error("{path} is not a Coalition store ({reason}); point --home at a Coalition home or run `coalition init` in an empty directory")]
+    NotAStore {
+        /// The database file.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// `create` found a file already there.
+    #[error("{path} already exists; refusing to overwrite it")]
+    Exists {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// No record matches an id or prefix.
+    #[error("no record with id {0} in this store (see `coalition finding list`)")]
+    NotFound(String),
+    /// A prefix matches several records.
+    #[error("id prefix {0} matches several records; give more characters")]
+    Ambiguous(String),
+    /// A stored record no longer verifies: the file was altered outside Coalition.
+    #[error("stored record {id} is corrupt ({reason}); run `coalition verify` and restore the store from a backup or re-import a bundle")]
+    Corrupt {
+        /// Record id.
+        id: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Schema migration failed.
+    #[error("cannot migrate the store: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Why a record offered for ingest was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// Bad encoding or signature.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// Payload does not match its schema.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+/// A record checked and ready to insert: verified, schema-valid, columns extracted.
+/// Preparing is CPU-bound and independent per record, so callers run it in parallel.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The verified record.
+    pub record: Record,
+    /// Record it refers to (annex → finding, grant → record).
+    pub subject: Option<RecordId>,
+    /// Query columns, for findings.
+    pub finding: Option<FindingIndex>,
+}
+
+/// Verifies `bytes` (encoding, signature, schema) and extracts its query columns.
+pub fn prepare(bytes: &[u8]) -> Result<Prepared, IngestError> {
+    let record = record::verify(bytes)?;
+    prepare_verified(record)
+}
+
+/// As [`prepare`], for a record whose signature was already checked (own new records).
+pub fn prepare_verified(record: Record) -> Result<Prepared, IngestError> {
+    let value = schemas().check_payload(&record.schema, &record.payload, &record.id.to_hex())?;
+    let finding = (record.schema == FINDING_SCHEMA).then(|| FindingIndex::extract(&value));
+    Ok(Prepared {
+        subject: subject_of(&record.schema, &value),
+        record,
+        finding,
+    })
+}
+
+/// A current-or-past finding as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FindingRow {
+    /// Record id of this version.
+    pub id: RecordId,
+    /// Author organisation.
+    pub author: OrgKey,
+    /// Title.
+    pub title: String,
+    /// Country code.
+    pub country: String,
+    /// Category code.
+    pub category: String,
+    /// Incident start date.
+    pub occurred_start: String,
+    /// Audience code (0 private, 1 coalition, 2 members), before grants.
+    pub audience: i64,
+    /// Superseded by a retraction.
+    pub retracted: bool,
+    /// Author's creation time, ms.
+    pub created_at: i64,
+}
+
+/// The store handle (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+fn options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Creates a new store file at `path`; refuses if anything is already there.
+    pub async fn create(path: &Path) -> Result<Self, StoreError> {
+        if path.exists() {
+            return Err(StoreError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options(path).create_if_missing(true))
+            .await?;
+        sqlx::query(&format!("PRAGMA application_id = {APPLICATION_ID}"))
+            .execute(&pool)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('format', 'coalition-store/1')")
+            .execute(&pool)
+            .await?;
+        Ok(Self {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing store, checking it is a Coalition store, and applies any
+    /// migrations this version ships.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let not_store = |reason: String| StoreError::NotAStore {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(not_store("no such file".into()));
+        }
+        // Check the header read-only before WAL mode or migrations could write anything.
+        {
+            use sqlx::ConnectOptions;
+            let mut probe = SqliteConnectOptions::new()
+                .filename(path)
+                .read_only(true)
+                .connect()
+                .await
+                .map_err(|e| not_store(e.to_string()))?;
+            let app_id: i64 = sqlx::query_scalar("PRAGMA application_id")
+                .fetch_one(&mut probe)
+                .await
+                .map_err(|e| not_store(format!("not an SQLite database: {e}")))?;
+            if app_id != APPLICATION_ID {
+                return Err(not_store(format!(
+                    "SQLite application_id is {app_id:#x}, a Coalition store has {APPLICATION_ID:#x}"
+                )));
+            }
+            sqlx::Connection::close(probe).await.ok();
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options(path))
+            .await
+            .map_err(|e| not_store(e.to_string()))?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// Inserts records in one transaction. Records already held are skipped. Returns
+    /// the ids that were new.
+    pub async fn insert(&self, batch: &[Prepared]) -> Result<Vec<RecordId>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut new = Vec::new();
+        for chunk in batch.chunks(INSERT_CHUNK) {
+            new.extend(insert_chunk(&mut tx, chunk).await?);
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Appends this organisation's own new records: reads the head of `author`'s chain and
+    /// inserts what `build` signs on top of it, in one `BEGIN IMMEDIATE` transaction, so
+    /// two processes can never reuse a sequence number. Committed (with
+    /// `synchronous=FULL`) before it returns, i.e. before anything can announce it.
+    pub async fn append_own<E: From<StoreError>>(
+        &self,
+        author: OrgKey,
+        build: impl FnOnce(Option<(u64, RecordId)>) -> Result<Vec<Prepared>, E>,
+    ) -> Result<Vec<Record>, E> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::from)?;
+        let head =
+            sqlx::query("SELECT seq, id FROM records WHERE author = ? ORDER BY seq DESC LIMIT 1")
+                .bind(author.as_bytes().as_slice())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from)?
+                .map(|r| (r.get::<i64, _>(0) as u64, id_col(&r, 1)));
+        let prepared = build(head)?;
+        for chunk in prepared.chunks(INSERT_CHUNK) {
+            insert_chunk(&mut tx, chunk).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(prepared.into_iter().map(|p| p.record).collect())
+    }
+
+    /// The latest record of `author`'s chain: (seq, id).
+    pub async fn chain_head(&self, author: &OrgKey) -> Result<Option<(u64, RecordId)>, StoreError> {
+        let row =
+            sqlx::query("SELECT seq, id FROM records WHERE author = ? ORDER BY seq DESC LIMIT 1")
+                .bind(author.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| (r.get::<i64, _>(0) as u64, id_col(&r, 1))))
+    }
+
+    /// The record with `id`, re-verified from its stored bytes.
+    pub async fn record(&self, id: &RecordId) -> Result<Record, StoreError> {
+        let bytes: Option<Vec<u8>> = sqlx::query_scalar("SELECT bytes FROM records WHERE id = ?")
+            .bind(id.0.as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        let bytes = bytes.ok_or_else(|| StoreError::NotFound(id.to_hex()))?;
+        let r = record::verify(&bytes).map_err(|e| StoreError::Corrupt {
+            id: id.to_hex(),
+            reason: e.to_string(),
+        })?;
+        if r.id != *id {
+            return Err(StoreError::Corrupt {
+                id: id.to_hex(),
+                reason: "stored bytes hash to a different id".into(),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Resolves a full id or a unique prefix of at least 8 hex characters.
+    pub async fn resolve(&self, text: &str) -> Result<RecordId, StoreError> {
+        let t = text.trim().to_ascii_lowercase();
+        if let Ok(id) = RecordId::from_str(&t) {
+            return Ok(id);
+        }
+        if t.len() < 8 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound(format!(
+                "{text:?} (give the full 64-character id or a prefix of at least 8 hex characters)"
+            )));
+        }
+        // hex(id) LIKE 'prefix%' would scan; compare on the blob range instead.
+        let even = &t[..t.len() & !1];
+        let lo = hex::decode(even).expect("checked hex");
+        let mut hi = lo.clone();
+        hi.extend(std::iter::repeat_n(0xff, 32 - lo.len()));
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT id FROM records WHERE id >= ? AND id <= ? LIMIT 1000")
+                .bind(lo.as_slice())
+                .bind(hi.as_slice())
+                .fetch_all(&self.pool)
+                .await?;
+        let matches: Vec<RecordId> = rows
+            .iter()
+            .filter(|b| hex::encode(b).starts_with(&t))
+            .filter_map(|b| RecordId::from_slice(b))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(StoreError::NotFound(text.to_string())),
+            _ => Err(StoreError::Ambiguous(text.to_string())),
+        }
+    }
+
+    /// Findings, newest first: current versions only, retracted ones too if asked.
+    pub async fn findings(&self, include_retracted: bool) -> Result<Vec<FindingRow>, StoreError> {
+        let sql = "SELECT f.id, f.author, f.title, f.country, f.category, f.occurred_start, \
+                   r.audience, f.retracted, f.created_at \
+                   FROM findings f JOIN records r ON r.id = f.id \
+                   WHERE f.is_head = 1 AND (f.retracted = 0 OR ?) \
+                   ORDER BY f.occurred_start DESC, f.created_at DESC";
+        let rows = sqlx::query(sql)
+            .bind(include_retracted)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FindingRow {
+                    id: id_col(r, 0),
+                    author: key_col(r, 1)?,
+                    title: r.get(2),
+                    country: r.get(3),
+                    category: r.get(4),
+                    occurred_start: r.get(5),
+                    audience: r.get(6),
+                    retracted: r.get::<i64, _>(7) != 0,
+                    created_at: r.get(8),
+                })
+            })
+            .collect()
+    }
+
+    /// Records by the same author that supersede `id` (corrections and retractions).
+    pub async fn superseded_by(
+        &self,
+        id: &RecordId,
+        author: &OrgKey,
+    ) -> Result<Vec<Record>, StoreError> {
+        let ids: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT id FROM records WHERE supersedes = ? AND author = ? ORDER BY seq",
+        )
+        .bind(id.0.as_slice())
+        .bind(author.as_bytes().as_slice())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for b in ids {
+            if let Some(i) = RecordId::from_slice(&b) {
+                out.push(self.record(&i).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records whose payload points at `id` (annexes of a finding, grants of a record).
+    pub async fn about(&self, id: &RecordId, schema: &str) -> Result<Vec<Record>, StoreError> {
+        let ids: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT id FROM records WHERE subject = ? AND schema = ? ORDER BY rowid",
+        )
+        .bind(id.0.as_slice())
+        .bind(schema)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for b in ids {
+            if let Some(i) = RecordId::from_slice(&b) {
+                out.push(self.record(&i).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every record's id and stored bytes, in the order they were stored.
+    pub async fn all_records(&self) -> Result<Vec<(RecordId, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query("SELECT id, bytes FROM records ORDER BY rowid")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (id_col(r, 0), r.get(1))).collect())
+    }
+
+    /// Number of records held.
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM records")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    /// Pairs of different records with the same author and seq (forks: equivocation).
+    pub async fn forks(&self) -> Result<Vec<(OrgKey, u64, Vec<RecordId>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT author, seq, group_concat(hex(id)) FROM records \
+             GROUP BY author, seq HAVING COUNT(*) > 1 ORDER BY author, seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let ids: String = r.get(2);
+                Ok((
+                    key_col(r, 0)?,
+                    r.get::<i64, _>(1) as u64,
+                    ids.split(',')
+                        .filter_map(|h| h.to_ascii_lowercase().parse().ok())
+                        .collect(),
+                ))
+            })
+            .collect()
+    }
+
+    /// SQLite's own integrity check of the file.
+    pub async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+    }
+
+    /// The underlying pool (query module uses it read-only).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn id_col(r: &sqlx::sqlite::SqliteRow, i: usize) -> RecordId {
+    let b: Vec<u8> = r.get(i);
+    RecordId::from_slice(&b).unwrap_or(RecordId([0; 32]))
+}
+
+fn key_col(r: &sqlx::sqlite::SqliteRow, i: usize) -> Result<OrgKey, StoreError> {
+    let b: Vec<u8> = r.get(i);
+    OrgKey::from_bytes(&b).map_err(|e| StoreError::Corrupt {
+        id: hex::encode(&b),
+        reason: e.to_string(),
+    })
+}
+
+fn opt_blob(id: Option<RecordId>) -> Option<Vec<u8>> {
+    id.map(|i| i.0.to_vec())
+}
+
+async fn insert_chunk(
+    tx: &mut Transaction<'_, Sqlite>,
+    chunk: &[Prepared],
+) -> Result<Vec<RecordId>, StoreError> {
+    let received = now_ms();
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT OR IGNORE INTO records (id, bytes, author, seq, prev, created_at, schema, \
+         audience, supersedes, epoch, subject, received_at) ",
+    );
+    qb.push_values(chunk, |mut b, p| {
+        let r = &p.record;
+        b.push_bind(r.id.0.to_vec())
+            .push_bind(r.bytes.as_slice())
+            .push_bind(r.author.as_bytes().to_vec())
+            .push_bind(r.seq as i64)
+            .push_bind(opt_blob(r.prev))
+            .push_bind(r.created_at_ms)
+            .push_bind(r.schema.as_str())
+            .push_bind(r.audience.kind_code())
+            .push_bind(opt_blob(r.supersedes))
+            .push_bind(r.epoch.map(|e| e.to_vec()))
+            .push_bind(opt_blob(p.subject))
+            .push_bind(received);
+    });
+    qb.push(" RETURNING id");
+    let returned: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+    let new: std::collections::HashSet<RecordId> = returned
+        .iter()
+        .filter_map(|b| RecordId::from_slice(b))
+        .collect();
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fresh: Vec<&Prepared> = chunk
+        .iter()
+        .filter(|p| new.contains(&p.record.id))
+        .collect();
+
+    let members: Vec<(RecordId, OrgKey)> = fresh
+        .iter()
+        .flat_map(|p| match &p.record.audience {
+            Audience::Members(m) => m.iter().map(|k| (p.record.id, *k)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    for part in members.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::new("INSERT OR IGNORE INTO audience_members (record, member) ");
+        qb.push_values(part, |mut b, (id, k)| {
+            b.push_bind(id.0.to_vec()).push_bind(k.as_bytes().to_vec());
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
+
+    let findings: Vec<(&Record, &FindingIndex)> = fresh
+        .iter()
+        .filter_map(|p| p.finding.as_ref().map(|f| (&p.record, f)))
+        .collect();
+    insert_findings(tx, &findings).await?;
+
+    // Supersession, whichever order the versions arrive in: the targets of new records,
+    // and new findings that older-arrived records already supersede.
+    let mut touched: Vec<Vec<u8>> = fresh
+        .iter()
+        .filter_map(|p| p.record.supersedes.map(|s| s.0.to_vec()))
+        .collect();
+    touched.extend(findings.iter().map(|(r, _)| r.id.0.to_vec()));
+    for part in touched.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::new(format!(
+            "UPDATE findings SET \
+             is_head = NOT EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
+                AND s.author = findings.author AND s.schema = '{FINDING_SCHEMA}'), \
+             retracted = EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
+                AND s.author = findings.author AND s.schema = '{RETRACTION_SCHEMA}') \
+             WHERE id IN ("
+        ));
+        let mut sep = qb.separated(", ");
+        for id in part {
+            sep.push_bind(id.as_slice());
+        }
+        qb.push(")");
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(fresh.iter().map(|p| p.record.id).collect())
+}
+
+async fn insert_findings(
+    tx: &mut Transaction<'_, Sqlite>,
+    findings: &[(&Record, &FindingIndex)],
+) -> Result<(), StoreError> {
+    for part in findings.chunks(INSERT_CHUNK / 2) {
+        let mut qb = QueryBuilder::new(
+            "INSERT OR IGNORE INTO findings (id, author, title, summary, language, country, \
+             region, municipality, category, confidence, occurred_start, occurred_end, \
+             date_precision, affected_count, lat, lon, created_at) ",
+        );
+        qb.push_values(part, |mut b, (r, f)| {
+            b.push_bind(r.id.0.to_vec())
+                .push_bind(r.author.as_bytes().to_vec())
+                .push_bind(f.title.as_str())
+                .push_bind(f.summary.as_str())
+                .push_bind(f.language.as_str())
+                .push_bind(f.country.as_str())
+                .push_bind(f.region.as_deref())
+                .push_bind(f.municipality.as_deref())
+                .push_bind(f.category.as_str())
+                .push_bind(f.confidence.as_str())
+                .push_bind(f.occurred_start.as_str())
+                .push_bind(f.occurred_end.as_deref())
+                .push_bind(f.date_precision.as_str())
+                .push_bind(f.affected_count)
+                .push_bind(f.lat)
+                .push_bind(f.lon)
+                .push_bind(r.created_at_ms);
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
+    let multi = |pick: fn(&FindingIndex) -> &Vec<String>| -> Vec<(Vec<u8>, String)> {
+        findings
+            .iter()
+            .flat_map(|(r, f)| pick(f).iter().map(|v| (r.id.0.to_vec(), v.clone())))
+            .collect()
+    };
+    let tables: [(&str, &str, Vec<(Vec<u8>, String)>); 3] = [
+        ("finding_actors", "actor_type", multi(|f| &f.actor_types)),
+        ("finding_groups", "grp", multi(|f| &f.groups)),
+        ("finding_tags", "tag", multi(|f| &f.tags)),
+    ];
+    for (table, column, rows) in tables {
+        for part in rows.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new(format!(
+                "INSERT OR IGNORE INTO {table} (finding, {column}) "
+            ));
+            qb.push_values(part, |mut b, (id, v)| {
+                b.push_bind(id.as_slice()).push_bind(v.as_str());
+            });
+            qb.build().execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::to_payload;
+    use crate::identity::Identity;
+    use crate::record::{sign, Draft};
+
+    fn finding_json(title: &str) -> serde_json::Value {
+        serde_json::json!({
+            "title": title,
+            "summary": "A summary long enough to pass the schema.",
+            "language": "en",
+            "occurred": {"start": "2025-01-02", "precision": "day"},
+            "location": {"country": "GE", "region": "Tbilisi"},
+            "category": "intimidation_harassment",
+            "actors": [{"type": "police"}],
+            "sources": [{"type": "own_observation"}],
+            "confidence": "high"
+        })
+    }
+
+    fn rec(
+        id: &Identity,
+        seq: u64,
+        prev: Option<RecordId>,
+        schema: &str,
+        v: serde_json::Value,
+        sup: Option<RecordId>,
+    ) -> Record {
+        sign(
+            id,
+            seq,
+            prev,
+            Draft {
+                schema: schema.into(),
+                audience: Audience::Coalition,
+                supersedes: sup,
+                epoch: None,
+                payload: to_payload(&v),
+                created_at_ms: 1,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn supersession_is_order_independent_and_duplicates_are_no_ops() {
+        let org = Identity::from_seed(&[4; 32]);
+        let v1 = rec(
+            &org,
+            1,
+            None,
+            FINDING_SCHEMA,
+            finding_json("First version"),
+            None,
+        );
+        let v2 = rec(
+            &org,
+            2,
+            Some(v1.id),
+            FINDING_SCHEMA,
+            finding_json("Second version"),
+            Some(v1.id),
+        );
+        let rt = rec(
+            &org,
+            3,
+            Some(v2.id),
+            RETRACTION_SCHEMA,
+            serde_json::json!({"reason": "duplicate"}),
+            Some(v2.id),
+        );
+        let all = [v1, v2.clone(), rt];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::create(&dir.path().join("s.db")).await.unwrap();
+            for i in order {
+                let p = prepare(&all[i].bytes).unwrap();
+                assert_eq!(store.insert(&[p.clone()]).await.unwrap().len(), 1);
+                assert!(
+                    store.insert(&[p]).await.unwrap().is_empty(),
+                    "duplicate inserted"
+                );
+            }
+            assert!(store.findings(false).await.unwrap().is_empty());
+            let with_retracted = store.findings(true).await.unwrap();
+            assert_eq!(with_retracted.len(), 1);
+            assert_eq!(with_retracted[0].id, v2.id);
+            assert!(with_retracted[0].retracted);
+            assert_eq!(store.count().await.unwrap(), 3);
+        }
+    }
+
+    #[tokio::test]
+    async fn another_authors_correction_has_no_effect() {
+        let a = Identity::from_seed(&[5; 32]);
+        let b = Identity::from_seed(&[6; 32]);
+        let v1 = rec(
+            &a,
+            1,
+            None,
+            FINDING_SCHEMA,
+            finding_json("Original by A"),
+            None,
+        );
+        let hijack = rec(
+            &b,
+            1,
+            None,
+            FINDING_SCHEMA,
+            finding_json("Hijack by B"),
+            Some(v1.id),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("s.db")).await.unwrap();
+        store
+            .insert(&[prepare(&v1.bytes).unwrap(), prepare(&hijack.bytes).unwrap()])
+            .await
+            .unwrap();
+        let titles: Vec<String> = store
+            .findings(false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.title)
+            .collect();
+        assert!(titles.contains(&"Original by A".to_string()), "{titles:?}");
+    }
+
+    #[tokio::test]
+    async fn foreign_database_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        {
+            use sqlx::ConnectOptions;
+            let mut c = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query("CREATE TABLE t (x)")
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open(&path).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, b"this is not sqlite at all, just text").unwrap();
+        assert!(matches!(
+            Store::open(&junk).await,
+            Err(StoreError::NotAStore { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn prefixes_resolve_uniquely() {
+        let org = Identity::from_seed(&[8; 32]);
+        let r = rec(
+            &org,
+            1,
+            None,
+            FINDING_SCHEMA,
+            finding_json("Prefix test"),
+            None,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("s.db")).await.unwrap();
+        store.insert(&[prepare(&r.bytes).unwrap()]).await.unwrap();
+        assert_eq!(store.resolve(&r.id.to_hex()[..9]).await.unwrap(), r.id);
+        assert!(store.resolve("abc").await.is_err());
+    }
+}
