@@ -8,6 +8,7 @@
 //! (JSON Lines and CSV), [`cli`] (command-line interface), [`demo`].
 
 pub mod bundle;
+pub mod charter;
 pub mod cli;
 pub mod config;
 pub mod demo;

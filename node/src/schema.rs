@@ -36,6 +36,26 @@ const SCHEMA_FILES: &[(&str, &str, &str)] = &[
         "grant.v1.json",
         include_str!("../../schemas/grant.v1.json"),
     ),
+    (
+        "charter/v1",
+        "charter.v1.json",
+        include_str!("../../schemas/charter.v1.json"),
+    ),
+    (
+        "proposal/v1",
+        "proposal.v1.json",
+        include_str!("../../schemas/proposal.v1.json"),
+    ),
+    (
+        "approval/v1",
+        "approval.v1.json",
+        include_str!("../../schemas/approval.v1.json"),
+    ),
+    (
+        "node-cert/v1",
+        "node-cert.v1.json",
+        include_str!("../../schemas/node-cert.v1.json"),
+    ),
 ];
 
 /// Vocabulary document referenced by the record schemas.
