@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::json;
 
+use crate::charter::{self, Change, Member, Membership, SignedCharter};
 use crate::config::Home;
 use crate::finding::FindingInput;
 use crate::identity::{Identity, OrgKey};
@@ -86,12 +86,123 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Found a coalition: draft, sign and adopt its charter; show the membership.
+    #[command(subcommand)]
+    Charter(CharterCmd),
+    /// Propose and approve membership changes (take effect at the threshold).
+    #[command(subcommand)]
+    Member(MemberCmd),
+    /// Node certificates binding a libp2p peer id to this organisation.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Run a demonstration: two organisations record findings, exchange a bundle, and an
     /// auditor verifies it.
     Demo {
         /// Directory for the demo homes (default: a temporary directory, removed after).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+/// `coalition charter …`
+#[derive(Debug, Subcommand)]
+pub enum CharterCmd {
+    /// Write an unsigned charter draft listing the founding members.
+    Draft {
+        /// Coalition name.
+        #[arg(long)]
+        name: String,
+        /// Approvals a membership change needs (default: a strict majority).
+        #[arg(long)]
+        threshold: Option<u32>,
+        /// A founder's member card (what `coalition identity export` prints); repeat per founder.
+        #[arg(long = "member", value_name = "FILE", required = true)]
+        members: Vec<PathBuf>,
+        /// Accept a threshold at or below half the members.
+        #[arg(long)]
+        allow_low_threshold: bool,
+        /// Output file (default: stdout).
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Add this organisation's signature to a draft (edits the file in place).
+    Sign {
+        /// Draft file.
+        draft: PathBuf,
+    },
+    /// Store a charter every founder has signed: this node joins the coalition.
+    Adopt {
+        /// Draft file with all signatures.
+        draft: PathBuf,
+    },
+    /// Current members, threshold, epoch, history, open proposals, equivocation evidence.
+    Show {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `coalition member …`
+#[derive(Debug, Subcommand)]
+pub enum MemberCmd {
+    /// Propose a change for the current epoch (counts as your approval).
+    #[command(subcommand)]
+    Propose(ProposeCmd),
+    /// Approve a proposal for the current epoch.
+    Approve {
+        /// Proposal record id (or prefix).
+        proposal: String,
+    },
+}
+
+/// `coalition member propose …`
+#[derive(Debug, Subcommand)]
+pub enum ProposeCmd {
+    /// Admit an organisation (FILE: its member card).
+    Add {
+        /// Member card file.
+        file: PathBuf,
+        /// Accept a resulting threshold at or below half the members.
+        #[arg(long)]
+        allow_low_threshold: bool,
+    },
+    /// Remove a member organisation.
+    Remove {
+        /// Its organisation key.
+        key: OrgKey,
+        /// Accept a resulting threshold at or below half the members.
+        #[arg(long)]
+        allow_low_threshold: bool,
+    },
+    /// Replace a member's key (NEWFILE: its card with the new key).
+    Rotate {
+        /// Key being retired.
+        old: OrgKey,
+        /// Member card with the new key.
+        new_file: PathBuf,
+    },
+    /// Change the threshold.
+    Threshold {
+        /// New threshold.
+        threshold: u32,
+        /// Accept a threshold at or below half the members.
+        #[arg(long)]
+        allow_low_threshold: bool,
+    },
+}
+
+/// `coalition node …`
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Issue a certificate binding a libp2p peer id to this organisation.
+    Cert {
+        /// The node's libp2p peer id.
+        #[arg(long)]
+        peer_id: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
     },
 }
 
@@ -272,10 +383,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Identity(IdentityCmd::Export) => {
             let node = open(&home).await?;
-            let o = &node.config().organisation;
-            out(serde_json::to_string_pretty(&json!({
-                "organisation": o.name, "country": o.country, "key": o.key,
-            }))?)?;
+            out(serde_json::to_string_pretty(&node.member_card())?)?;
             Ok(Outcome::Success)
         }
         Command::Finding(cmd) => finding(&home, cmd).await,
@@ -374,6 +482,17 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 Outcome::CheckFailed
             })
         }
+        Command::Charter(cmd) => charter(&home, cmd).await,
+        Command::Member(cmd) => member(&home, cmd).await,
+        Command::Node(NodeCmd::Cert { peer_id, days }) => {
+            let node = open(&home).await?;
+            let identity = unlock(&node)?;
+            let expires = node::now_ms() + i64::from(days) * 86_400_000;
+            let cert = node.issue_node_cert(&identity, &peer_id, expires).await?;
+            out(cert.id.to_hex())?;
+            eprintln!("certificate for peer {peer_id} valid for {days} days; it is shared with the coalition like any record");
+            Ok(Outcome::Success)
+        }
         Command::Demo { dir } => {
             crate::demo::run(dir.as_deref()).await?;
             Ok(Outcome::Success)
@@ -412,6 +531,18 @@ fn print_verify(report: &VerifyReport, what: &str, json: bool) -> Result<()> {
                 f.reason
             ))?;
         }
+    }
+    match (&report.coalition, &report.epoch) {
+        (Some(c), Some(e)) => out(format!(
+            "membership: every author checked against coalition {c:?} (current epoch {})",
+            &e[..12]
+        ))?,
+        _ => {
+            out("membership: no charter present, so authors were not checked against a coalition")?
+        }
+    }
+    for e in &report.equivocations {
+        out(format!("WARNING equivocation: {e}"))?;
     }
     for fork in &report.forks {
         out(format!("WARNING equivocation: {fork}"))?;
@@ -517,4 +648,230 @@ pub fn example_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+fn read_card(path: &Path) -> Result<Member> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read member card {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!("{} is not a member card (expected what `coalition identity export` prints: organisation, country, key)", path.display())
+    })
+}
+
+fn read_draft(path: &Path) -> Result<SignedCharter> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read charter draft {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a charter draft (made by `coalition charter draft`)",
+            path.display()
+        )
+    })
+}
+
+fn write_draft(path: &Path, draft: &SignedCharter) -> Result<()> {
+    let text = serde_json::to_string_pretty(draft)? + "\n";
+    node::write_atomically(path, |w| w.write_all(text.as_bytes()))?;
+    Ok(())
+}
+
+async fn charter(home: &Home, cmd: CharterCmd) -> Result<Outcome> {
+    match cmd {
+        CharterCmd::Draft {
+            name,
+            threshold,
+            members,
+            allow_low_threshold,
+            output,
+        } => {
+            let cards = members
+                .iter()
+                .map(|p| read_card(p))
+                .collect::<Result<Vec<_>>>()?;
+            let t = threshold.unwrap_or(cards.len() as u32 / 2 + 1);
+            if !charter::is_majority(t, cards.len()) {
+                eprintln!("WARNING: threshold {t} of {} is not a strict majority: two conflicting changes could both pass", cards.len());
+            }
+            let draft = SignedCharter::draft(&name, t, cards, allow_low_threshold, node::now_ms())?;
+            match output {
+                Some(p) => {
+                    write_draft(&p, &draft)?;
+                    eprintln!(
+                        "draft written to {}; each founder runs `coalition charter sign {}`",
+                        p.display(),
+                        p.display()
+                    );
+                }
+                None => out(serde_json::to_string_pretty(&draft)?)?,
+            }
+        }
+        CharterCmd::Sign { draft } => {
+            let mut d = read_draft(&draft)?;
+            let node = open(home).await?;
+            let identity = unlock(&node)?;
+            d.sign(&identity)?;
+            write_draft(&draft, &d)?;
+            let missing = d.missing();
+            if missing.is_empty() {
+                out("signed; every founder has signed: each founder can now run `coalition charter adopt`")?;
+            } else {
+                out(format!(
+                    "signed; still missing: {}",
+                    missing
+                        .iter()
+                        .map(|m| m.organisation.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))?;
+            }
+        }
+        CharterCmd::Adopt { draft } => {
+            let d = read_draft(&draft)?;
+            let node = open(home).await?;
+            let identity = unlock(&node)?;
+            let id = node.adopt_charter(&identity, &d).await?;
+            out(id.to_hex())?;
+            eprintln!(
+                "coalition {:?} adopted with {} members, threshold {}",
+                d.charter.name,
+                d.charter.members.len(),
+                d.charter.threshold
+            );
+        }
+        CharterCmd::Show { json } => {
+            let node = open(home).await?;
+            let Some(m) = node.membership().await? else {
+                bail!("no coalition charter on this node yet (draft one with `coalition charter draft`, or import a bundle that carries it)");
+            };
+            if json {
+                out(serde_json::to_string_pretty(&m)?)?;
+            } else {
+                print_membership(&m)?;
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn print_membership(m: &Membership) -> Result<()> {
+    let cur = m.current();
+    out(format!("coalition  {}", m.name))?;
+    out(format!("charter    {}", hex::encode(m.charter_id)))?;
+    out(format!(
+        "epoch      {} (after {} changes)",
+        hex::encode(cur.epoch),
+        cur.height
+    ))?;
+    out(format!(
+        "threshold  {} of {} members{}",
+        cur.threshold,
+        cur.members.len(),
+        if charter::is_majority(cur.threshold, cur.members.len()) {
+            ""
+        } else {
+            "  WARNING: not a strict majority"
+        }
+    ))?;
+    out("members:")?;
+    for mem in cur.members.values() {
+        out(format!(
+            "  {}  {}  {}",
+            mem.key, mem.country, mem.organisation
+        ))?;
+    }
+    out("history:")?;
+    out("  charter adopted".to_string())?;
+    for a in &m.applied {
+        out(format!(
+            "  {} (proposal {}, approved by {})",
+            a.change,
+            a.proposal.short(),
+            a.approvers
+                .iter()
+                .map(|k| k.short())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
+    }
+    for p in &m.pending {
+        out(format!(
+            "pending: {} (proposal {}, {}/{} approvals){}",
+            p.change,
+            p.proposal.short(),
+            p.approvers.len(),
+            cur.threshold,
+            p.problem
+                .as_deref()
+                .map(|x| format!(" cannot apply: {x}"))
+                .unwrap_or_default()
+        ))?;
+    }
+    for e in &m.equivocations {
+        out(format!(
+            "EQUIVOCATION: member {} supported {} proposals for epoch {}; evidence records: {}",
+            e.member,
+            e.proposals.len(),
+            &hex::encode(e.epoch)[..12],
+            e.evidence
+                .iter()
+                .map(|r| r.to_hex())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
+    }
+    for (id, why) in &m.ignored {
+        out(format!("ignored {}: {why}", id.short()))?;
+    }
+    Ok(())
+}
+
+async fn member(home: &Home, cmd: MemberCmd) -> Result<Outcome> {
+    let node = open(home).await?;
+    match cmd {
+        MemberCmd::Propose(p) => {
+            let change = match p {
+                ProposeCmd::Add {
+                    file,
+                    allow_low_threshold,
+                } => Change::Add {
+                    member: read_card(&file)?,
+                    low_threshold_acknowledged: allow_low_threshold,
+                },
+                ProposeCmd::Remove {
+                    key,
+                    allow_low_threshold,
+                } => Change::Remove {
+                    key,
+                    low_threshold_acknowledged: allow_low_threshold,
+                },
+                ProposeCmd::Rotate { old, new_file } => Change::Rotate {
+                    old,
+                    new: read_card(&new_file)?,
+                },
+                ProposeCmd::Threshold {
+                    threshold,
+                    allow_low_threshold,
+                } => Change::Threshold {
+                    threshold,
+                    low_threshold_acknowledged: allow_low_threshold,
+                },
+            };
+            let identity = unlock(&node)?;
+            let id = node.propose(&identity, change, None).await?;
+            out(id.to_hex())?;
+            eprintln!("proposal recorded; it takes effect once enough members run `coalition member approve {}`", id.short());
+        }
+        MemberCmd::Approve { proposal } => {
+            let identity = unlock(&node)?;
+            let id = node.approve(&identity, &proposal).await?;
+            out(id.to_hex())?;
+            if let Some(m) = node.membership().await? {
+                eprintln!(
+                    "approval recorded; membership epoch is now {}",
+                    &hex::encode(m.current().epoch)[..12]
+                );
+            }
+        }
+    }
+    Ok(Outcome::Success)
 }

@@ -9,6 +9,9 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use crate::bundle;
+use crate::charter::{
+    self, Change, GovernanceError, Member, Membership, SignedCharter, MEMBERSHIP_SCHEMAS,
+};
 use crate::config::{Config, ConfigError, Home, Organisation};
 use crate::finding::{
     annex_payload, retraction_payload, to_payload, FindingInput, ANNEX_SCHEMA, FINDING_SCHEMA,
@@ -40,6 +43,9 @@ pub enum NodeError {
     /// A record we made does not pass our own checks (a bug or a bad schema).
     #[error("record rejected: {0}")]
     Ingest(#[from] IngestError),
+    /// A governance rule was broken.
+    #[error(transparent)]
+    Governance(#[from] GovernanceError),
     /// The operation is not allowed on this record.
     #[error("{0}")]
     Refused(String),
@@ -109,6 +115,12 @@ pub struct VerifyReport {
     pub forks: Vec<String>,
     /// Records per author (hex key → count) among the valid ones.
     pub authors: std::collections::BTreeMap<String, u64>,
+    /// Coalition whose membership the records were judged against, if a charter was present.
+    pub coalition: Option<String>,
+    /// Current membership epoch (hex) of that coalition.
+    pub epoch: Option<String>,
+    /// Members that approved two different proposals for one epoch.
+    pub equivocations: Vec<String>,
 }
 
 impl VerifyReport {
@@ -260,13 +272,30 @@ impl Node {
         count: usize,
         mut make: impl FnMut(&[Record]) -> Draft,
     ) -> Result<Vec<Record>, NodeError> {
+        let epoch = match self.membership().await? {
+            Some(m) => {
+                if !m.current().is_member(&identity.key()) {
+                    return Err(NodeError::Refused(format!(
+                        "organisation {} is not a member of coalition {:?} under its current membership epoch; it cannot record anything for it",
+                        identity.key(),
+                        m.name
+                    )));
+                }
+                Some(m.current().epoch)
+            }
+            None => None,
+        };
         self.store
             .append_own(identity.key(), |head| {
                 let (mut seq, mut prev) = head.map(|(s, id)| (s, Some(id))).unwrap_or((0, None));
                 let mut made: Vec<Record> = Vec::with_capacity(count);
                 let mut prepared = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let r = record::sign(identity, seq + 1, prev, make(&made));
+                    let draft = Draft {
+                        epoch,
+                        ..make(&made)
+                    };
+                    let r = record::sign(identity, seq + 1, prev, draft);
                     seq = r.seq;
                     prev = Some(r.id);
                     prepared.push(store::prepare_verified(r.clone()).map_err(NodeError::from)?);
@@ -557,6 +586,8 @@ impl Node {
             })?;
             records.push(r);
         }
+        // Membership records first, so a reader can judge everything after them.
+        records.sort_by_key(|r| !MEMBERSHIP_SCHEMAS.contains(&r.schema.as_str()));
         if include_private {
             return Ok(records);
         }
@@ -604,15 +635,34 @@ impl Node {
 
     /// Imports a bundle: verifies every record (in parallel), stores the valid ones, and
     /// reports each invalid one. Importing the same bundle twice stores nothing new.
+    ///
+    /// Membership records (charter, proposals, approvals) are read and stored first, so
+    /// that every other record can be judged against the membership they define: once a
+    /// coalition charter is present, a record whose author was not a member under the
+    /// epoch it names is refused.
     pub async fn import(&self, path: &Path) -> Result<ImportReport, NodeError> {
-        let file = std::fs::File::open(path).map_err(io_err(path))?;
-        let reader = bundle::Reader::new(std::io::BufReader::with_capacity(1 << 20, file))?;
+        let open = || -> Result<_, NodeError> {
+            let file = std::fs::File::open(path).map_err(io_err(path))?;
+            Ok(bundle::Reader::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                file,
+            ))?)
+        };
         let mut report = ImportReport::default();
-        let mut entries = reader.peekable();
-        loop {
+        let governance: Vec<bundle::Entry> = open()?
+            .filter_map(Result::ok)
+            .filter(|e| is_membership(&e.bytes))
+            .collect();
+        report.read += governance.len() as u64;
+        self.ingest(&governance, None, &mut report).await?;
+        let membership = self.membership().await?;
+
+        let mut entries = open()?.peekable();
+        while entries.peek().is_some() {
             let mut batch = Vec::with_capacity(IMPORT_BATCH);
             for e in entries.by_ref().take(IMPORT_BATCH) {
                 match e {
+                    Ok(e) if is_membership(&e.bytes) => {}
                     Ok(e) => batch.push(e),
                     Err(f) => report.failures.push(Failure {
                         index: f.index,
@@ -621,37 +671,58 @@ impl Node {
                     }),
                 }
             }
-            if batch.is_empty() {
-                break;
-            }
             report.read += batch.len() as u64;
-            let results: Vec<(u64, RecordId, Result<Prepared, IngestError>)> =
-                tokio::task::block_in_place(|| {
-                    batch
-                        .par_iter()
-                        .map(|e| (e.index, RecordId::of(&e.bytes), store::prepare(&e.bytes)))
-                        .collect()
-                });
-            let mut ok = Vec::with_capacity(results.len());
-            for (index, id, r) in results {
-                match r {
-                    Ok(p) => ok.push(p),
-                    Err(e) => report.failures.push(Failure {
-                        index,
-                        id: Some(id.to_hex()),
-                        reason: e.to_string(),
-                    }),
-                }
-            }
-            let new = self.store.insert(&ok).await?;
-            report.stored += new.len() as u64;
-            report.duplicates += (ok.len() - new.len()) as u64;
+            self.ingest(&batch, membership.as_ref(), &mut report)
+                .await?;
         }
         report.failures.sort_by_key(|f| f.index);
         Ok(report)
     }
 
-    /// Re-verifies every stored record and the database file itself.
+    /// Verifies `batch` in parallel, judges authors against `membership` (if any), and
+    /// stores what passes in one transaction.
+    async fn ingest(
+        &self,
+        batch: &[bundle::Entry],
+        membership: Option<&Membership>,
+        report: &mut ImportReport,
+    ) -> Result<(), NodeError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let results: Vec<(u64, RecordId, Result<Prepared, String>)> =
+            tokio::task::block_in_place(|| {
+                batch
+                    .par_iter()
+                    .map(|e| {
+                        let r = store::prepare(&e.bytes)
+                            .map_err(|err| err.to_string())
+                            .and_then(|p| match membership {
+                                Some(m) => m.judge(&p.record).map(|()| p),
+                                None => Ok(p),
+                            });
+                        (e.index, RecordId::of(&e.bytes), r)
+                    })
+                    .collect()
+            });
+        let mut ok = Vec::with_capacity(results.len());
+        for (index, id, r) in results {
+            match r {
+                Ok(p) => ok.push(p),
+                Err(reason) => report.failures.push(Failure {
+                    index,
+                    id: Some(id.to_hex()),
+                    reason,
+                }),
+            }
+        }
+        let new = self.store.insert(&ok).await?;
+        report.stored += new.len() as u64;
+        report.duplicates += (ok.len() - new.len()) as u64;
+        Ok(())
+    }
+
+    /// Re-verifies every stored record, its author's membership, and the database file.
     pub async fn verify_store(&self) -> Result<VerifyReport, NodeError> {
         let mut report = VerifyReport::default();
         for problem in self.store.integrity_check().await? {
@@ -681,12 +752,207 @@ impl Node {
                     })
                     .collect()
             });
-        tally(&mut report, checked);
+        let chosen = self.chosen_charter().await?;
+        judge_all(&mut report, checked, chosen);
         Ok(report)
+    }
+
+    async fn chosen_charter(&self) -> Result<Option<[u8; 32]>, NodeError> {
+        Ok(self
+            .store
+            .meta(CHARTER_META)
+            .await?
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| b.try_into().ok()))
+    }
+
+    /// The coalition membership folded from the records this node holds (`None` before
+    /// a charter is adopted or received).
+    pub async fn membership(&self) -> Result<Option<Membership>, NodeError> {
+        let recs = self.store.records_with_schemas(&MEMBERSHIP_SCHEMAS).await?;
+        Ok(Membership::fold(&recs, self.chosen_charter().await?)?)
+    }
+
+    /// Adopts a fully signed charter: stores it as a record by this organisation.
+    pub async fn adopt_charter(
+        &self,
+        identity: &Identity,
+        charter: &SignedCharter,
+    ) -> Result<RecordId, NodeError> {
+        charter.check()?;
+        if !charter
+            .charter
+            .members
+            .iter()
+            .any(|m| m.key == identity.key())
+        {
+            return Err(NodeError::Refused(format!(
+                "organisation {} is not a founder of {:?}; only founders adopt a charter (others import it)",
+                identity.key(),
+                charter.charter.name
+            )));
+        }
+        let id = charter.charter.id();
+        if let Some(current) = self.chosen_charter().await? {
+            if current != id {
+                return Err(NodeError::Refused(format!(
+                    "this node already belongs to the coalition with charter {}; a node belongs to one coalition (use another --home)",
+                    hex::encode(current)
+                )));
+            }
+        }
+        let payload = to_payload(&serde_json::to_value(charter).expect("charter serialises"));
+        let now = now_ms();
+        let r = self
+            .append(identity, 1, |_| Draft {
+                schema: charter::CHARTER_SCHEMA.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: None,
+                payload: payload.clone(),
+                created_at_ms: now,
+            })
+            .await?;
+        self.store.set_meta(CHARTER_META, &hex::encode(id)).await?;
+        Ok(r[0].id)
+    }
+
+    /// Proposes a membership change for the current epoch (counts as this member's approval).
+    pub async fn propose(
+        &self,
+        identity: &Identity,
+        change: Change,
+        note: Option<&str>,
+    ) -> Result<RecordId, NodeError> {
+        let m = self.require_membership().await?;
+        m.current().apply(&change, &RecordId([0; 32]))?;
+        let mut payload = json!({ "change": change });
+        if let Some(n) = note {
+            payload["note"] = n.into();
+        }
+        let payload = to_payload(&payload);
+        let now = now_ms();
+        let r = self
+            .append(identity, 1, |_| Draft {
+                schema: charter::PROPOSAL_SCHEMA.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: None,
+                payload: payload.clone(),
+                created_at_ms: now,
+            })
+            .await?;
+        Ok(r[0].id)
+    }
+
+    /// Approves a proposal for the current epoch.
+    pub async fn approve(
+        &self,
+        identity: &Identity,
+        proposal: &str,
+    ) -> Result<RecordId, NodeError> {
+        let m = self.require_membership().await?;
+        let id = self.store.resolve(proposal).await?;
+        let p = self.store.record(&id).await?;
+        if p.schema != charter::PROPOSAL_SCHEMA {
+            return Err(NodeError::Refused(format!(
+                "record {id} is a {} record, not a proposal",
+                p.schema
+            )));
+        }
+        if p.epoch != Some(m.current().epoch) {
+            return Err(NodeError::Refused(format!(
+                "proposal {id} applies to an earlier membership epoch and can no longer take effect; propose the change again"
+            )));
+        }
+        if m.applied.iter().any(|a| a.proposal == id) {
+            return Err(NodeError::Refused(format!(
+                "proposal {id} has already taken effect"
+            )));
+        }
+        if let Some(other) = m
+            .pending
+            .iter()
+            .find(|q| q.proposal != id && q.approvers.contains(&identity.key()))
+        {
+            return Err(NodeError::Refused(format!(
+                "this organisation already supports proposal {} for the current epoch; approving another would be equivocation, which every node records as evidence",
+                other.proposal
+            )));
+        }
+        let payload = to_payload(&json!({ "proposal": id.to_hex() }));
+        let now = now_ms();
+        let r = self
+            .append(identity, 1, |_| Draft {
+                schema: charter::APPROVAL_SCHEMA.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: None,
+                payload: payload.clone(),
+                created_at_ms: now,
+            })
+            .await?;
+        Ok(r[0].id)
+    }
+
+    /// Issues a node certificate binding `peer_id` to this organisation until `expires_at_ms`.
+    pub async fn issue_node_cert(
+        &self,
+        identity: &Identity,
+        peer_id: &str,
+        expires_at_ms: i64,
+    ) -> Result<Record, NodeError> {
+        let payload = to_payload(&json!({ "peer_id": peer_id, "expires_at_ms": expires_at_ms }));
+        crate::schema::schemas()
+            .check_payload(charter::NODE_CERT_SCHEMA, &payload, "--peer-id")
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let now = now_ms();
+        let r = self
+            .append(identity, 1, |_| Draft {
+                schema: charter::NODE_CERT_SCHEMA.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: None,
+                payload: payload.clone(),
+                created_at_ms: now,
+            })
+            .await?;
+        Ok(r.into_iter().next().expect("one record"))
+    }
+
+    async fn require_membership(&self) -> Result<Membership, NodeError> {
+        self.membership().await?.ok_or_else(|| {
+            NodeError::Refused(
+                "no coalition charter on this node yet: adopt one with `coalition charter adopt DRAFT` or import a bundle that carries it".into(),
+            )
+        })
+    }
+
+    /// This organisation's member card.
+    pub fn member_card(&self) -> Member {
+        Member {
+            organisation: self.config.organisation.name.clone(),
+            country: self.config.organisation.country.clone(),
+            key: self.key(),
+        }
     }
 }
 
-/// Verifies a bundle offline: every record's encoding, signature and schema.
+/// Meta key naming the charter this node adopted.
+const CHARTER_META: &str = "charter";
+
+/// Cheap check, without verifying, whether record bytes carry a membership schema.
+fn is_membership(bytes: &[u8]) -> bool {
+    use prost::Message;
+    coalition_proto::v1::SignedRecord::decode(bytes)
+        .ok()
+        .and_then(|env| coalition_proto::v1::RecordBody::decode(env.body.as_ref()).ok())
+        .is_some_and(|b| MEMBERSHIP_SCHEMAS.contains(&b.schema.as_str()))
+}
+
+/// Verifies a bundle offline: every record's encoding, signature and schema, and, when
+/// the bundle carries a charter, that every author was a member under the epoch its
+/// record names and that every membership change had enough approvals.
 pub fn verify_bundle(path: &Path) -> Result<VerifyReport, NodeError> {
     let file = std::fs::File::open(path).map_err(io_err(path))?;
     let reader = bundle::Reader::new(std::io::BufReader::with_capacity(1 << 20, file))?;
@@ -715,20 +981,25 @@ pub fn verify_bundle(path: &Path) -> Result<VerifyReport, NodeError> {
             )
         })
         .collect();
-    tally(&mut report, checked);
+    judge_all(&mut report, checked, None);
     report.failures.extend(frames);
     report.failures.sort_by_key(|f| f.index);
     Ok(report)
 }
 
-fn tally(report: &mut VerifyReport, checked: Vec<(u64, Option<String>, Result<Prepared, String>)>) {
+/// Tallies checked records, then judges the valid ones against the membership their
+/// own membership records define.
+fn judge_all(
+    report: &mut VerifyReport,
+    checked: Vec<(u64, Option<String>, Result<Prepared, String>)>,
+    chosen: Option<[u8; 32]>,
+) {
     let mut seen: HashMap<(OrgKey, u64), RecordId> = HashMap::new();
+    let mut valid: Vec<(u64, Record)> = Vec::new();
     for (index, id, r) in checked {
         report.checked += 1;
         match r {
             Ok(p) => {
-                report.valid += 1;
-                *report.authors.entry(p.record.author.to_hex()).or_default() += 1;
                 if let Some(other) = seen.insert((p.record.author, p.record.seq), p.record.id) {
                     if other != p.record.id {
                         report.forks.push(format!(
@@ -737,10 +1008,59 @@ fn tally(report: &mut VerifyReport, checked: Vec<(u64, Option<String>, Result<Pr
                         ));
                     }
                 }
+                valid.push((index, p.record));
             }
             Err(reason) => report.failures.push(Failure { index, id, reason }),
         }
     }
+    let records: Vec<Record> = valid.iter().map(|(_, r)| r.clone()).collect();
+    let membership = match Membership::fold(&records, chosen) {
+        Ok(m) => m,
+        Err(e) => {
+            report.failures.push(Failure {
+                index: 0,
+                id: None,
+                reason: e.to_string(),
+            });
+            None
+        }
+    };
+    if let Some(m) = &membership {
+        report.coalition = Some(m.name.clone());
+        report.epoch = Some(hex::encode(m.current().epoch));
+        report.equivocations = m
+            .equivocations
+            .iter()
+            .map(|e| {
+                format!(
+                    "member {} supported {} different proposals for epoch {} (evidence: {})",
+                    e.member,
+                    e.proposals.len(),
+                    &hex::encode(e.epoch)[..12],
+                    e.evidence
+                        .iter()
+                        .map(|r| r.short())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+    }
+    for (index, r) in valid {
+        let verdict = membership.as_ref().map_or(Ok(()), |m| m.judge(&r));
+        match verdict {
+            Ok(()) => {
+                report.valid += 1;
+                *report.authors.entry(r.author.to_hex()).or_default() += 1;
+            }
+            Err(reason) => report.failures.push(Failure {
+                index,
+                id: Some(r.id.to_hex()),
+                reason,
+            }),
+        }
+    }
+    report.failures.sort_by_key(|f| f.index);
 }
 
 /// The audience a grant record adds, if it is well-formed.

@@ -400,6 +400,45 @@ impl Store {
         Ok(out)
     }
 
+    /// Every record with one of `schemas`, re-verified, in storage order.
+    pub async fn records_with_schemas(&self, schemas: &[&str]) -> Result<Vec<Record>, StoreError> {
+        let mut qb = QueryBuilder::new("SELECT id, bytes FROM records WHERE schema IN (");
+        let mut sep = qb.separated(", ");
+        for s in schemas {
+            sep.push_bind(*s);
+        }
+        qb.push(") ORDER BY rowid");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let id = id_col(r, 0);
+                let bytes: Vec<u8> = r.get(1);
+                record::verify(&bytes).map_err(|e| StoreError::Corrupt {
+                    id: id.to_hex(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// A value from the `meta` table.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Sets a value in the `meta` table.
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Every record's id and stored bytes, in the order they were stored.
     pub async fn all_records(&self) -> Result<Vec<(RecordId, Vec<u8>)>, StoreError> {
         let rows = sqlx::query("SELECT id, bytes FROM records ORDER BY rowid")
