@@ -2,7 +2,11 @@
 //! needs a system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["coalition/v1/record.proto", "coalition/v1/bundle.proto"];
+    let files = [
+        "coalition/v1/record.proto",
+        "coalition/v1/bundle.proto",
+        "coalition/v1/sync.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

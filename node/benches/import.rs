@@ -1,1 +1,423 @@
-fn main() {}
+//! Import throughput benchmark.
+//!
+//! `cargo bench -p coalition-node --bench import` prints, in one run:
+//!
+//! * the raw ed25519 `verify_strict` rate on one core, for messages the size of a
+//!   typical finding record body (prefix + body bytes, ~1.2 KB), measured over >= 2 s;
+//! * `Node::import` of a bundle of realistic `finding/v1` records (default 100,000; set
+//!   `COALITION_BENCH_RECORDS` to scale it down for a smoke run) into an empty store,
+//!   wall clock, in records/s;
+//! * the ratio import rate / single-core verify rate against the target (>= 0.50, using
+//!   every core), and the number of cores;
+//! * a breakdown of where the import time goes: reading the bundle, verify + schema
+//!   check (`store::prepare`, single core and in parallel), and the SQLite inserts.
+//!
+//! These are figures, not assertions: the bench never fails on a threshold.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use coalition::bundle;
+use coalition::config::Home;
+use coalition::finding::{to_payload, FINDING_SCHEMA};
+use coalition::identity::{Identity, OrgKey};
+use coalition::node::Node;
+use coalition::record::{self, Audience, Draft, Record, RecordId, SIGNING_PREFIX};
+use coalition::store::{self, Prepared, Store};
+use coalition_proto::v1::{BundleHeader, SignedRecord};
+use ed25519_dalek::{Signature, VerifyingKey};
+use prost::Message;
+use rayon::prelude::*;
+use serde_json::Value;
+
+/// Records in the import bundle unless `COALITION_BENCH_RECORDS` says otherwise.
+const DEFAULT_RECORDS: usize = 100_000;
+/// Authoring organisations in the bundle.
+const AUTHORS: usize = 4;
+/// Minimum measuring time of the single-core loops (under `cargo bench`).
+const MIN_MEASURE: Duration = Duration::from_secs(2);
+/// Records and measuring time when not run by `cargo bench` (e.g. `cargo test --benches`).
+const SMOKE_RECORDS: usize = 2_000;
+const SMOKE_MEASURE: Duration = Duration::from_millis(200);
+/// Batch size used by the insert-only measurement (same as `Node::import`).
+const INSERT_BATCH: usize = 8192;
+
+fn record_count(default: usize) -> usize {
+    match std::env::var("COALITION_BENCH_RECORDS") {
+        Ok(v) => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| {
+                eprintln!(
+                    "COALITION_BENCH_RECORDS={v:?} is not a positive number; using {default}"
+                );
+                default
+            }),
+        Err(_) => default,
+    }
+}
+
+/// The shipped example findings, without their `sensitive` part.
+fn examples() -> Vec<Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    let out: Vec<Value> = paths
+        .iter()
+        .map(|p| {
+            let mut v: Value = serde_json::from_slice(&std::fs::read(p).expect("read example"))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            v.as_object_mut().expect("object").remove("sensitive");
+            v
+        })
+        .collect();
+    assert!(!out.is_empty(), "no examples in {}", dir.display());
+    out
+}
+
+/// Example `i % n` with a title made unique by `tag`, so every record has its own id.
+fn varied(examples: &[Value], i: usize, tag: &str) -> Value {
+    let mut v = examples[i % examples.len()].clone();
+    let title: String = v["title"]
+        .as_str()
+        .unwrap_or("Finding")
+        .chars()
+        .take(170)
+        .collect();
+    v["title"] = Value::String(format!("{title} [{tag}]"));
+    v
+}
+
+/// Signs `n` finding records spread over `authors`, each author with a proper seq/prev
+/// chain. Authors are signed in parallel; each chain is sequential. About one record in
+/// twenty is a correction of the author's previous finding, one in ten is shared with
+/// listed members instead of the whole coalition.
+fn make_records(n: usize, authors: &[Identity]) -> Vec<Vec<u8>> {
+    let examples = examples();
+    let keys: Vec<OrgKey> = authors.iter().map(Identity::key).collect();
+    let per_author: Vec<Vec<Record>> = authors
+        .par_iter()
+        .enumerate()
+        .map(|(a, id)| {
+            let count = n / authors.len() + usize::from(a < n % authors.len());
+            let mut out: Vec<Record> = Vec::with_capacity(count);
+            let mut prev: Option<RecordId> = None;
+            for j in 0..count {
+                let i = j * authors.len() + a;
+                let supersedes = (j > 0 && j % 20 == 0).then(|| out[j - 1].id);
+                let audience = if j % 10 == 3 {
+                    Audience::members(
+                        keys.iter()
+                            .copied()
+                            .filter(|k| *k != id.key())
+                            .take(2)
+                            .collect(),
+                    )
+                } else {
+                    Audience::Coalition
+                };
+                let r = record::sign(
+                    id,
+                    j as u64 + 1,
+                    prev,
+                    Draft {
+                        schema: FINDING_SCHEMA.into(),
+                        audience,
+                        supersedes,
+                        epoch: None,
+                        payload: to_payload(&varied(&examples, i, &format!("a{a}-{j}"))),
+                        created_at_ms: 1_735_689_600_000 + i as i64 * 60_000,
+                    },
+                );
+                prev = Some(r.id);
+                out.push(r);
+            }
+            out
+        })
+        .collect();
+    // Interleave the authors, as a bundle exported from a node that received them would.
+    let mut iters: Vec<_> = per_author.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::with_capacity(n);
+    loop {
+        let before = out.len();
+        for it in &mut iters {
+            if let Some(r) = it.next() {
+                out.push(r.bytes);
+            }
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    out
+}
+
+/// Runs `f` repeatedly on this thread for at least `MIN_MEASURE`; returns (calls, elapsed).
+fn measure_one_core(min: Duration, mut f: impl FnMut(usize)) -> (u64, Duration) {
+    for i in 0..64 {
+        f(i); // warm-up
+    }
+    let start = Instant::now();
+    let mut calls = 0u64;
+    loop {
+        for _ in 0..256 {
+            f(calls as usize);
+            calls += 1;
+        }
+        let e = start.elapsed();
+        if e >= min {
+            return (calls, e);
+        }
+    }
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn fmt_rate(r: f64) -> String {
+    let s = format!("{:.0}", r);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`. Without it (`cargo test --benches`/`--all-targets`)
+    // run a quick smoke version so the test suite stays fast.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    let (n, min) = if full {
+        (record_count(DEFAULT_RECORDS), MIN_MEASURE)
+    } else {
+        println!("(smoke run: not invoked by `cargo bench`)");
+        (record_count(SMOKE_RECORDS), SMOKE_MEASURE)
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    println!("coalition import benchmark: {n} records, {AUTHORS} authors, {cores} cores");
+
+    // ---- bundle generation (not timed as part of anything reported) --------------------
+    let authors: Vec<Identity> = (0..AUTHORS)
+        .map(|a| Identity::from_seed(&[a as u8 + 11; 32]))
+        .collect();
+    let t = Instant::now();
+    let records = make_records(n, &authors);
+    let total_bytes: usize = records.iter().map(Vec::len).sum();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle_path = dir.path().join("bench.bundle");
+    {
+        let f = std::fs::File::create(&bundle_path).expect("create bundle");
+        let mut w = std::io::BufWriter::new(f);
+        bundle::write(&mut w, BundleHeader::default(), &records).expect("write bundle");
+    }
+    let bundle_size = std::fs::metadata(&bundle_path).map_or(0, |m| m.len());
+    println!(
+        "generated {n} signed finding/v1 records in {:.2} s: avg record {} B, bundle {:.1} MiB",
+        t.elapsed().as_secs_f64(),
+        total_bytes / n.max(1),
+        bundle_size as f64 / (1024.0 * 1024.0)
+    );
+
+    // ---- (a) raw verify_strict, one core ------------------------------------------------
+    // Messages exactly as record::verify checks them: prefix + the body bytes of real
+    // records (a sample of 256 of them, so the loop does not verify one message only).
+    let sample: Vec<(VerifyingKey, Vec<u8>, Signature)> = records
+        .iter()
+        .step_by((n / 256).max(1))
+        .take(256)
+        .map(|bytes| {
+            let env = SignedRecord::decode(bytes.as_slice()).expect("decode");
+            let author = coalition_proto::v1::RecordBody::decode(env.body.as_ref())
+                .expect("body")
+                .author;
+            let key = OrgKey::from_bytes(&author).expect("key").verifying_key();
+            let mut msg = SIGNING_PREFIX.to_vec();
+            msg.extend_from_slice(&env.body);
+            let sig = Signature::from_bytes(env.signature.as_ref().try_into().expect("64"));
+            (key, msg, sig)
+        })
+        .collect();
+    let avg_msg = sample.iter().map(|s| s.1.len()).sum::<usize>() / sample.len();
+    let (calls, el) = measure_one_core(min, |i| {
+        let (k, m, s) = &sample[i % sample.len()];
+        black_box(k.verify_strict(black_box(m), s)).expect("valid signature");
+    });
+    let verify_rate = rate(calls, el);
+    println!();
+    println!(
+        "(a) raw ed25519 verify_strict, 1 core: {} records/s  ({calls} verifications of {avg_msg}-byte messages in {:.2} s, {:.1} µs each)",
+        fmt_rate(verify_rate),
+        el.as_secs_f64(),
+        1e6 / verify_rate
+    );
+
+    // Single-core cost of the rest of the per-record pipeline, for the breakdown.
+    let (calls, el) = measure_one_core(min, |i| {
+        black_box(record::verify(black_box(&records[i % records.len()]))).expect("valid");
+    });
+    let record_verify_rate = rate(calls, el);
+    let (calls, el) = measure_one_core(min, |i| {
+        black_box(store::prepare(black_box(&records[i % records.len()]))).expect("valid");
+    });
+    let prepare_rate = rate(calls, el);
+    println!(
+        "    record::verify (decode + canonical check + verify_strict + hash), 1 core: {} records/s ({:.1} µs each)",
+        fmt_rate(record_verify_rate),
+        1e6 / record_verify_rate
+    );
+    println!(
+        "    store::prepare (record::verify + JSON parse + schema check + columns), 1 core: {} records/s ({:.1} µs each; schema part ≈ {:.1} µs)",
+        fmt_rate(prepare_rate),
+        1e6 / prepare_rate,
+        1e6 / prepare_rate - 1e6 / record_verify_rate
+    );
+
+    // ---- (b) Node::import into an empty store -------------------------------------------
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (import_time, report) = runtime.block_on(async {
+        let home = Home::new(Some(dir.path().join("home")));
+        let (node, _identity) = Node::init(home, "Bench Org", "RS", "bench passphrase")
+            .await
+            .expect("Node::init");
+        let t = Instant::now();
+        let report = node.import(&bundle_path).await.expect("import");
+        let el = t.elapsed();
+        node.store().clone().close().await;
+        (el, report)
+    });
+    let import_rate = rate(n as u64, import_time);
+    println!();
+    println!(
+        "(b) Node::import of {n} records into an empty store: {} records/s  ({:.2} s wall clock; stored {}, duplicates {}, failures {})",
+        fmt_rate(import_rate),
+        import_time.as_secs_f64(),
+        report.stored,
+        report.duplicates,
+        report.failures.len()
+    );
+    if let Some(f) = report.failures.first() {
+        println!("    first failure: record {}: {}", f.index, f.reason);
+    }
+
+    // ---- (c) ratio --------------------------------------------------------------------
+    let ratio = import_rate / verify_rate;
+    println!();
+    println!("(c) ratio import_rate / single_core_verify_rate: {ratio:.3}");
+    println!("    target: >= 0.50 (using every core)");
+    println!("    cores (std::thread::available_parallelism): {cores}");
+    println!(
+        "    {} ({} cores; a perfectly parallel verify-only pipeline would reach {cores}.0)",
+        if ratio >= 0.5 {
+            "meets the target"
+        } else {
+            "BELOW the target"
+        },
+        cores
+    );
+
+    // ---- breakdown: where the import time goes -----------------------------------------
+    // 1. Reading and framing the bundle alone.
+    let t = Instant::now();
+    let file = std::fs::File::open(&bundle_path).expect("open");
+    let reader =
+        bundle::Reader::new(std::io::BufReader::with_capacity(1 << 20, file)).expect("reader");
+    let entries: Vec<bundle::Entry> = reader.map(|e| e.expect("frame")).collect();
+    let read_time = t.elapsed();
+    // 2. Verify + schema check, in parallel on every core (rayon's global pool, as import).
+    let t = Instant::now();
+    let prepared: Vec<Prepared> = entries
+        .par_iter()
+        .map(|e| {
+            let _ = RecordId::of(&e.bytes);
+            store::prepare(&e.bytes).expect("valid")
+        })
+        .collect();
+    let prepare_time = t.elapsed();
+    // 2b. The signature check alone, in parallel (upper bound of the verify part).
+    let t = Instant::now();
+    entries
+        .par_iter()
+        .for_each(|e| drop(black_box(record::verify(&e.bytes)).expect("valid")));
+    let verify_par_time = t.elapsed();
+    drop(entries);
+    // 3. SQLite inserts alone, same batches as import, into another empty store.
+    let insert_time = runtime.block_on(async {
+        let store = Store::create(&dir.path().join("insert-only.db"))
+            .await
+            .expect("store");
+        let t = Instant::now();
+        for batch in prepared.chunks(INSERT_BATCH) {
+            store.insert(batch).await.expect("insert");
+        }
+        let el = t.elapsed();
+        store.close().await;
+        el
+    });
+    let pct = |d: Duration| 100.0 * d.as_secs_f64() / import_time.as_secs_f64();
+    println!();
+    println!("breakdown (measured separately, same {n} records):");
+    println!(
+        "    read + frame bundle               {:>8.2} s  {:>5.1}% of import   ({} records/s)",
+        read_time.as_secs_f64(),
+        pct(read_time),
+        fmt_rate(rate(n as u64, read_time))
+    );
+    println!(
+        "    verify + schema check (prepare)   {:>8.2} s  {:>5.1}% of import   ({} records/s on {cores} cores, par_iter)",
+        prepare_time.as_secs_f64(),
+        pct(prepare_time),
+        fmt_rate(rate(n as u64, prepare_time))
+    );
+    println!(
+        "      of which record::verify alone   {:>8.2} s  {:>5.1}% of import   ({} records/s on {cores} cores)",
+        verify_par_time.as_secs_f64(),
+        pct(verify_par_time),
+        fmt_rate(rate(n as u64, verify_par_time))
+    );
+    println!(
+        "    SQLite insert ({INSERT_BATCH}-record txns)  {:>8.2} s  {:>5.1}% of import   ({} records/s)",
+        insert_time.as_secs_f64(),
+        pct(insert_time),
+        fmt_rate(rate(n as u64, insert_time))
+    );
+    let sum = read_time + prepare_time + insert_time;
+    println!(
+        "    sum of the parts                  {:>8.2} s  {:>5.1}% of import   (import runs these one after another per batch)",
+        sum.as_secs_f64(),
+        pct(sum)
+    );
+    println!(
+        "    total Node::import                {:>8.2} s  100.0%",
+        import_time.as_secs_f64()
+    );
+    println!();
+    println!(
+        "ceilings at {cores} cores: verify_strict only {} records/s (ratio {:.2}); prepare only {} records/s (ratio {:.2}); prepare then insert, not overlapped {} records/s (ratio {:.2}); overlapped max(prepare, insert) {} records/s (ratio {:.2})",
+        fmt_rate(verify_rate * cores as f64),
+        cores as f64,
+        fmt_rate(rate(n as u64, prepare_time)),
+        rate(n as u64, prepare_time) / verify_rate,
+        fmt_rate(rate(n as u64, prepare_time + insert_time)),
+        rate(n as u64, prepare_time + insert_time) / verify_rate,
+        fmt_rate(rate(n as u64, prepare_time.max(insert_time))),
+        rate(n as u64, prepare_time.max(insert_time)) / verify_rate,
+    );
+}

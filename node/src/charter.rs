@@ -181,6 +181,14 @@ impl CharterDoc {
         if keys.len() != self.members.len() {
             return Err(invalid("the same organisation key is listed twice"));
         }
+        let names: BTreeSet<String> = self
+            .members
+            .iter()
+            .map(|m| m.organisation.trim().to_lowercase())
+            .collect();
+        if names.len() != self.members.len() {
+            return Err(invalid("the same organisation is listed twice (each organisation is one member, with one key)"));
+        }
         check_threshold(
             self.threshold,
             self.members.len(),
@@ -399,6 +407,17 @@ impl MemberState {
             } => {
                 if self.is_member(&member.key) {
                     return Err(invalid(format!("{} is already a member", member.key)));
+                }
+                let name = member.organisation.trim().to_lowercase();
+                if self
+                    .members
+                    .values()
+                    .any(|m| m.organisation.trim().to_lowercase() == name)
+                {
+                    return Err(invalid(format!(
+                        "an organisation named {:?} is already a member (rotate its key instead of adding it again)",
+                        member.organisation
+                    )));
                 }
                 next.members.insert(member.key, member.clone());
                 next.low_threshold_acknowledged |= *low_threshold_acknowledged;

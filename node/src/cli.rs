@@ -82,6 +82,10 @@ pub enum Command {
     Verify {
         /// Bundle file; omit to verify the local store.
         path: Option<PathBuf>,
+        /// Judge membership by this charter id (from `coalition charter show`) instead of
+        /// trusting the charter the bundle carries.
+        #[arg(long, value_name = "CHARTER_ID")]
+        charter: Option<String>,
         /// Machine-readable report.
         #[arg(long)]
         json: bool,
@@ -95,6 +99,20 @@ pub enum Command {
     /// Node certificates binding a libp2p peer id to this organisation.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Run the node: join the coalition network and serve the local HTTP API.
+    Run(crate::daemon::RunArgs),
+    /// Peers of the running node and the organisations they speak for.
+    Peers {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Status of the running node: peers, records per author, last sync, membership epoch.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a demonstration: two organisations record findings, exchange a bundle, and an
     /// auditor verifies it.
     Demo {
@@ -464,9 +482,24 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 Outcome::CheckFailed
             })
         }
-        Command::Verify { path, json } => {
+        Command::Verify {
+            path,
+            json,
+            charter,
+        } => {
+            let expected = charter
+                .map(|c| {
+                    hex::decode(c.trim())
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| anyhow::anyhow!("--charter takes the 64-hex-character charter id that `coalition charter show` prints"))
+                })
+                .transpose()?;
             let (report, what) = match &path {
-                Some(p) => (node::verify_bundle(p)?, p.display().to_string()),
+                Some(p) => (
+                    node::verify_bundle_for(p, expected)?,
+                    p.display().to_string(),
+                ),
                 None => {
                     let node = open(&home).await?;
                     (
@@ -491,6 +524,78 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             let cert = node.issue_node_cert(&identity, &peer_id, expires).await?;
             out(cert.id.to_hex())?;
             eprintln!("certificate for peer {peer_id} valid for {days} days; it is shared with the coalition like any record");
+            Ok(Outcome::Success)
+        }
+        Command::Run(args) => {
+            let node = open(&home).await?;
+            let identity = if args.api_only {
+                None
+            } else {
+                Some(unlock(&node)?)
+            };
+            crate::daemon::run(&home, node, identity, args).await?;
+            Ok(Outcome::Success)
+        }
+        Command::Peers { json } => {
+            let peers = daemon_get(&home, "/api/v1/peers")?;
+            if json {
+                out(serde_json::to_string_pretty(&peers)?)?;
+            } else {
+                let list = peers.as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    out("no peers connected")?;
+                }
+                for p in list {
+                    out(format!(
+                        "{}  {}  {}  last sync {}",
+                        p["peer_id"].as_str().unwrap_or("?"),
+                        p["organisation"].as_str().unwrap_or("(not verified)"),
+                        p["address"].as_str().unwrap_or(""),
+                        p["last_sync_ms"]
+                            .as_i64()
+                            .map(|t| format!("{} s ago", (node::now_ms() - t) / 1000))
+                            .unwrap_or_else(|| "never".into())
+                    ))?;
+                }
+            }
+            Ok(Outcome::Success)
+        }
+        Command::Status { json } => {
+            let s = daemon_get(&home, "/api/v1/status")?;
+            if json {
+                out(serde_json::to_string_pretty(&s)?)?;
+            } else {
+                out(format!(
+                    "organisation {} ({})",
+                    s["organisation"]["name"].as_str().unwrap_or("?"),
+                    s["organisation"]["key"].as_str().unwrap_or("?")
+                ))?;
+                out(format!(
+                    "coalition    {}",
+                    s["coalition"].as_str().unwrap_or("-")
+                ))?;
+                out(format!(
+                    "epoch        {}",
+                    s["epoch"].as_str().unwrap_or("-")
+                ))?;
+                out(format!(
+                    "peer id      {}",
+                    s["peer_id"].as_str().unwrap_or("-")
+                ))?;
+                out(format!(
+                    "records      {} (received from peers since start: {}, refused: {})",
+                    s["records"], s["received"], s["refused"]
+                ))?;
+                out(format!(
+                    "peers        {}",
+                    s["peers"].as_array().map(Vec::len).unwrap_or(0)
+                ))?;
+                if let Some(m) = s["records_per_author"].as_object() {
+                    for (k, n) in m {
+                        out(format!("  author {}  {n} records", &k[..12.min(k.len())]))?;
+                    }
+                }
+            }
             Ok(Outcome::Success)
         }
         Command::Demo { dir } => {
@@ -534,7 +639,8 @@ fn print_verify(report: &VerifyReport, what: &str, json: bool) -> Result<()> {
     }
     match (&report.coalition, &report.epoch) {
         (Some(c), Some(e)) => out(format!(
-            "membership: every author checked against coalition {c:?} (current epoch {})",
+            "membership: every author checked against coalition {c:?} (charter {}, current epoch {})",
+            report.charter.as_deref().unwrap_or("?"),
             &e[..12]
         ))?,
         _ => {
@@ -874,4 +980,24 @@ async fn member(home: &Home, cmd: MemberCmd) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Success)
+}
+
+/// GETs `path` from the daemon running on `home`.
+fn daemon_get(home: &Home, path: &str) -> Result<serde_json::Value> {
+    let info = crate::daemon::DaemonInfo::read(home).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no node is running on {} (start it with `coalition run`)",
+            home.dir().display()
+        )
+    })?;
+    let api = info.api.context("the running node serves no HTTP API")?;
+    let url = format!("http://{api}{path}");
+    let mut resp = ureq::get(&url)
+        .call()
+        .with_context(|| format!("cannot reach the running node at {url}"))?;
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .context("while reading the node's answer")?;
+    Ok(serde_json::from_str(&text)?)
 }

@@ -89,6 +89,38 @@ impl Home {
 pub struct Config {
     /// Who this node speaks for.
     pub organisation: Organisation,
+    /// Peer-to-peer settings for `coalition run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    /// Local HTTP API settings for `coalition run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+}
+
+/// The `[network]` section. Every field is optional.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// libp2p multiaddresses to listen on (default TCP and QUIC on port 7400).
+    pub listen: Option<Vec<String>>,
+    /// Peers to dial at start and after disconnections (`/ip4/…/tcp/…/p2p/PEERID`).
+    pub bootstrap: Option<Vec<String>>,
+    /// Find peers on the local network with mDNS (default false).
+    pub mdns: Option<bool>,
+    /// Serve as a relay for members behind NAT (default false).
+    pub relay_server: Option<bool>,
+    /// Seconds between anti-entropy syncs with each peer (default 30).
+    pub sync_interval_secs: Option<u64>,
+    /// Seconds a peer may stay connected without a valid certificate (default 10).
+    pub hello_timeout_secs: Option<u64>,
+}
+
+/// The `[api]` section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Address of the local HTTP API and dashboard (default 127.0.0.1:7878).
+    pub listen: Option<String>,
 }
 
 /// The `[organisation]` section.
@@ -104,6 +136,37 @@ pub struct Organisation {
 }
 
 impl Config {
+    /// The resolved network settings.
+    pub fn net_config(&self) -> Result<crate::net::NetConfig, ConfigError> {
+        let mut c = crate::net::NetConfig::default();
+        let n = self.network.clone().unwrap_or_default();
+        let parse = |list: Vec<String>| -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+            list.iter()
+                .map(|a| {
+                    a.parse().map_err(|e| ConfigError::Invalid {
+                        path: PathBuf::from("config.toml"),
+                        reason: format!("[network] address {a:?}: {e}"),
+                    })
+                })
+                .collect()
+        };
+        if let Some(l) = n.listen {
+            c.listen = parse(l)?;
+        }
+        if let Some(b) = n.bootstrap {
+            c.bootstrap = parse(b)?;
+        }
+        c.mdns = n.mdns.unwrap_or(c.mdns);
+        c.relay_server = n.relay_server.unwrap_or(c.relay_server);
+        if let Some(s) = n.sync_interval_secs {
+            c.sync_interval = std::time::Duration::from_secs(s.max(1));
+        }
+        if let Some(s) = n.hello_timeout_secs {
+            c.hello_timeout = std::time::Duration::from_secs(s.max(1));
+        }
+        Ok(c)
+    }
+
     /// Reads and parses the config of `home`.
     pub fn load(home: &Home) -> Result<Self, ConfigError> {
         let path = home.config_path();
@@ -118,6 +181,19 @@ impl Config {
             path,
             reason: e.to_string(),
         })
+    }
+
+    /// Replaces the config file of `home` (written to a temporary file, then renamed).
+    pub fn save(&self, home: &Home) -> Result<(), ConfigError> {
+        let path = home.config_path();
+        let tmp = home.dir().join("config.toml.tmp");
+        let text = format!(
+            "# Coalition node configuration. See deploy/config.example.toml for every option.\n{}",
+            toml::to_string_pretty(self).expect("config serialises")
+        );
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| ConfigError::Io { path, source })
     }
 
     /// Writes the config as a new file.

@@ -1,20 +1,33 @@
-//! `coalition demo`: the main job end to end on the embedded SQLite default. Two
-//! organisations record findings from `schemas/examples/` with a mix of audiences, one
-//! exports a bundle the other imports, and an auditor verifies the combined bundle
-//! offline, then sees a tampered copy rejected.
+//! `coalition demo`: a live coalition on loopback. Four organisations found a charter,
+//! each runs its node as a separate `coalition run` process, records findings from
+//! `schemas/examples/` with a mix of audiences, and the nodes sync until every node
+//! holds exactly what it is entitled to. Then an analyst's view and an auditor's offline
+//! verification are printed, and everything is stopped and removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
+use crate::charter::SignedCharter;
 use crate::cli::example_files;
-use crate::config::Home;
+use crate::config::{Api, Config, Home, Network};
 use crate::finding::FindingInput;
-use crate::node::{verify_bundle, Node};
-use crate::record::Audience;
+use crate::identity::Identity;
+use crate::node::{now_ms, verify_bundle, Node};
+use crate::record::{Audience, RecordId};
 
 const PASSPHRASE: &str = "demo passphrase, not for real use";
+const ORGS: [(&str, &str); 4] = [
+    ("Civic Watch Belgrade (fictional)", "RS"),
+    ("Community Safety Forum Prizren (fictional)", "XK"),
+    ("Skopje Oversight Initiative (fictional)", "MK"),
+    ("Tbilisi Rights Monitor (fictional)", "GE"),
+];
 
 /// Where the shipped examples are: `COALITION_EXAMPLES`, `./schemas/examples`, or the
 /// source tree this binary was built from.
@@ -29,6 +42,91 @@ pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples")
 }
 
+struct Running {
+    child: Child,
+    peer: String,
+    tcp: String,
+}
+
+/// Starts `coalition run` on `home` and waits for its addresses.
+async fn start_node(home: &Path) -> Result<Running> {
+    let exe = std::env::current_exe().context("cannot find the coalition binary")?;
+    let mut child = Command::new(exe)
+        .arg("--home")
+        .arg(home)
+        .arg("run")
+        .env("COALITION_PASSPHRASE", PASSPHRASE)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start a node process")?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut peer, mut tcp) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while peer.is_none() || tcp.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = tokio::time::timeout(left, lines.next_line())
+            .await
+            .context("a node did not start within 30 s")??
+            .context("a node exited during start-up")?;
+        if let Some(p) = line.strip_prefix("peer ") {
+            peer = Some(p.to_string());
+        } else if let Some(a) = line.strip_prefix("listening on ") {
+            if a.contains("/tcp/") {
+                tcp = Some(a.to_string());
+            }
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Running {
+        child,
+        peer: peer.expect("set"),
+        tcp: tcp.expect("set"),
+    })
+}
+
+async fn stop(mut nodes: Vec<Running>) {
+    for n in &nodes {
+        if let Some(pid) = n.child.id() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+    }
+    for n in &mut nodes {
+        if tokio::time::timeout(Duration::from_secs(15), n.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = n.child.kill().await;
+        }
+    }
+}
+
+fn configure(home: &Home, bootstrap: Option<&str>) -> Result<()> {
+    let mut c = Config::load(home)?;
+    c.network = Some(Network {
+        listen: Some(vec![
+            "/ip4/127.0.0.1/tcp/0".into(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".into(),
+        ]),
+        bootstrap: bootstrap.map(|b| vec![b.to_string()]),
+        sync_interval_secs: Some(2),
+        ..Default::default()
+    });
+    c.api = Some(Api {
+        listen: Some("127.0.0.1:0".into()),
+    });
+    c.save(home)?;
+    Ok(())
+}
+
 /// Runs the demo in `dir` (a temporary directory when `None`).
 pub async fn run(dir: Option<&Path>) -> Result<()> {
     let tmp;
@@ -38,119 +136,177 @@ pub async fn run(dir: Option<&Path>) -> Result<()> {
             d.to_path_buf()
         }
         None => {
-            tmp = tempfile_dir()?;
+            tmp = TempDir::new()?;
             tmp.path.clone()
         }
     };
+    println!(
+        "== Coalition demo: a live coalition of {} nodes on loopback, in {} ==\n",
+        ORGS.len(),
+        root.display()
+    );
+
+    let mut homes = Vec::new();
+    let mut ids: Vec<Identity> = Vec::new();
+    let mut nodes = Vec::new();
+    println!("1. Four organisations create their identities (keys encrypted at rest):");
+    for (i, (name, cc)) in ORGS.iter().enumerate() {
+        let home = Home::new(Some(root.join(format!("node{i}-{}", cc.to_lowercase()))));
+        let (node, id) = Node::init(home.clone(), name, cc, PASSPHRASE).await?;
+        println!("   {} {}", id.key().short(), name);
+        homes.push(home);
+        ids.push(id);
+        nodes.push(node);
+    }
+
+    println!("\n2. They found a coalition: a charter every founder signs, threshold 3 of 4.");
+    let members = nodes.iter().map(Node::member_card).collect();
+    let mut charter = SignedCharter::draft(
+        "Western Balkans and Caucasus Oversight Coalition (fictional)",
+        3,
+        members,
+        false,
+        now_ms(),
+    )?;
+    for id in &ids {
+        charter.sign(id)?;
+    }
+    nodes[0].adopt_charter(&ids[0], &charter).await?;
+    let founding = root.join("charter.bundle");
+    nodes[0].export_bundle(&founding, false, None).await?;
+    for n in &nodes[1..] {
+        n.import(&founding).await?;
+    }
+
+    println!("\n3. Each records findings from schemas/examples, with a mix of audiences:");
     let files = example_files(&examples_dir())?;
-    println!("== Coalition demo in {} ==\n", root.display());
-
-    let (a, ida) = Node::init(
-        Home::new(Some(root.join("civic-watch-rs"))),
-        "Civic Watch Belgrade (fictional)",
-        "RS",
-        PASSPHRASE,
-    )
-    .await?;
-    let (b, idb) = Node::init(
-        Home::new(Some(root.join("safety-forum-xk"))),
-        "Community Safety Forum Prizren (fictional)",
-        "XK",
-        PASSPHRASE,
-    )
-    .await?;
-    println!("1. Two organisations create their identities (keys encrypted at rest):");
-    println!("   A {} {}", a.key(), a.config().organisation.name);
-    println!("   B {} {}\n", b.key(), b.config().organisation.name);
-
-    println!("2. Each records findings from schemas/examples (validated, signed, stored):");
-    let mut recorded = BTreeMap::new();
-    let mut a_findings = Vec::new();
+    let keys: Vec<_> = ids.iter().map(Identity::key).collect();
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     for (i, f) in files.iter().enumerate() {
-        let bytes = std::fs::read(f)?;
-        let input = FindingInput::parse(&bytes, &f.display().to_string())?;
-        let country = input.finding["location"]["country"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        // Org A records the Serbian, Montenegrin and Bosnian cases; B the rest.
-        let (node, id) = if ["RS", "ME", "BA"].contains(&country.as_str()) {
-            (&a, &ida)
-        } else {
-            (&b, &idb)
-        };
-        // Mostly shared with the coalition; every fifth private; every seventh for the
-        // other organisation only.
-        let other = if std::ptr::eq(node, &a) {
-            b.key()
-        } else {
-            a.key()
-        };
-        let audience = match i {
-            i if i % 5 == 4 => Audience::Private,
-            i if i % 7 == 6 => Audience::members(vec![other]),
+        let input = FindingInput::parse(&std::fs::read(f)?, &f.display().to_string())?;
+        let org = i % nodes.len();
+        let audience = match i % 6 {
+            5 => Audience::Private,
+            4 => Audience::members(vec![keys[(org + 1) % keys.len()]]),
             _ => Audience::Coalition,
         };
-        let added = node.add_finding(id, &input, audience.clone()).await?;
-        if std::ptr::eq(node, &a) {
-            a_findings.push((added.finding, input.clone()));
-        }
-        *recorded
-            .entry((node.config().organisation.country.clone(), audience.label()))
-            .or_insert(0) += 1;
-        if added.annex.is_some() {
-            *recorded
-                .entry((
-                    node.config().organisation.country.clone(),
-                    "private annex".into(),
-                ))
-                .or_insert(0) += 1;
-        }
+        *tally
+            .entry(audience.label().replace("members:1", "one chosen member"))
+            .or_default() += 1;
+        nodes[org].add_finding(&ids[org], &input, audience).await?;
     }
-    for ((org, aud), n) in &recorded {
-        println!("   {org}: {n:>2} {aud}");
+    for (aud, n) in &tally {
+        println!("   {n:>2} findings shared with {aud}");
     }
-
-    println!("\n3. A corrects one finding and retracts another (records stay immutable):");
-    if let [(first, input), (second, _), ..] = a_findings.as_slice() {
-        let mut corrected = input.clone();
-        corrected.finding["confidence"] = "high".into();
-        let c = a.correct(&ida, &first.to_hex(), &corrected).await?;
-        println!(
-            "   correction {} supersedes {}",
-            c.finding.short(),
-            first.short()
-        );
-        let r = a
-            .retract(&ida, &second.to_hex(), "duplicate of an earlier report")
-            .await?;
-        println!("   retraction {} retracts {}", r.short(), second.short());
-    }
-
-    let a_bundle = root.join("a-to-b.bundle");
-    let n = a.export_bundle(&a_bundle, false, Some(b.key())).await?;
-    println!("\n4. A exports {n} records it may share with B (no private records, no annexes)");
-    let report = b.import(&a_bundle).await?;
     println!(
-        "   B imports: {} stored, {} refused",
-        report.stored,
-        report.failures.len()
+        "   (sensitive details of victims and witnesses stay in private annexes on their node)"
     );
 
-    let audit = root.join("coalition.bundle");
-    let n = b.export_bundle(&audit, false, None).await?;
-    println!("\n5. B publishes the coalition-wide bundle ({n} records) for auditors");
-    let v = verify_bundle(&audit)?;
+    println!("\n4. Each organisation starts its node as a separate process (`coalition run`);");
     println!(
-        "   auditor: {} of {} records verify, {} authors, {} failures",
-        v.valid,
-        v.checked,
-        v.authors.len(),
-        v.failures.len()
+        "   nodes 1 and 2 know only node 0, node 3 knows only node 2 (so records must be relayed):"
     );
+    let mut running = Vec::new();
+    configure(&homes[0], None)?;
+    running.push(start_node(homes[0].dir()).await?);
+    for i in 1..nodes.len() {
+        let via = if i == 3 {
+            &running[2].tcp
+        } else {
+            &running[0].tcp
+        };
+        configure(&homes[i], Some(via))?;
+        running.push(start_node(homes[i].dir()).await?);
+    }
+    for (i, r) in running.iter().enumerate() {
+        println!("   node {i}: peer {}", r.peer);
+    }
+    let result = converge_and_report(&root, &homes, &ids, &running).await;
+    stop(running).await;
+    for n in nodes {
+        n.store().clone().close().await;
+    }
+    result?;
+    println!("\nDemo complete.");
+    Ok(())
+}
 
-    println!("\n6. What B's analyst sees (current findings, by country and category):");
-    let rows = b.store().findings(false).await?;
+async fn held(home: &Home) -> Result<BTreeSet<RecordId>> {
+    let node = Node::open(home.clone()).await?;
+    let ids = node
+        .store()
+        .all_records()
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    node.store().clone().close().await;
+    Ok(ids)
+}
+
+async fn converge_and_report(
+    root: &Path,
+    homes: &[Home],
+    ids: &[Identity],
+    running: &[Running],
+) -> Result<()> {
+    // What each node is entitled to: its own records plus every other record whose
+    // audience includes it.
+    let mut expected: Vec<BTreeSet<RecordId>> = vec![BTreeSet::new(); homes.len()];
+    for (i, home) in homes.iter().enumerate() {
+        let node = Node::open(home.clone()).await?;
+        let all = node.shareable(true, None).await?;
+        for r in &all {
+            if r.author != ids[i].key() {
+                continue;
+            }
+            let audience = node.effective_audience(r).await?;
+            for (j, id) in ids.iter().enumerate() {
+                let entitled = j == i
+                    || match &audience {
+                        Audience::Coalition => true,
+                        Audience::Members(m) => m.contains(&id.key()),
+                        Audience::Private => false,
+                    };
+                if entitled {
+                    expected[j].insert(r.id);
+                }
+            }
+        }
+        node.store().clone().close().await;
+    }
+    println!("\n5. Waiting until every node holds exactly what it is entitled to…");
+    let start = Instant::now();
+    loop {
+        let mut done = true;
+        for (i, home) in homes.iter().enumerate() {
+            let have = held(home).await?;
+            if have != expected[i] {
+                done = false;
+                if !have.is_subset(&expected[i]) {
+                    bail!(
+                        "node {i} holds records it is not entitled to: audience rules were broken"
+                    );
+                }
+            }
+        }
+        if done {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            bail!("the nodes did not converge within 90 s");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!("   converged in {:.1} s:", start.elapsed().as_secs_f64());
+    for (i, e) in expected.iter().enumerate() {
+        println!("   node {i} ({}) holds {} records", ORGS[i].1, e.len());
+    }
+    let _ = running;
+
+    println!("\n6. What the analyst at node 1 sees (current findings by country and category):");
+    let analyst = Node::open(homes[1].clone()).await?;
+    let rows = analyst.store().findings(false).await?;
     let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in &rows {
         *by.entry((r.country.clone(), r.category.clone()))
@@ -159,23 +315,41 @@ pub async fn run(dir: Option<&Path>) -> Result<()> {
     for ((c, cat), n) in &by {
         println!("   {c}  {cat:<30} {n}");
     }
-    println!("   total {} findings", rows.len());
+    println!(
+        "   total {} findings from {} organisations",
+        rows.len(),
+        rows.iter().map(|r| r.author).collect::<BTreeSet<_>>().len()
+    );
 
+    let bundle = root.join("coalition.bundle");
+    let n = analyst.export_bundle(&bundle, false, None).await?;
+    analyst.store().clone().close().await;
+    let v = verify_bundle(&bundle)?;
+    println!("\n7. An auditor verifies node 1's coalition bundle offline ({n} records):");
+    println!(
+        "   {} of {} records verify (ed25519 signatures, schemas, membership under each record's epoch); {} authors; {} failures",
+        v.valid,
+        v.checked,
+        v.authors.len(),
+        v.failures.len()
+    );
     let tampered = root.join("tampered.bundle");
-    let mut bytes = std::fs::read(&audit)?;
-    let at = bytes.len() / 2;
+    let mut bytes = std::fs::read(&bundle)?;
+    let at = bytes.len() * 2 / 3;
     bytes[at] ^= 0x01;
     std::fs::write(&tampered, &bytes)?;
     let t = verify_bundle(&tampered)?;
-    println!("\n7. One flipped bit in a copy of the bundle: the auditor's check fails:");
-    for f in &t.failures {
-        println!("   record #{}: {}", f.index, f.reason);
-    }
+    println!(
+        "   a copy with one flipped bit fails: {}",
+        t.failures
+            .first()
+            .map(|f| format!("record #{}: {}", f.index, f.reason))
+            .unwrap_or_default()
+    );
     anyhow::ensure!(
         v.ok() && !t.ok(),
         "demo invariant broken: verification did not behave"
     );
-    println!("\nDemo complete.");
     Ok(())
 }
 
@@ -183,18 +357,20 @@ struct TempDir {
     path: PathBuf,
 }
 
+impl TempDir {
+    fn new() -> Result<Self> {
+        let path = std::env::temp_dir().join(format!(
+            "coalition-demo-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        std::fs::create_dir_all(&path).context("cannot create a temporary directory")?;
+        Ok(Self { path })
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.path).ok();
     }
-}
-
-fn tempfile_dir() -> Result<TempDir> {
-    let path = std::env::temp_dir().join(format!(
-        "coalition-demo-{}-{}",
-        std::process::id(),
-        crate::node::now_ms()
-    ));
-    std::fs::create_dir_all(&path).context("cannot create a temporary directory")?;
-    Ok(TempDir { path })
 }

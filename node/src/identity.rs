@@ -170,6 +170,18 @@ impl Identity {
         self.key
     }
 
+    /// A 32-byte secret for this node's libp2p identity, derived from the organisation key
+    /// and a per-home random salt, so every node of an organisation has its own peer id
+    /// and the node key needs no separate storage.
+    pub fn node_secret(&self, salt: &[u8]) -> Zeroizing<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"coalition/v1/node-key\0");
+        h.update(self.signing.to_bytes());
+        h.update(salt);
+        Zeroizing::new(h.finalize().into())
+    }
+
     /// Signs `message` (callers add their own domain-separation prefix).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()

@@ -7,14 +7,17 @@
 //! [`config`] (home and config file), [`node`] (operations on a home), [`export`]
 //! (JSON Lines and CSV), [`cli`] (command-line interface), [`demo`].
 
+pub mod api_server;
 pub mod bundle;
 pub mod charter;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod export;
 pub mod finding;
 pub mod identity;
+pub mod net;
 pub mod node;
 pub mod record;
 pub mod schema;

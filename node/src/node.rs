@@ -117,6 +117,8 @@ pub struct VerifyReport {
     pub authors: std::collections::BTreeMap<String, u64>,
     /// Coalition whose membership the records were judged against, if a charter was present.
     pub coalition: Option<String>,
+    /// Charter id (hex) of that coalition.
+    pub charter: Option<String>,
     /// Current membership epoch (hex) of that coalition.
     pub epoch: Option<String>,
     /// Members that approved two different proposals for one epoch.
@@ -212,6 +214,8 @@ impl Node {
                 country,
                 key: identity.key(),
             },
+            network: None,
+            api: None,
         };
         config.create(&home)?;
         let store = Store::create(&home.db_path()).await?;
@@ -679,6 +683,28 @@ impl Node {
         Ok(report)
     }
 
+    /// Stores records received from a peer: membership records first, then the rest
+    /// judged against the membership they define. Returns what was stored and refused.
+    pub async fn ingest_from_peer(&self, records: Vec<Vec<u8>>) -> Result<ImportReport, NodeError> {
+        let (governance, data): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, bytes)| bundle::Entry {
+                index: i as u64 + 1,
+                offset: 0,
+                bytes,
+            })
+            .partition(|e| is_membership(&e.bytes));
+        let mut report = ImportReport {
+            read: (governance.len() + data.len()) as u64,
+            ..Default::default()
+        };
+        self.ingest(&governance, None, &mut report).await?;
+        let membership = self.membership().await?;
+        self.ingest(&data, membership.as_ref(), &mut report).await?;
+        Ok(report)
+    }
+
     /// Verifies `batch` in parallel, judges authors against `membership` (if any), and
     /// stores what passes in one transaction.
     async fn ingest(
@@ -770,7 +796,27 @@ impl Node {
     /// a charter is adopted or received).
     pub async fn membership(&self) -> Result<Option<Membership>, NodeError> {
         let recs = self.store.records_with_schemas(&MEMBERSHIP_SCHEMAS).await?;
-        Ok(Membership::fold(&recs, self.chosen_charter().await?)?)
+        let chosen = match self.chosen_charter().await? {
+            Some(c) => Some(c),
+            None => {
+                // A node that joined by import belongs to the first valid charter that
+                // lists its organisation; remember it, so a later, different charter
+                // (which any member could sign alone) cannot displace it.
+                let mine = recs
+                    .iter()
+                    .filter(|r| r.schema == charter::CHARTER_SCHEMA)
+                    .filter_map(|r| serde_json::from_slice::<SignedCharter>(&r.payload).ok())
+                    .find(|c| {
+                        c.check().is_ok() && c.charter.members.iter().any(|m| m.key == self.key())
+                    })
+                    .map(|c| c.charter.id());
+                if let Some(id) = mine {
+                    self.store.set_meta(CHARTER_META, &hex::encode(id)).await?;
+                }
+                mine
+            }
+        };
+        Ok(Membership::fold(&recs, chosen)?)
     }
 
     /// Adopts a fully signed charter: stores it as a record by this organisation.
@@ -826,6 +872,16 @@ impl Node {
     ) -> Result<RecordId, NodeError> {
         let m = self.require_membership().await?;
         m.current().apply(&change, &RecordId([0; 32]))?;
+        if let Some(other) = m
+            .pending
+            .iter()
+            .find(|q| q.approvers.contains(&identity.key()))
+        {
+            return Err(NodeError::Refused(format!(
+                "this organisation already supports proposal {} for the current epoch; proposing another would be equivocation, which every node records as evidence",
+                other.proposal
+            )));
+        }
         let mut payload = json!({ "change": change });
         if let Some(n) = note {
             payload["note"] = n.into();
@@ -954,6 +1010,16 @@ fn is_membership(bytes: &[u8]) -> bool {
 /// the bundle carries a charter, that every author was a member under the epoch its
 /// record names and that every membership change had enough approvals.
 pub fn verify_bundle(path: &Path) -> Result<VerifyReport, NodeError> {
+    verify_bundle_for(path, None)
+}
+
+/// As [`verify_bundle`], judging membership by the charter with id `charter` (hex as
+/// `coalition charter show` prints it) instead of the one the bundle carries: an auditor
+/// who knows the coalition's charter id is not fooled by a bundle with a charter of its own.
+pub fn verify_bundle_for(
+    path: &Path,
+    charter: Option<[u8; 32]>,
+) -> Result<VerifyReport, NodeError> {
     let file = std::fs::File::open(path).map_err(io_err(path))?;
     let reader = bundle::Reader::new(std::io::BufReader::with_capacity(1 << 20, file))?;
     let mut report = VerifyReport::default();
@@ -981,7 +1047,17 @@ pub fn verify_bundle(path: &Path) -> Result<VerifyReport, NodeError> {
             )
         })
         .collect();
-    judge_all(&mut report, checked, None);
+    judge_all(&mut report, checked, charter);
+    if let (Some(expected), None) = (charter, &report.coalition) {
+        report.failures.push(Failure {
+            index: 0,
+            id: None,
+            reason: format!(
+                "the bundle does not carry the expected charter {}",
+                hex::encode(expected)
+            ),
+        });
+    }
     report.failures.extend(frames);
     report.failures.sort_by_key(|f| f.index);
     Ok(report)
@@ -1027,6 +1103,7 @@ fn judge_all(
     };
     if let Some(m) = &membership {
         report.coalition = Some(m.name.clone());
+        report.charter = Some(hex::encode(m.charter_id));
         report.epoch = Some(hex::encode(m.current().epoch));
         report.equivocations = m
             .equivocations
@@ -1068,7 +1145,7 @@ fn grant_audience(g: &Record) -> Option<Audience> {
     grant_target(g).map(|(_, a)| a)
 }
 
-fn grant_target(g: &Record) -> Option<(RecordId, Audience)> {
+pub(crate) fn grant_target(g: &Record) -> Option<(RecordId, Audience)> {
     let v: Value = serde_json::from_slice(&g.payload).ok()?;
     let target: RecordId = v["record"].as_str()?.parse().ok()?;
     let a = match v["audience"]["kind"].as_str()? {

@@ -127,6 +127,27 @@ pub struct FindingRow {
     pub created_at: i64,
 }
 
+/// A stored record as the sync index sees it.
+#[derive(Debug, Clone)]
+pub struct Holding {
+    /// Storage order.
+    pub rowid: i64,
+    /// Record id.
+    pub id: RecordId,
+    /// Author.
+    pub author: OrgKey,
+    /// Author's sequence number.
+    pub seq: u64,
+    /// Audience code (0 private, 1 coalition, 2 members).
+    pub audience: i64,
+    /// Payload schema.
+    pub schema: String,
+    /// SignedRecord bytes, for grant records only.
+    pub grant: Option<Vec<u8>>,
+    /// Explicit audience members.
+    pub members: Vec<OrgKey>,
+}
+
 /// The store handle (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -419,6 +440,69 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Records stored after `rowid` (sync's incremental index): rowid, id, author, seq,
+    /// audience code, explicit members, and the payload of grants.
+    pub async fn holdings_since(&self, rowid: i64) -> Result<Vec<Holding>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.rowid, r.id, r.author, r.seq, r.audience, r.schema, \
+             CASE WHEN r.schema = 'grant/v1' THEN r.bytes END, \
+             (SELECT group_concat(hex(member)) FROM audience_members m WHERE m.record = r.id) \
+             FROM records r WHERE r.rowid > ? ORDER BY r.rowid",
+        )
+        .bind(rowid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let members: Option<String> = r.get(7);
+                Ok(Holding {
+                    rowid: r.get(0),
+                    id: id_col(r, 1),
+                    author: key_col(r, 2)?,
+                    seq: r.get::<i64, _>(3) as u64,
+                    audience: r.get(4),
+                    schema: r.get(5),
+                    grant: r.get(6),
+                    members: members
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|h| {
+                            hex::decode(h)
+                                .ok()
+                                .and_then(|b| OrgKey::from_bytes(&b).ok())
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Stored bytes of the given records (those held), in no particular order.
+    pub async fn bytes_of(&self, ids: &[RecordId]) -> Result<Vec<(RecordId, Vec<u8>)>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new("SELECT id, bytes FROM records WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for id in part {
+                sep.push_bind(id.0.to_vec());
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&self.pool).await? {
+                out.push((id_col(&r, 0), r.get(1)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Highest rowid stored (0 when empty).
+    pub async fn max_rowid(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM records")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// A value from the `meta` table.

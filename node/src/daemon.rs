@@ -1,0 +1,201 @@
+//! `coalition run`: the long-running node. It joins the coalition network and serves the
+//! local HTTP API, and shuts down in order on SIGINT or SIGTERM: stop the network (running
+//! syncs finish their transaction), stop the API, close the store. Nothing acknowledged is
+//! lost: every record is committed before anything announces it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::Home;
+use crate::identity::Identity;
+use crate::net::{self, Network};
+use crate::node::{Node, NodeError};
+
+/// Flags of `coalition run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Serve only the local HTTP API and dashboard (no network, no passphrase needed).
+    #[arg(long)]
+    pub api_only: bool,
+    /// Address of the HTTP API and dashboard (default from `[api] listen`, else
+    /// 127.0.0.1:7878; port 0 picks a free port). Keep it on 127.0.0.1.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Errors that stop the node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The listen address is taken or not ours.
+    #[error(
+        "cannot listen on {addr}: {source} (choose another address with --listen or [api] listen)"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// Node failure.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// Network failure.
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Another daemon runs on this home.
+    #[error("a node already runs on this home (pid {0}); stop it first, or remove {1} if that process is gone")]
+    AlreadyRunning(u32, String),
+    /// I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a running daemon tells CLI commands about itself (`daemon.json` in the home).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// Process id.
+    pub pid: u32,
+    /// HTTP API address, if served.
+    pub api: Option<String>,
+    /// libp2p peer id, if the network runs.
+    pub peer_id: Option<String>,
+}
+
+impl DaemonInfo {
+    fn path(home: &Home) -> std::path::PathBuf {
+        home.dir().join("daemon.json")
+    }
+
+    /// The running daemon of `home`, if any.
+    pub fn read(home: &Home) -> Option<Self> {
+        let info: Self =
+            serde_json::from_str(&std::fs::read_to_string(Self::path(home)).ok()?).ok()?;
+        process_alive(info.pid).then_some(info)
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+async fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, DaemonError> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(DaemonError::Signals)?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await.ok();
+        tracing::info!("shutting down");
+    })
+}
+
+fn say(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").ok();
+    stdout.flush().ok();
+}
+
+/// Runs the node until SIGINT or SIGTERM. Prints `peer PEERID`, one
+/// `listening on ADDR/p2p/PEERID` line per network address, and `api listening on
+/// http://ADDR` on stdout, so scripts and tests can find it.
+pub async fn run(
+    home: &Home,
+    node: Node,
+    identity: Option<Identity>,
+    args: RunArgs,
+) -> Result<(), DaemonError> {
+    if let Some(other) = DaemonInfo::read(home) {
+        if other.pid != std::process::id() {
+            return Err(DaemonError::AlreadyRunning(
+                other.pid,
+                DaemonInfo::path(home).display().to_string(),
+            ));
+        }
+    }
+    let shutdown_fut = shutdown_signal().await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let node = Arc::new(node);
+    let mut info = DaemonInfo {
+        pid: std::process::id(),
+        api: None,
+        peer_id: None,
+    };
+    let mut network: Option<(Network, tokio::task::JoinHandle<()>)> = None;
+    if !args.api_only {
+        let identity = identity
+            .ok_or_else(|| NodeError::Refused("the network needs the organisation key".into()))?;
+        if node.membership().await?.is_none() {
+            return Err(NodeError::Refused(
+                "this node belongs to no coalition yet: adopt a charter (`coalition charter adopt`) or import a bundle that carries one, then run again".into(),
+            )
+            .into());
+        }
+        let config = node.config().net_config()?;
+        let (net, handle) =
+            net::start(node.clone(), Arc::new(identity), config, stop_rx.clone()).await?;
+        say(&format!("peer {}", net.peer_id));
+        let mut waiter = net.clone();
+        waiter
+            .wait_for(Duration::from_secs(5), |s| !s.listen_addrs.is_empty())
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for addr in net.status().listen_addrs {
+            say(&format!("listening on {addr}/p2p/{}", net.peer_id));
+        }
+        info.peer_id = Some(net.peer_id.to_string());
+        network = Some((net, handle));
+    }
+    let listen = match args.listen {
+        Some(a) => a,
+        None => node
+            .config()
+            .api
+            .as_ref()
+            .and_then(|a| a.listen.as_deref())
+            .unwrap_or("127.0.0.1:7878")
+            .parse()
+            .map_err(|e| NodeError::Refused(format!("[api] listen: {e}")))?,
+    };
+    let api = crate::api_server::bind(
+        listen,
+        node.clone(),
+        network.as_ref().map(|(n, _)| n.clone()),
+    )
+    .await?;
+    say(&format!("api listening on http://{}", api.addr));
+    info.api = Some(api.addr.to_string());
+    std::fs::write(
+        DaemonInfo::path(home),
+        serde_json::to_string(&info).expect("serialises"),
+    )?;
+
+    shutdown_fut.await;
+    let _ = stop_tx.send(true);
+    if let Some((_, handle)) = network {
+        let _ = handle.await;
+    }
+    api.stop().await;
+    std::fs::remove_file(DaemonInfo::path(home)).ok();
+    if let Ok(node) = Arc::try_unwrap(node) {
+        node.store().clone().close().await;
+    }
+    Ok(())
+}

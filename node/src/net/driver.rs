@@ -1,0 +1,455 @@
+//! The sync protocol's two sides and the certificate check, independent of the swarm:
+//! the event loop hands requests to these functions and carries their messages.
+
+use std::collections::HashSet;
+
+use coalition_proto::v1 as pb;
+use libp2p::{gossipsub, PeerId};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::charter::{Membership, MEMBERSHIP_SCHEMAS, NODE_CERT_SCHEMA};
+use crate::identity::{Identity, OrgKey};
+use crate::node::{now_ms, Node, NodeError};
+use crate::record::{self, RecordId};
+use crate::store;
+
+use super::codec::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use super::event_loop::Command;
+use super::index::Index;
+use super::sync::{bucket_refs, parse_bucket_refs, SyncSet, BUCKETS_PER_RECONCILE};
+
+/// Certificates are renewed when less than this remains.
+const CERT_RENEW_MS: i64 = 7 * 86_400_000;
+/// Validity of automatically issued certificates.
+const CERT_VALIDITY_MS: i64 = 90 * 86_400_000;
+/// Room left in a frame for protobuf overhead.
+const FRAME_SLACK: usize = 64 * 1024;
+/// Reconcile rounds per bucket chunk before giving up (a peer that keeps sending).
+const MAX_ROUNDS: usize = 10_000;
+
+/// Returns a valid certificate for `peer_id` from the store, issuing one if needed.
+pub(super) async fn ensure_certificate(
+    node: &Node,
+    identity: &Identity,
+    peer_id: &PeerId,
+) -> Result<Vec<u8>, NodeError> {
+    let now = now_ms();
+    for r in node
+        .store()
+        .records_with_schemas(&[NODE_CERT_SCHEMA])
+        .await?
+        .into_iter()
+        .rev()
+    {
+        if r.author != identity.key() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap_or_default();
+        if v["peer_id"] == peer_id.to_string()
+            && v["expires_at_ms"].as_i64().unwrap_or(0) > now + CERT_RENEW_MS
+        {
+            if node.membership().await?.is_none_or(|m| m.judge(&r).is_ok()) {
+                return Ok(r.bytes);
+            }
+        }
+    }
+    Ok(node
+        .issue_node_cert(identity, &peer_id.to_string(), now + CERT_VALIDITY_MS)
+        .await?
+        .bytes)
+}
+
+/// Checks a peer's certificate: a valid `node-cert/v1` record, for this peer id, not
+/// expired, signed by an organisation that is a current member.
+pub(super) fn verify_certificate(
+    bytes: &[u8],
+    peer: &PeerId,
+    membership: Option<&Membership>,
+) -> Result<(OrgKey, i64), String> {
+    let p = store::prepare(bytes).map_err(|e| format!("certificate does not verify: {e}"))?;
+    if p.record.schema != NODE_CERT_SCHEMA {
+        return Err(format!(
+            "certificate has schema {}, expected {NODE_CERT_SCHEMA}",
+            p.record.schema
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&p.record.payload).map_err(|e| e.to_string())?;
+    if v["peer_id"] != peer.to_string() {
+        return Err("certificate is for another peer id".into());
+    }
+    let expires = v["expires_at_ms"].as_i64().unwrap_or(0);
+    if expires <= now_ms() {
+        return Err("certificate expired".into());
+    }
+    let m = membership.ok_or("this node has no coalition charter yet")?;
+    m.judge(&p.record)?;
+    if !m.current().is_member(&p.record.author) {
+        return Err(format!(
+            "organisation {} is not a current member",
+            p.record.author.short()
+        ));
+    }
+    Ok((p.record.author, expires))
+}
+
+/// Gossip message id: the announced record id (content-addressed), so the same record
+/// announced twice is one message.
+pub(super) fn gossip_message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
+    match pb::Announce::decode(m.data.as_slice()) {
+        Ok(a) if a.id.len() == 32 => gossipsub::MessageId::from(a.id.to_vec()),
+        _ => gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()),
+    }
+}
+
+/// Counters of one sync run.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub(crate) struct SyncStats {
+    /// Request-response round trips.
+    pub round_trips: u64,
+    /// Bytes sent (frames).
+    pub bytes_sent: u64,
+    /// Bytes received (frames).
+    pub bytes_received: u64,
+    /// Records received and stored.
+    pub stored: u64,
+    /// Records received and refused.
+    pub refused: u64,
+    /// Records received that failed verification (a violation by the sender).
+    pub invalid: u64,
+    /// Records pushed to the peer.
+    pub pushed: u64,
+    /// Membership records among those stored.
+    pub membership_stored: bool,
+}
+
+struct Client<'a> {
+    commands: &'a mpsc::Sender<Command>,
+    peer: PeerId,
+    stats: SyncStats,
+}
+
+impl Client<'_> {
+    async fn call(
+        &mut self,
+        kind: pb::sync_request::Kind,
+    ) -> Result<pb::sync_response::Kind, String> {
+        let req = pb::SyncRequest { kind: Some(kind) };
+        self.stats.bytes_sent += req.encoded_len() as u64 + 4;
+        self.stats.round_trips += 1;
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Request {
+                peer: self.peer,
+                request: req.encode_to_vec(),
+                reply: tx,
+            })
+            .await
+            .map_err(|_| "network stopped".to_string())?;
+        let bytes = rx.await.map_err(|_| "network stopped".to_string())??;
+        self.stats.bytes_received += bytes.len() as u64 + 4;
+        let resp = pb::SyncResponse::decode(bytes.as_slice())
+            .map_err(|e| format!("malformed response: {e}"))?;
+        match resp.kind {
+            Some(pb::sync_response::Kind::Error(e)) => Err(format!("peer refused: {}", e.message)),
+            Some(k) => Ok(k),
+            None => Err("empty response".into()),
+        }
+    }
+}
+
+/// Runs one sync as initiator with `peer` (organisation `peer_org`).
+pub(super) async fn drive(
+    node: &Node,
+    index: &Mutex<Index>,
+    commands: &mpsc::Sender<Command>,
+    me: OrgKey,
+    peer: PeerId,
+    peer_org: OrgKey,
+) -> Result<SyncStats, String> {
+    let mut client = Client {
+        commands,
+        peer,
+        stats: SyncStats::default(),
+    };
+    let set = common(node, index, &me, &peer_org).await?;
+    let buckets = match client
+        .call(pb::sync_request::Kind::Summary(set.summary()))
+        .await?
+    {
+        pb::sync_response::Kind::Buckets(b) => b,
+        _ => return Err("unexpected response to summary".into()),
+    };
+    let todo = set.buckets_to_reconcile(&buckets);
+    let mut received: HashSet<RecordId> = HashSet::new();
+    let mut wanted: Vec<RecordId> = Vec::new();
+    for chunk in todo.chunks(BUCKETS_PER_RECONCILE) {
+        let mine: Vec<RecordId> = set.ids_in(chunk);
+        for _ in 0..MAX_ROUNDS {
+            let mut ids: Vec<RecordId> = mine.clone();
+            ids.extend(received.iter().copied());
+            let request = pb::Reconcile {
+                buckets: bucket_refs(chunk),
+                ids: ids.iter().map(|i| i.0.to_vec().into()).collect(),
+            };
+            let result = match client
+                .call(pb::sync_request::Kind::Reconcile(request))
+                .await?
+            {
+                pb::sync_response::Kind::Result(r) => r,
+                _ => return Err("unexpected response to reconcile".into()),
+            };
+            wanted.extend(
+                result
+                    .wanted
+                    .iter()
+                    .filter_map(|b| RecordId::from_slice(b))
+                    .filter(|id| set.contains(id)),
+            );
+            let records: Vec<Vec<u8>> = result.records.iter().map(|b| b.to_vec()).collect();
+            let count = records.len();
+            for r in &records {
+                received.insert(RecordId::of(r));
+            }
+            if count > 0 {
+                let report = node
+                    .ingest_from_peer(records.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client.stats.stored += report.stored;
+                client.stats.refused += report.failures.len() as u64;
+                // A record naming an epoch not seen yet is not the sender's fault: its
+                // membership records may come in a later page; the next sync retries.
+                client.stats.invalid += report
+                    .failures
+                    .iter()
+                    .filter(|f| !f.reason.contains("not in this coalition's history"))
+                    .count() as u64;
+                for f in &report.failures {
+                    tracing::warn!(%peer, record = f.id.as_deref().unwrap_or("?"), reason = %f.reason, "refused record from peer");
+                }
+                if records.iter().any(|r| is_membership_bytes(r)) && report.stored > 0 {
+                    client.stats.membership_stored = true;
+                }
+            }
+            if !result.more || count == 0 {
+                break;
+            }
+        }
+    }
+    wanted.sort();
+    wanted.dedup();
+    if !wanted.is_empty() {
+        let held = node
+            .store()
+            .bytes_of(&wanted)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut batch = Vec::new();
+        let mut size = 0;
+        let mut pushed = 0;
+        let mut ordered: Vec<Vec<u8>> = held.into_iter().map(|(_, b)| b).collect();
+        ordered.sort_by_key(|b| !is_membership_bytes(b));
+        for bytes in ordered {
+            if size + bytes.len() + 8 > MAX_REQUEST_BYTES - FRAME_SLACK && !batch.is_empty() {
+                pushed += push(&mut client, std::mem::take(&mut batch)).await?;
+                size = 0;
+            }
+            size += bytes.len() + 8;
+            batch.push(bytes);
+        }
+        if !batch.is_empty() {
+            pushed += push(&mut client, batch).await?;
+        }
+        client.stats.pushed = pushed;
+    }
+    Ok(client.stats)
+}
+
+async fn push(client: &mut Client<'_>, records: Vec<Vec<u8>>) -> Result<u64, String> {
+    let n = records.len() as u64;
+    match client
+        .call(pb::sync_request::Kind::Push(pb::Push {
+            records: records.into_iter().map(Into::into).collect(),
+        }))
+        .await?
+    {
+        pb::sync_response::Kind::Ack(_) => Ok(n),
+        _ => Err("unexpected response to push".into()),
+    }
+}
+
+fn is_membership_bytes(bytes: &[u8]) -> bool {
+    pb::SignedRecord::decode(bytes)
+        .ok()
+        .and_then(|e| pb::RecordBody::decode(e.body.as_ref()).ok())
+        .is_some_and(|b| MEMBERSHIP_SCHEMAS.contains(&b.schema.as_str()))
+}
+
+async fn common(
+    node: &Node,
+    index: &Mutex<Index>,
+    me: &OrgKey,
+    peer: &OrgKey,
+) -> Result<SyncSet, String> {
+    let mut ix = index.lock().await;
+    ix.refresh(node.store()).await.map_err(|e| e.to_string())?;
+    Ok(ix.common(me, peer))
+}
+
+fn error(message: impl Into<String>) -> pb::SyncResponse {
+    pb::SyncResponse {
+        kind: Some(pb::sync_response::Kind::Error(pb::Error {
+            message: message.into(),
+        })),
+    }
+}
+
+/// Answers a verified member's sync request. `Err` marks a protocol violation.
+pub(super) async fn answer(
+    node: &Node,
+    index: &Mutex<Index>,
+    me: OrgKey,
+    peer: PeerId,
+    peer_org: OrgKey,
+    request: pb::sync_request::Kind,
+) -> (pb::SyncResponse, Result<(), String>) {
+    use pb::sync_request::Kind;
+    match request {
+        Kind::Hello(_) => (error("hello already accepted"), Ok(())),
+        Kind::Summary(summary) => match common(node, index, &me, &peer_org).await {
+            Ok(set) => (
+                pb::SyncResponse {
+                    kind: Some(pb::sync_response::Kind::Buckets(
+                        set.differing_buckets(&summary),
+                    )),
+                },
+                Ok(()),
+            ),
+            Err(e) => (error(format!("internal error: {e}")), Ok(())),
+        },
+        Kind::Reconcile(rec) => {
+            if rec.buckets.len() > BUCKETS_PER_RECONCILE {
+                return (
+                    error("too many buckets"),
+                    Err("reconcile with too many buckets".into()),
+                );
+            }
+            let set = match common(node, index, &me, &peer_org).await {
+                Ok(s) => s,
+                Err(e) => return (error(format!("internal error: {e}")), Ok(())),
+            };
+            let refs = parse_bucket_refs(&rec.buckets);
+            let theirs: HashSet<RecordId> = rec
+                .ids
+                .iter()
+                .filter_map(|b| RecordId::from_slice(b))
+                .collect();
+            let mine = set.ids_in(&refs);
+            let mine_set: HashSet<RecordId> = mine.iter().copied().collect();
+            let held = index.lock().await;
+            let wanted: Vec<_> = theirs
+                .iter()
+                .filter(|id| !mine_set.contains(id) && !held.holds(id))
+                .map(|id| id.0.to_vec().into())
+                .collect();
+            drop(held);
+            let to_send: Vec<RecordId> =
+                mine.into_iter().filter(|id| !theirs.contains(id)).collect();
+            let mut records = match node.store().bytes_of(&to_send).await {
+                Ok(r) => r.into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
+                Err(e) => return (error(format!("internal error: {e}")), Ok(())),
+            };
+            records.sort_by_key(|b| !is_membership_bytes(b));
+            let mut size = 0;
+            let mut out = Vec::new();
+            let mut more = false;
+            for r in records {
+                if size + r.len() + 8 > MAX_RESPONSE_BYTES - FRAME_SLACK {
+                    more = true;
+                    break;
+                }
+                size += r.len() + 8;
+                out.push(r.into());
+            }
+            (
+                pb::SyncResponse {
+                    kind: Some(pb::sync_response::Kind::Result(pb::ReconcileResult {
+                        records: out,
+                        wanted,
+                        more,
+                    })),
+                },
+                Ok(()),
+            )
+        }
+        Kind::Push(push) => {
+            let records: Vec<Vec<u8>> = push.records.iter().map(|b| b.to_vec()).collect();
+            // Only records this node may receive are accepted from a push: by their own
+            // audience, or by a grant from their author (in this push or already held).
+            let batch_grants: Vec<(RecordId, OrgKey, record::Audience)> = records
+                .iter()
+                .filter_map(|b| record::verify(b).ok())
+                .filter_map(|g| crate::node::grant_target(&g).map(|(t, a)| (t, g.author, a)))
+                .collect();
+            let (ok, bad): (Vec<_>, Vec<_>) = {
+                let ix = index.lock().await;
+                records.into_iter().partition(|b| {
+                    addressed_to(b, &me, |id, author| {
+                        batch_grants
+                            .iter()
+                            .any(|(t, a, aud)| t == id && a == author && includes(aud, &me))
+                            || ix.granted_to(id, author, &me)
+                    })
+                })
+            };
+            let report = match node.ingest_from_peer(ok).await {
+                Ok(r) => r,
+                Err(e) => return (error(format!("internal error: {e}")), Ok(())),
+            };
+            for f in &report.failures {
+                tracing::warn!(%peer, record = f.id.as_deref().unwrap_or("?"), reason = %f.reason, "refused pushed record");
+            }
+            let refused = report.failures.len() + bad.len();
+            let invalid = bad.len()
+                + report
+                    .failures
+                    .iter()
+                    .filter(|f| !f.reason.contains("not in this coalition's history"))
+                    .count();
+            let verdict = if invalid > 0 {
+                Err(format!("{refused} invalid or misaddressed records pushed"))
+            } else {
+                Ok(())
+            };
+            (
+                pb::SyncResponse {
+                    kind: Some(pb::sync_response::Kind::Ack(pb::PushAck {
+                        stored: report.stored as u32,
+                        refused: refused as u32,
+                    })),
+                },
+                verdict,
+            )
+        }
+    }
+}
+
+fn includes(a: &record::Audience, me: &OrgKey) -> bool {
+    match a {
+        record::Audience::Coalition => true,
+        record::Audience::Members(m) => m.contains(me),
+        record::Audience::Private => false,
+    }
+}
+
+/// Whether `me` may receive a pushed record: its author, its own audience, or a grant.
+fn addressed_to(bytes: &[u8], me: &OrgKey, granted: impl Fn(&RecordId, &OrgKey) -> bool) -> bool {
+    match record::verify(bytes) {
+        Ok(r) => r.author == *me || includes(&r.audience, me) || granted(&r.id, &r.author),
+        // Invalid records are refused (and counted) by ingest.
+        Err(_) => true,
+    }
+}

@@ -1,0 +1,777 @@
+//! The event loop: the one task that owns the swarm. Other tasks (sync runs, answers to
+//! requests) talk to it through bounded channels and never touch the swarm themselves.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coalition_proto::v1 as pb;
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, mdns, PeerId, Swarm};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::task::JoinSet;
+
+use crate::charter::Membership;
+use crate::identity::OrgKey;
+use crate::node::{now_ms, Node};
+use crate::record::RecordId;
+
+use super::driver::{self, SyncStats};
+use super::index::Index;
+use super::{
+    Behaviour, BehaviourEvent, NetConfig, NetError, NetStatus, PeerStatus, MAX_VIOLATIONS,
+};
+
+/// Requests from other tasks to the event loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Send a sync request to a peer; the reply carries the response frame.
+    Request {
+        /// The peer.
+        peer: PeerId,
+        /// Encoded `SyncRequest`.
+        request: Vec<u8>,
+        /// Where the response goes.
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
+    /// Sync with every verified peer now.
+    SyncAll,
+}
+
+enum Work {
+    Respond {
+        peer: PeerId,
+        channel: ResponseChannel<Vec<u8>>,
+        response: Vec<u8>,
+        verdict: Result<(), String>,
+    },
+    SyncDone {
+        peer: PeerId,
+        result: Result<SyncStats, String>,
+    },
+}
+
+enum Pending {
+    Reply(oneshot::Sender<Result<Vec<u8>, String>>),
+    Hello(PeerId),
+}
+
+struct Peer {
+    org: Option<(OrgKey, i64)>,
+    connected_at: Instant,
+    violations: u32,
+    syncing: bool,
+    resync: bool,
+    last_sync: Option<i64>,
+    address: String,
+}
+
+/// Concurrent answers to inbound requests.
+const MAX_INFLIGHT_ANSWERS: usize = 32;
+/// Announcements waiting for a sync to resolve them.
+const MAX_PENDING_ANNOUNCES: usize = 4096;
+
+pub(super) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    node: Arc<Node>,
+    me: OrgKey,
+    cert: Vec<u8>,
+    topic: gossipsub::IdentTopic,
+    config: NetConfig,
+    commands: mpsc::Sender<Command>,
+    command_rx: mpsc::Receiver<Command>,
+    status: watch::Sender<NetStatus>,
+    index: Arc<Mutex<Index>>,
+    peers: HashMap<PeerId, Peer>,
+    pending: HashMap<OutboundRequestId, Pending>,
+    work_tx: mpsc::Sender<Work>,
+    work_rx: mpsc::Receiver<Work>,
+    membership: Option<Membership>,
+    announces: HashMap<PeerId, Vec<(gossipsub::MessageId, RecordId)>>,
+    announced_upto: i64,
+    /// Peers refused for membership (given another chance when membership changes).
+    blocked: HashSet<PeerId>,
+    /// Peers refused for protocol violations (blocked until restart).
+    banned: HashSet<PeerId>,
+    tasks: JoinSet<()>,
+    inflight: Arc<std::sync::atomic::AtomicUsize>,
+    received: u64,
+    refused: u64,
+    last_dial: Option<Instant>,
+}
+
+impl EventLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn new(
+        swarm: Swarm<Behaviour>,
+        node: Arc<Node>,
+        me: OrgKey,
+        cert: Vec<u8>,
+        topic: gossipsub::IdentTopic,
+        config: NetConfig,
+        commands: mpsc::Sender<Command>,
+        command_rx: mpsc::Receiver<Command>,
+        status: watch::Sender<NetStatus>,
+    ) -> Result<Self, NetError> {
+        let membership = node.membership().await?;
+        let announced_upto = node
+            .store()
+            .max_rowid()
+            .await
+            .map_err(crate::node::NodeError::from)?;
+        let mut index = Index::default();
+        index
+            .refresh(node.store())
+            .await
+            .map_err(crate::node::NodeError::from)?;
+        let (work_tx, work_rx) = mpsc::channel(256);
+        Ok(Self {
+            swarm,
+            node,
+            me,
+            cert,
+            topic,
+            config,
+            commands,
+            command_rx,
+            status,
+            index: Arc::new(Mutex::new(index)),
+            peers: HashMap::new(),
+            pending: HashMap::new(),
+            work_tx,
+            work_rx,
+            membership,
+            announces: HashMap::new(),
+            announced_upto,
+            blocked: HashSet::new(),
+            banned: HashSet::new(),
+            tasks: JoinSet::new(),
+            inflight: Arc::default(),
+            received: 0,
+            refused: 0,
+            last_dial: None,
+        })
+    }
+
+    /// Runs until `shutdown` turns true, then lets running tasks finish (bounded).
+    pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.dial_bootstrap();
+        let mut poll = tokio::time::interval(Duration::from_millis(200));
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut anti_entropy = tokio::time::interval(self.config.sync_interval);
+        anti_entropy.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                event = self.swarm.select_next_some() => self.on_swarm(event).await,
+                Some(cmd) = self.command_rx.recv() => self.on_command(cmd),
+                Some(work) = self.work_rx.recv() => self.on_work(work).await,
+                _ = poll.tick() => self.announce_new().await,
+                _ = housekeeping.tick() => self.housekeeping().await,
+                _ = anti_entropy.tick() => self.sync_all(),
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+            }
+        }
+        tracing::info!("network shutting down; letting running syncs finish");
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
+    }
+
+    fn dial_bootstrap(&mut self) {
+        self.last_dial = Some(Instant::now());
+        for addr in self.config.bootstrap.clone() {
+            let target = addr.iter().find_map(|p| match p {
+                Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            if target.is_some_and(|t| {
+                self.peers.contains_key(&t) || self.blocked.contains(&t) || self.banned.contains(&t)
+            }) {
+                continue;
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "dial failed");
+            }
+        }
+    }
+
+    async fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.status
+                    .send_modify(|s| s.listen_addrs.push(address.to_string()));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if num_established.get() == 1 {
+                    self.peers.insert(
+                        peer_id,
+                        Peer {
+                            org: None,
+                            connected_at: Instant::now(),
+                            violations: 0,
+                            syncing: false,
+                            resync: false,
+                            last_sync: None,
+                            address: endpoint.get_remote_address().to_string(),
+                        },
+                    );
+                    let hello = pb::SyncRequest {
+                        kind: Some(pb::sync_request::Kind::Hello(pb::Hello {
+                            certificate: self.cert.clone().into(),
+                        })),
+                    };
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request(&peer_id, hello.encode_to_vec());
+                    self.pending.insert(id, Pending::Hello(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.peers.remove(&peer_id);
+                for (msg, _) in self.announces.remove(&peer_id).unwrap_or_default() {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &msg,
+                            &peer_id,
+                            gossipsub::MessageAcceptance::Ignore,
+                        );
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.on_gossip(propagation_source, message_id, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if !self.peers.contains_key(&peer) && !self.blocked.contains(&peer) {
+                        let _ = self.swarm.dial(addr.with(Protocol::P2p(peer)));
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => {
+                tracing::info!(peer = %e.remote_peer_id, ok = e.result.is_ok(), "hole punch");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_request(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => match self.pending.remove(&request_id) {
+                    Some(Pending::Reply(tx)) => {
+                        let _ = tx.send(Ok(response));
+                    }
+                    Some(Pending::Hello(peer)) => self.on_hello_response(peer, &response),
+                    None => {}
+                },
+            },
+            request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => match self.pending.remove(&request_id) {
+                Some(Pending::Reply(tx)) => {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+                Some(Pending::Hello(_)) => tracing::debug!(%peer, %error, "hello failed"),
+                None => {}
+            },
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound sync failure");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn respond(&mut self, channel: ResponseChannel<Vec<u8>>, response: pb::SyncResponse) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(channel, response.encode_to_vec());
+    }
+
+    fn error_response(message: &str) -> pb::SyncResponse {
+        pb::SyncResponse {
+            kind: Some(pb::sync_response::Kind::Error(pb::Error {
+                message: message.into(),
+            })),
+        }
+    }
+
+    fn on_request(&mut self, peer: PeerId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+        let kind = match pb::SyncRequest::decode(request.as_slice())
+            .ok()
+            .and_then(|r| r.kind)
+        {
+            Some(k) => k,
+            None => {
+                self.respond(channel, Self::error_response("malformed request"));
+                self.violation(peer, "malformed sync request");
+                return;
+            }
+        };
+        if let pb::sync_request::Kind::Hello(hello) = &kind {
+            match driver::verify_certificate(&hello.certificate, &peer, self.membership.as_ref()) {
+                Ok((org, expires)) => {
+                    let reply = pb::SyncResponse {
+                        kind: Some(pb::sync_response::Kind::Hello(pb::Hello {
+                            certificate: self.cert.clone().into(),
+                        })),
+                    };
+                    self.respond(channel, reply);
+                    self.verified(peer, org, expires);
+                }
+                Err(reason) => {
+                    self.respond(
+                        channel,
+                        Self::error_response(&format!("certificate refused: {reason}")),
+                    );
+                    self.refuse_certificate(peer, &reason);
+                }
+            }
+            return;
+        }
+        let Some((org, _)) = self.peers.get(&peer).and_then(|p| p.org) else {
+            self.respond(
+                channel,
+                Self::error_response("present a valid node certificate first"),
+            );
+            self.reject(peer, "request before a verified certificate");
+            return;
+        };
+        if self.inflight.load(std::sync::atomic::Ordering::Relaxed) >= MAX_INFLIGHT_ANSWERS {
+            self.respond(channel, Self::error_response("busy, retry later"));
+            return;
+        }
+        self.inflight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (node, index, me, tx, inflight) = (
+            self.node.clone(),
+            self.index.clone(),
+            self.me,
+            self.work_tx.clone(),
+            self.inflight.clone(),
+        );
+        self.tasks.spawn(async move {
+            let (response, verdict) = driver::answer(&node, &index, me, peer, org, kind).await;
+            inflight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = tx
+                .send(Work::Respond {
+                    peer,
+                    channel,
+                    response: response.encode_to_vec(),
+                    verdict,
+                })
+                .await;
+        });
+    }
+
+    fn on_hello_response(&mut self, peer: PeerId, response: &[u8]) {
+        match pb::SyncResponse::decode(response).ok().and_then(|r| r.kind) {
+            Some(pb::sync_response::Kind::Hello(h)) => {
+                match driver::verify_certificate(&h.certificate, &peer, self.membership.as_ref()) {
+                    Ok((org, expires)) => self.verified(peer, org, expires),
+                    Err(reason) => self.refuse_certificate(peer, &reason),
+                }
+            }
+            Some(pb::sync_response::Kind::Error(e)) => {
+                tracing::warn!(%peer, reason = %e.message, "peer refused this node's certificate");
+            }
+            _ => self.violation(peer, "malformed hello response"),
+        }
+    }
+
+    fn verified(&mut self, peer: PeerId, org: OrgKey, expires: i64) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let first = p.org.is_none();
+        p.org = Some((org, expires));
+        if first {
+            tracing::info!(%peer, org = %org.short(), "peer verified as a current member");
+            self.start_sync(peer);
+        }
+    }
+
+    fn start_sync(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Some((org, _)) = p.org else { return };
+        if p.syncing {
+            p.resync = true;
+            return;
+        }
+        p.syncing = true;
+        let (node, index, commands, me, tx) = (
+            self.node.clone(),
+            self.index.clone(),
+            self.commands.clone(),
+            self.me,
+            self.work_tx.clone(),
+        );
+        self.tasks.spawn(async move {
+            let result = driver::drive(&node, &index, &commands, me, peer, org).await;
+            let _ = tx.send(Work::SyncDone { peer, result }).await;
+        });
+    }
+
+    fn sync_all(&mut self) {
+        let verified: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.org.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for peer in verified {
+            self.start_sync(peer);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                if !self.peers.get(&peer).is_some_and(|p| p.org.is_some()) {
+                    let _ = reply.send(Err("peer is not connected and verified".into()));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.pending.insert(id, Pending::Reply(reply));
+            }
+            Command::SyncAll => self.sync_all(),
+        }
+    }
+
+    async fn on_work(&mut self, work: Work) {
+        match work {
+            Work::Respond {
+                peer,
+                channel,
+                response,
+                verdict,
+            } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response);
+                if let Err(reason) = verdict {
+                    self.violation(peer, &reason);
+                }
+            }
+            Work::SyncDone { peer, result } => {
+                let again = match self.peers.get_mut(&peer) {
+                    Some(p) => {
+                        p.syncing = false;
+                        std::mem::take(&mut p.resync)
+                    }
+                    None => false,
+                };
+                match result {
+                    Ok(stats) => {
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            p.last_sync = Some(now_ms());
+                        }
+                        self.received += stats.stored;
+                        self.refused += stats.refused;
+                        if stats.stored > 0 || stats.pushed > 0 {
+                            tracing::info!(%peer, stored = stats.stored, refused = stats.refused, pushed = stats.pushed, round_trips = stats.round_trips, "synced");
+                        }
+                        if stats.invalid > 0 {
+                            self.violation(peer, "sent records that do not verify");
+                        }
+                        if stats.membership_stored {
+                            self.membership_changed().await;
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "sync failed"),
+                }
+                self.resolve_announces(peer).await;
+                if again {
+                    self.start_sync(peer);
+                }
+            }
+        }
+    }
+
+    async fn resolve_announces(&mut self, peer: PeerId) {
+        let pending = self.announces.remove(&peer).unwrap_or_default();
+        if pending.is_empty() {
+            return;
+        }
+        let mut ix = self.index.lock().await;
+        let _ = ix.refresh(self.node.store()).await;
+        for (msg, id) in pending {
+            let verdict = if ix.holds(&id) {
+                gossipsub::MessageAcceptance::Accept
+            } else {
+                gossipsub::MessageAcceptance::Ignore
+            };
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&msg, &peer, verdict);
+        }
+    }
+
+    fn on_gossip(
+        &mut self,
+        source: PeerId,
+        msg_id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let verdict = |this: &mut Self, v| {
+            this.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&msg_id, &source, v);
+        };
+        if !self.peers.get(&source).is_some_and(|p| p.org.is_some()) {
+            verdict(self, gossipsub::MessageAcceptance::Reject);
+            return self.violation(source, "gossip before a verified certificate");
+        }
+        let id = match pb::Announce::decode(message.data.as_slice())
+            .ok()
+            .and_then(|a| RecordId::from_slice(&a.id))
+        {
+            Some(id) => id,
+            None => {
+                verdict(self, gossipsub::MessageAcceptance::Reject);
+                return self.violation(source, "malformed announcement");
+            }
+        };
+        let held = self
+            .index
+            .try_lock()
+            .map(|ix| ix.holds(&id))
+            .unwrap_or(false);
+        if held {
+            return verdict(self, gossipsub::MessageAcceptance::Accept);
+        }
+        let waiting: usize = self.announces.values().map(Vec::len).sum();
+        if waiting >= MAX_PENDING_ANNOUNCES {
+            return verdict(self, gossipsub::MessageAcceptance::Ignore);
+        }
+        self.announces.entry(source).or_default().push((msg_id, id));
+        self.start_sync(source);
+    }
+
+    /// Announces this organisation's new shareable records.
+    async fn announce_new(&mut self) {
+        let rows = match self.node.store().holdings_since(self.announced_upto).await {
+            Ok(r) => r,
+            Err(e) => return tracing::warn!(error = %e, "cannot read new records"),
+        };
+        let mut direct = false;
+        for h in rows {
+            self.announced_upto = self.announced_upto.max(h.rowid);
+            if h.author != self.me || h.audience == 0 {
+                continue;
+            }
+            if h.audience != 1 {
+                // Members-only: not announced to the whole topic; sync with peers now.
+                direct = true;
+                continue;
+            }
+            let msg = pb::Announce {
+                id: h.id.0.to_vec().into(),
+                author: h.author.as_bytes().to_vec().into(),
+                seq: h.seq,
+            };
+            match self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(self.topic.clone(), msg.encode_to_vec())
+            {
+                Ok(_) => tracing::debug!(record = %h.id.short(), "announced"),
+                Err(e) => {
+                    tracing::debug!(record = %h.id.short(), error = %e, "not announced (peers will sync)")
+                }
+            }
+        }
+        if direct {
+            self.sync_all();
+        }
+    }
+
+    fn violation(&mut self, peer: PeerId, reason: &str) {
+        tracing::warn!(%peer, reason, "protocol violation");
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.violations += 1;
+        if p.violations >= MAX_VIOLATIONS {
+            self.reject(peer, "too many protocol violations");
+            self.blocked.remove(&peer);
+            self.banned.insert(peer);
+        }
+    }
+
+    /// A certificate naming a membership epoch this node has not seen may be valid: the
+    /// peer is disconnected but not blocked, and tries again later.
+    fn refuse_certificate(&mut self, peer: PeerId, reason: &str) {
+        if reason.contains("not in this coalition's history") {
+            tracing::info!(%peer, reason, "certificate names an unknown epoch; disconnecting");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            self.peers.remove(&peer);
+        } else {
+            self.reject(peer, &format!("certificate refused: {reason}"));
+        }
+    }
+
+    fn reject(&mut self, peer: PeerId, reason: &str) {
+        tracing::warn!(%peer, reason, "disconnecting and blocking peer");
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
+        self.blocked.insert(peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+        self.peers.remove(&peer);
+    }
+
+    async fn membership_changed(&mut self) {
+        match self.node.membership().await {
+            Ok(m) => self.membership = m,
+            Err(e) => return tracing::warn!(error = %e, "cannot compute membership"),
+        }
+        // Members may have been added: give blocked peers another chance to present a
+        // certificate; members removed or rotated away are cut off now.
+        for peer in std::mem::take(&mut self.blocked) {
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .remove_blacklisted_peer(&peer);
+        }
+        let cut: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.org.is_some_and(|(org, _)| {
+                    !self
+                        .membership
+                        .as_ref()
+                        .is_some_and(|m| m.current().is_member(&org))
+                })
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for peer in cut {
+            self.reject(peer, "organisation is no longer a current member");
+        }
+    }
+
+    async fn housekeeping(&mut self) {
+        let now = now_ms();
+        let late: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| match p.org {
+                None => p.connected_at.elapsed() > self.config.hello_timeout,
+                Some((_, expires)) => expires <= now,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for peer in late {
+            tracing::info!(%peer, "no valid certificate in time; disconnecting");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            self.peers.remove(&peer);
+        }
+        // Membership can also change through the CLI (approvals) or imports.
+        if let Ok(m) = self.node.membership().await {
+            let changed = m.as_ref().map(|m| m.current().epoch)
+                != self.membership.as_ref().map(|m| m.current().epoch);
+            if changed {
+                self.membership_changed().await;
+            }
+        }
+        if self
+            .last_dial
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(3))
+        {
+            self.dial_bootstrap();
+        }
+        let per_author = match self.index.try_lock() {
+            Ok(mut ix) => {
+                let _ = ix.refresh(self.node.store()).await;
+                Some(ix.per_author())
+            }
+            Err(_) => None,
+        };
+        let names: HashMap<OrgKey, String> = self
+            .membership
+            .as_ref()
+            .map(|m| {
+                m.current()
+                    .members
+                    .iter()
+                    .map(|(k, v)| (*k, v.organisation.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let peers: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|(id, p)| PeerStatus {
+                peer_id: id.to_string(),
+                organisation_key: p.org.map(|(k, _)| k.to_hex()),
+                organisation: p.org.and_then(|(k, _)| names.get(&k).cloned()),
+                address: p.address.clone(),
+                last_sync_ms: p.last_sync,
+            })
+            .collect();
+        let (epoch, coalition) = match &self.membership {
+            Some(m) => (Some(hex::encode(m.current().epoch)), Some(m.name.clone())),
+            None => (None, None),
+        };
+        let (received, refused) = (self.received, self.refused);
+        self.status.send_modify(|s| {
+            s.peers = peers;
+            if let Some(pa) = per_author {
+                s.records_per_author = pa.into_iter().map(|(k, n)| (k.to_hex(), n)).collect();
+            }
+            s.epoch = epoch;
+            s.coalition = coalition;
+            s.received = received;
+            s.refused = refused;
+        });
+    }
+}

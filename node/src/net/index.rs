@@ -1,0 +1,143 @@
+//! What this node holds, with each record's effective audience, kept in memory and
+//! refreshed incrementally from the store, so each sync can compute the set of records
+//! both sides may hold without rescanning the database.
+
+use std::collections::HashMap;
+
+use crate::finding::GRANT_SCHEMA;
+use crate::identity::OrgKey;
+use crate::node::{grant_target, union};
+use crate::record::{self, Audience, RecordId};
+use crate::store::{Store, StoreError};
+
+use super::sync::{Entry, SyncSet};
+
+#[derive(Debug, Clone)]
+struct Held {
+    author: OrgKey,
+    seq: u64,
+    audience: Audience,
+}
+
+/// In-memory index of held records.
+#[derive(Debug, Default)]
+pub struct Index {
+    last_rowid: i64,
+    held: HashMap<RecordId, Held>,
+    /// Grants by (target, grant author): audiences to add.
+    grants: HashMap<RecordId, Vec<(OrgKey, Audience)>>,
+}
+
+impl Index {
+    /// Loads records stored since the last refresh. Returns how many were new.
+    pub async fn refresh(&mut self, store: &Store) -> Result<usize, StoreError> {
+        let rows = store.holdings_since(self.last_rowid).await?;
+        let n = rows.len();
+        for h in rows {
+            self.last_rowid = self.last_rowid.max(h.rowid);
+            let audience = match h.audience {
+                1 => Audience::Coalition,
+                2 => Audience::members(h.members.clone()),
+                _ => Audience::Private,
+            };
+            if h.schema == GRANT_SCHEMA {
+                if let Some((target, a)) = h
+                    .grant
+                    .as_deref()
+                    .and_then(|b| record::verify(b).ok())
+                    .and_then(|g| grant_target(&g))
+                {
+                    self.grants.entry(target).or_default().push((h.author, a));
+                }
+            }
+            self.held.insert(
+                h.id,
+                Held {
+                    author: h.author,
+                    seq: h.seq,
+                    audience,
+                },
+            );
+        }
+        Ok(n)
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Whether `id` is held.
+    pub fn holds(&self, id: &RecordId) -> bool {
+        self.held.contains_key(id)
+    }
+
+    /// A record's audience including same-author grants.
+    pub fn audience(&self, id: &RecordId) -> Option<Audience> {
+        let h = self.held.get(id)?;
+        Some(
+            self.grants
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter(|(author, _)| *author == h.author)
+                .fold(h.audience.clone(), |a, (_, g)| union(&a, g)),
+        )
+    }
+
+    /// Whether `author` granted record `id` to `org` (the record need not be held).
+    pub fn granted_to(&self, id: &RecordId, author: &OrgKey, org: &OrgKey) -> bool {
+        self.grants.get(id).into_iter().flatten().any(|(a, aud)| {
+            a == author
+                && match aud {
+                    Audience::Coalition => true,
+                    Audience::Members(m) => m.contains(org),
+                    Audience::Private => false,
+                }
+        })
+    }
+
+    /// Whether organisation `org` may receive record `id`.
+    pub fn entitled(&self, id: &RecordId, org: &OrgKey) -> bool {
+        let Some(h) = self.held.get(id) else {
+            return false;
+        };
+        if h.author == *org {
+            return true;
+        }
+        match self.audience(id) {
+            Some(Audience::Coalition) => true,
+            Some(Audience::Members(m)) => m.contains(org),
+            _ => false,
+        }
+    }
+
+    /// The records held that both `me` and `peer` may receive: what a sync between the
+    /// two compares.
+    pub fn common(&self, me: &OrgKey, peer: &OrgKey) -> SyncSet {
+        SyncSet::new(
+            self.held
+                .iter()
+                .filter(|(id, _)| self.entitled(id, me) && self.entitled(id, peer))
+                .map(|(id, h)| Entry {
+                    author: h.author,
+                    seq: h.seq,
+                    id: *id,
+                }),
+        )
+    }
+
+    /// Records per author.
+    pub fn per_author(&self) -> std::collections::BTreeMap<OrgKey, u64> {
+        let mut m = std::collections::BTreeMap::new();
+        for h in self.held.values() {
+            *m.entry(h.author).or_default() += 1;
+        }
+        m
+    }
+}
