@@ -74,10 +74,106 @@ const GROUPS: &[&str] = &[
 ];
 /// Words per language: (language tag, words).
 const WORDS: &[(&str, &[&str])] = &[
-    ("en", &["police", "protest", "detention", "beaten", "checkpoint", "journalist", "students", "border", "raid", "complaint", "threats", "station", "market", "village", "bridge", "night", "search", "arrest", "officers", "crowd"]),
-    ("sr-Latn", &["policija", "protest", "privođenje", "pretučen", "kontrola", "novinarka", "studenti", "granica", "racija", "pritužba", "pretnje", "stanica", "pijaca", "selo", "most", "noću", "pretres", "hapšenje", "službenici", "okupljanje"]),
-    ("sq", &["policia", "protesta", "ndalim", "rrahur", "kontroll", "gazetare", "studentët", "kufiri", "bastisje", "ankesë", "kërcënime", "stacion", "tregu", "fshat", "ura", "natën", "kontrollim", "arrestim", "zyrtarë", "turmë"]),
-    ("ka", &["პოლიცია", "აქცია", "დაკავება", "ცემა", "საგუშაგო", "ჟურნალისტი", "სტუდენტები", "საზღვარი", "რეიდი", "საჩივარი", "მუქარა", "განყოფილება", "ბაზარი", "სოფელი", "ხიდი", "ღამით", "ჩხრეკა", "დაპატიმრება", "თანამშრომლები", "ბრბო"]),
+    (
+        "en",
+        &[
+            "police",
+            "protest",
+            "detention",
+            "beaten",
+            "checkpoint",
+            "journalist",
+            "students",
+            "border",
+            "raid",
+            "complaint",
+            "threats",
+            "station",
+            "market",
+            "village",
+            "bridge",
+            "night",
+            "search",
+            "arrest",
+            "officers",
+            "crowd",
+        ],
+    ),
+    (
+        "sr-Latn",
+        &[
+            "policija",
+            "protest",
+            "privođenje",
+            "pretučen",
+            "kontrola",
+            "novinarka",
+            "studenti",
+            "granica",
+            "racija",
+            "pritužba",
+            "pretnje",
+            "stanica",
+            "pijaca",
+            "selo",
+            "most",
+            "noću",
+            "pretres",
+            "hapšenje",
+            "službenici",
+            "okupljanje",
+        ],
+    ),
+    (
+        "sq",
+        &[
+            "policia",
+            "protesta",
+            "ndalim",
+            "rrahur",
+            "kontroll",
+            "gazetare",
+            "studentët",
+            "kufiri",
+            "bastisje",
+            "ankesë",
+            "kërcënime",
+            "stacion",
+            "tregu",
+            "fshat",
+            "ura",
+            "natën",
+            "kontrollim",
+            "arrestim",
+            "zyrtarë",
+            "turmë",
+        ],
+    ),
+    (
+        "ka",
+        &[
+            "პოლიცია",
+            "აქცია",
+            "დაკავება",
+            "ცემა",
+            "საგუშაგო",
+            "ჟურნალისტი",
+            "სტუდენტები",
+            "საზღვარი",
+            "რეიდი",
+            "საჩივარი",
+            "მუქარა",
+            "განყოფილება",
+            "ბაზარი",
+            "სოფელი",
+            "ხიდი",
+            "ღამით",
+            "ჩხრეკა",
+            "დაპატიმრება",
+            "თანამშრომლები",
+            "ბრბო",
+        ],
+    ),
 ];
 
 /// A small deterministic generator (SplitMix64), so every run builds the same store.
@@ -132,7 +228,7 @@ fn finding(rng: &mut Rng) -> Value {
         location["coordinates"] = json!({
             "lat": ((la0 + (la1 - la0) * rng.unit()) * 1e4).round() / 1e4,
             "lon": ((lo0 + (lo1 - lo0) * rng.unit()) * 1e4).round() / 1e4,
-            "precision": ["exact", "approximate", "municipality"][rng.below(3)],
+            "precision": (["exact", "approximate", "municipality"])[rng.below(3)],
         });
     }
     let mut actors = vec![json!({"type": ACTORS[rng.below(ACTORS.len())]})];
@@ -154,7 +250,7 @@ fn finding(rng: &mut Rng) -> Value {
         "actors": actors,
         "affected": {"count": rng.below(60), "groups": groups},
         "sources": [{"type": "own_observation"}],
-        "confidence": ["low", "medium", "high"][rng.below(3)],
+        "confidence": (["low", "medium", "high"])[rng.below(3)],
     })
 }
 
@@ -169,7 +265,11 @@ fn author_chain(author: u64, n: usize) -> Vec<Record> {
         let roll = rng.below(100);
         let (schema, payload, supersedes) = if roll < 5 && !heads.is_empty() {
             let i = rng.below(heads.len());
-            (FINDING_SCHEMA, finding(&mut rng), Some(heads.swap_remove(i)))
+            (
+                FINDING_SCHEMA,
+                finding(&mut rng),
+                Some(heads.swap_remove(i)),
+            )
         } else if roll < 6 && !heads.is_empty() {
             let i = rng.below(heads.len());
             (
@@ -207,9 +307,14 @@ async fn build(dir: &Path, n: usize) {
         std::fs::remove_dir_all(dir).expect("remove stale bench home");
     }
     let t = Instant::now();
-    let (node, _) = Node::init(Home::new(Some(dir.to_path_buf())), "Bench", "RS", PASSPHRASE)
-        .await
-        .expect("init");
+    let (node, _) = Node::init(
+        Home::new(Some(dir.to_path_buf())),
+        "Bench",
+        "RS",
+        PASSPHRASE,
+    )
+    .await
+    .expect("init");
     let per = n.div_ceil(AUTHORS as usize);
     eprintln!("building {n} records from {AUTHORS} organisations …");
     let chains: Vec<Vec<Record>> = (0..AUTHORS)
@@ -238,7 +343,10 @@ async fn build(dir: &Path, n: usize) {
         store.insert(&prepared).await.expect("insert");
         stored += batch.len();
         if k % 10 == 0 {
-            eprintln!("  {stored} / {n} stored, {:.0} s", t.elapsed().as_secs_f64());
+            eprintln!(
+                "  {stored} / {n} stored, {:.0} s",
+                t.elapsed().as_secs_f64()
+            );
         }
     }
     sqlx::query("ANALYZE").execute(store.pool()).await.ok();
@@ -330,12 +438,11 @@ fn main() {
     let (lib_agg, floor, current) = rt.block_on(async {
         let store = Store::open(&db).await.expect("open");
         let pool = store.pool().clone();
-        let current: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM findings WHERE is_head = 1 AND retracted = 0",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+        let current: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM findings WHERE is_head = 1 AND retracted = 0")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
         let q = Query::default();
         let dims = [Dimension::Country, Dimension::Category, Dimension::Month];
         let mut lib = Vec::new();
@@ -403,11 +510,26 @@ fn main() {
     println!("Coalition query benchmark");
     println!("  records in store        {n} ({current} current findings), {size_mb:.0} MB file");
     println!("  (times in ms: cold first call / median of {RUNS} warm calls)");
-    println!("  API aggregate country x category x month  {:>8.1} / {:>8.1}", agg.0, agg.1);
-    println!("  API page of 50, country + category        {:>8.1} / {:>8.1}", page.0, page.1);
-    println!("  API full-text search (en), page of 50     {:>8.1} / {:>8.1}", fts.0, fts.1);
-    println!("  API full-text search (ka) + country       {:>8.1} / {:>8.1}", fts_ka.0, fts_ka.1);
-    println!("  API page of 50, year + confidence          {:>8.1} / {:>8.1}", deep.0, deep.1);
+    println!(
+        "  API aggregate country x category x month  {:>8.1} / {:>8.1}",
+        agg.0, agg.1
+    );
+    println!(
+        "  API page of 50, country + category        {:>8.1} / {:>8.1}",
+        page.0, page.1
+    );
+    println!(
+        "  API full-text search (en), page of 50     {:>8.1} / {:>8.1}",
+        fts.0, fts.1
+    );
+    println!(
+        "  API full-text search (ka) + country       {:>8.1} / {:>8.1}",
+        fts_ka.0, fts_ka.1
+    );
+    println!(
+        "  API page of 50, year + confidence          {:>8.1} / {:>8.1}",
+        deep.0, deep.1
+    );
     println!("  library aggregate (in process)            {lib_agg:>8.1}");
     println!("  hand-written SQL floor (same file)        {floor:>8.1}");
     println!(

@@ -290,9 +290,9 @@ pub fn router(node: Arc<Node>, bound: IpAddr) -> Router {
         .route("/api/v1/vocabularies", get(vocabularies))
         .route("/api/v1/openapi.yaml", get(openapi))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            guard(bound, req, next)
-        }))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| guard(bound, req, next),
+        ))
         .with_state(node)
 }
 

@@ -74,12 +74,10 @@ pub async fn run(node: Node, args: RunArgs) -> Result<(), DaemonError> {
             addr: args.listen,
             source,
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Bind {
-            addr: args.listen,
-            source,
-        })?;
+    let addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        addr: args.listen,
+        source,
+    })?;
     let shutdown = shutdown_signal().await?;
     {
         use std::io::Write;

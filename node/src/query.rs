@@ -179,12 +179,15 @@ impl Dimension {
     /// Parses a name (`actor-type` and `actor_type` both work).
     pub fn parse(s: &str) -> Result<Self, QueryError> {
         let s = s.trim().replace('-', "_");
-        Self::ALL.into_iter().find(|d| d.name() == s).ok_or_else(|| {
-            invalid(format!(
-                "cannot group by {s:?}; choose from {}",
-                Self::ALL.map(Self::name).join(", ")
-            ))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "cannot group by {s:?}; choose from {}",
+                    Self::ALL.map(Self::name).join(", ")
+                ))
+            })
     }
 
     /// The SQL expression of this dimension over `findings f`, `finding_actors a` and
@@ -313,8 +316,11 @@ fn non_empty(v: &str) -> Option<String> {
 }
 
 fn parse_key(s: &str) -> Result<OrgKey, QueryError> {
-    s.parse()
-        .map_err(|_| invalid(format!("author {s:?} is not an organisation key (64 hex characters)")))
+    s.parse().map_err(|_| {
+        invalid(format!(
+            "author {s:?} is not an organisation key (64 hex characters)"
+        ))
+    })
 }
 
 /// A page request, checked.
@@ -484,7 +490,20 @@ fn days_from_date(s: &str) -> Option<i64> {
     let m: i64 = s[5..7].parse().ok()?;
     let d: i64 = s[8..10].parse().ok()?;
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&m) || d < 1 || d > month_days[(m - 1) as usize] {
         return None;
     }
@@ -572,7 +591,8 @@ fn push_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a Query) {
         qb.push(" AND f.created_at >= ").push_bind(days * DAY_MS);
     }
     if let Some(days) = q.recorded_to.as_deref().and_then(days_from_date) {
-        qb.push(" AND f.created_at < ").push_bind((days + 1) * DAY_MS);
+        qb.push(" AND f.created_at < ")
+            .push_bind((days + 1) * DAY_MS);
     }
     if let Some(expr) = q.q.as_deref().and_then(fts_expression) {
         qb.push(
@@ -836,7 +856,11 @@ pub async fn findings(
         });
     }
     let next_cursor = (rows.len() > page.limit as usize)
-        .then(|| items.last().map(|f| encode_cursor(&f.occurred_start, &f.id)))
+        .then(|| {
+            items
+                .last()
+                .map(|f| encode_cursor(&f.occurred_start, &f.id))
+        })
         .flatten();
     Ok(FindingsPage {
         items,
@@ -1004,7 +1028,9 @@ mod tests {
     #[test]
     fn query_strings_parse_and_unknown_codes_are_refused() {
         let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         let r = Request::from_pairs(&pairs(&[
             ("country", "rs,XK"),

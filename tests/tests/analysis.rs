@@ -53,7 +53,11 @@ async fn fixture() -> Fixture {
         .unwrap()
         .finding;
     home.node
-        .retract(&home.identity, &ids[1].to_hex(), "duplicate of another report")
+        .retract(
+            &home.identity,
+            &ids[1].to_hex(),
+            "duplicate of another report",
+        )
         .await
         .unwrap();
     Fixture {
@@ -121,16 +125,31 @@ async fn queries_count_current_findings_once_and_exports_apply_filters() {
     assert_eq!(total(&["--actor-type", "gendarmerie"]), 2);
     assert_eq!(total(&["--from", "2025-10-01", "--to", "2025-12-31"]), 3);
     assert_eq!(total(&["--search", "batons"]), 2);
-    assert_eq!(total(&["--search", "batons pepper"]), 1, "every word must occur");
+    assert_eq!(
+        total(&["--search", "batons pepper"]),
+        1,
+        "every word must occur"
+    );
     assert_eq!(total(&["--search", "წყლის"]), 1, "Georgian");
     assert_eq!(total(&["--search", "ucestale"]), 1, "diacritics folded");
-    assert_eq!(total(&["--search", "ЛЕГИТИМИСАЊЕ"]), 1, "Cyrillic, any case");
+    assert_eq!(
+        total(&["--search", "ЛЕГИТИМИСАЊЕ"]),
+        1,
+        "Cyrillic, any case"
+    );
     assert_eq!(total(&["--search", "(batons* \""]), 2, "FTS syntax is text");
     let key = f.home.identity.key().to_hex();
     assert_eq!(total(&["--author", &key]), 10);
     let by_actor = json(
         home,
-        &["query", "--country", "RS", "--group-by", "actor_type", "--json"],
+        &[
+            "query",
+            "--country",
+            "RS",
+            "--group-by",
+            "actor_type",
+            "--json",
+        ],
     );
     assert_eq!(
         rows(&by_actor)
@@ -176,12 +195,21 @@ async fn queries_count_current_findings_once_and_exports_apply_filters() {
     assert!(lines[0].starts_with("event_id_cnty,event_date,year,time_precision,event_type"));
     assert!(lines[1].starts_with("#event+code,#date+occurred"));
     assert_eq!(lines.len(), 2 + 4, "{text}");
-    assert!(text.contains("41.6973"), "approximate coordinates kept: {text}");
+    assert!(
+        text.contains("41.6973"),
+        "approximate coordinates kept: {text}"
+    );
 
     let geo_path = f.home.dir.join("all.geojson");
     coalition_ok(
         home,
-        &["export", "--format", "geojson", "-o", geo_path.to_str().unwrap()],
+        &[
+            "export",
+            "--format",
+            "geojson",
+            "-o",
+            geo_path.to_str().unwrap(),
+        ],
         0,
     );
     let geo: Value = serde_json::from_str(&std::fs::read_to_string(&geo_path).unwrap()).unwrap();
@@ -211,7 +239,10 @@ async fn queries_count_current_findings_once_and_exports_apply_filters() {
         ],
         0,
     );
-    assert_eq!(std::fs::read_to_string(&jl_path).unwrap().lines().count(), 5);
+    assert_eq!(
+        std::fs::read_to_string(&jl_path).unwrap().lines().count(),
+        5
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,7 +264,8 @@ async fn reports_verify_against_bundles_and_mismatches_are_named() {
         ],
         0,
     );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(p("rs-ge.json")).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(p("rs-ge.json")).unwrap()).unwrap();
     assert_eq!(report["report"]["total"]["findings"], 9);
     assert_eq!(report["report"]["records"].as_array().unwrap().len(), 9);
     assert!(report["report"]["epoch"].is_null());
@@ -248,22 +280,41 @@ async fn reports_verify_against_bundles_and_mismatches_are_named() {
     assert!(!ids.contains(&f.retracted.to_hex().as_str()));
 
     coalition_ok(home, &["export", "-o", &p("coalition.bundle")], 0);
-    let ok = coalition_ok(home, &["verify-report", &p("rs-ge.json"), &p("coalition.bundle")], 0);
+    let ok = coalition_ok(
+        home,
+        &["verify-report", &p("rs-ge.json"), &p("coalition.bundle")],
+        0,
+    );
     assert!(ok.contains("OK"), "{ok}");
 
     // Tampered numbers: the signature no longer verifies.
-    let tampered = std::fs::read_to_string(p("rs-ge.json"))
-        .unwrap()
-        .replacen("\"findings\": 9", "\"findings\": 10", 1);
+    let tampered = std::fs::read_to_string(p("rs-ge.json")).unwrap().replacen(
+        "\"findings\": 9",
+        "\"findings\": 10",
+        1,
+    );
     std::fs::write(p("tampered.json"), tampered).unwrap();
-    let out = coalition_ok(home, &["verify-report", &p("tampered.json"), &p("coalition.bundle")], 1);
+    let out = coalition_ok(
+        home,
+        &["verify-report", &p("tampered.json"), &p("coalition.bundle")],
+        1,
+    );
     assert!(out.contains("signature: INVALID"), "{out}");
 
     // A report counting a private finding cannot be reproduced from the shared bundle.
-    coalition_ok(home, &["report", "--group-by", "country", "-o", &p("all.json")], 0);
+    coalition_ok(
+        home,
+        &["report", "--group-by", "country", "-o", &p("all.json")],
+        0,
+    );
     let out = coalition_ok(
         home,
-        &["verify-report", "--json", &p("all.json"), &p("coalition.bundle")],
+        &[
+            "verify-report",
+            "--json",
+            &p("all.json"),
+            &p("coalition.bundle"),
+        ],
         1,
     );
     let check: Value = serde_json::from_str(&out).unwrap();
@@ -284,8 +335,13 @@ async fn the_api_answers_with_json_and_problem_details_and_stops_on_sigterm() {
     let first = api.json("/api/v1/findings?country=GE&limit=3");
     assert_eq!(first["items"].as_array().unwrap().len(), 3);
     assert_eq!(first["items"][0]["occurred_start"], "2025-10-03");
-    let cursor = first["next_cursor"].as_str().expect("a next page").to_string();
-    let second = api.json(&format!("/api/v1/findings?country=GE&limit=3&cursor={cursor}"));
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let second = api.json(&format!(
+        "/api/v1/findings?country=GE&limit=3&cursor={cursor}"
+    ));
     assert_eq!(second["items"].as_array().unwrap().len(), 1);
     assert!(second.get("next_cursor").is_none());
 
@@ -294,7 +350,10 @@ async fn the_api_answers_with_json_and_problem_details_and_stops_on_sigterm() {
     assert_eq!(v2["signature"], "valid (ed25519 verify_strict)");
     assert_eq!(v2["audience"]["kind"], "coalition");
     assert_eq!(v2["versions"].as_array().unwrap().len(), 2);
-    let v1 = api.json(&format!("/api/v1/findings/{}", &f.corrected_v1.to_hex()[..10]));
+    let v1 = api.json(&format!(
+        "/api/v1/findings/{}",
+        &f.corrected_v1.to_hex()[..10]
+    ));
     assert_eq!(v1["current"], false);
     let gone = api.json(&format!("/api/v1/findings/{}", f.retracted));
     assert_eq!(gone["retracted"], "duplicate of another report");

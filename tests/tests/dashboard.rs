@@ -74,7 +74,10 @@ impl Browser {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = tempfile::tempdir().expect("profile dir");
@@ -107,7 +110,10 @@ impl Browser {
     }
 
     fn cmd(&self, path: &str, body: Value) -> Value {
-        post(&format!("{}/session/{}/{path}", self.url, self.session), body)
+        post(
+            &format!("{}/session/{}/{path}", self.url, self.session),
+            body,
+        )
     }
 
     fn goto(&self, url: &str) {
@@ -185,7 +191,9 @@ async fn analysts_see_counts_chart_map_and_details_in_georgian() {
     let driver = chromedriver();
     if driver.is_none() || !Path::new(CHROMIUM).is_file() {
         if std::env::var_os("CI").is_some() {
-            panic!("CI is set but {CHROMIUM} or chromedriver is missing: run .ci/install-browser.sh");
+            panic!(
+                "CI is set but {CHROMIUM} or chromedriver is missing: run .ci/install-browser.sh"
+            );
         }
         eprintln!(
             "SKIPPED dashboard test: {CHROMIUM} or chromedriver not installed (apt-get install chromium chromium-driver)"
@@ -214,7 +222,10 @@ async fn analysts_see_counts_chart_map_and_details_in_georgian() {
         .iter()
         .find(|r| r.first().is_some_and(|c| c.contains("საქართველო")))
         .unwrap_or_else(|| panic!("no row for Georgia in {rows:?}"));
-    assert!(georgia.ends_with(&["4".to_string(), "30".to_string()]), "{georgia:?}");
+    assert!(
+        georgia.ends_with(&["4".to_string(), "30".to_string()]),
+        "{georgia:?}"
+    );
     assert!(browser.text("#summary").contains("34"), "all 34 findings");
 
     // Filter on a category and group by security actor.
@@ -240,7 +251,10 @@ async fn analysts_see_counts_chart_map_and_details_in_georgian() {
     assert!(bars.as_u64().unwrap() >= 4, "{bars}");
     // The map shows points for findings with coordinates.
     let points = browser.script("return document.querySelectorAll('#map circle.point').length");
-    assert_eq!(points, 4, "all four excessive-force findings have coordinates");
+    assert_eq!(
+        points, 4,
+        "all four excessive-force findings have coordinates"
+    );
 
     // A finding's detail: author, signature, audience, versions, in Georgian.
     browser.click("#list tbody tr");
@@ -248,7 +262,13 @@ async fn analysts_see_counts_chart_map_and_details_in_georgian() {
         browser.text("#detail-body").contains("ed25519")
     });
     let detail = browser.text("#detail-body");
-    for want in ["ხელმოწერა", "აუდიტორია", "მთელი კოალიცია", "ვერსიების ისტორია", &home.identity.key().to_hex()] {
+    for want in [
+        "ხელმოწერა",
+        "აუდიტორია",
+        "მთელი კოალიცია",
+        "ვერსიების ისტორია",
+        &home.identity.key().to_hex(),
+    ] {
         assert!(detail.contains(want), "{want:?} missing from {detail}");
     }
 }

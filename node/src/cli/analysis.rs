@@ -149,7 +149,11 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
         header.extend(["findings", "affected"]);
         w.write_record(&header)?;
         for r in &agg.rows {
-            let mut rec: Vec<String> = r.keys.iter().map(|k| k.clone().unwrap_or_default()).collect();
+            let mut rec: Vec<String> = r
+                .keys
+                .iter()
+                .map(|k| k.clone().unwrap_or_default())
+                .collect();
             rec.push(r.measures.findings.to_string());
             rec.push(r.measures.affected.to_string());
             w.write_record(&rec)?;
@@ -181,7 +185,13 @@ fn print_table(agg: &query::Aggregate, group_by: &[Dimension], lang: &str) -> Re
         );
     }
     let widths: Vec<usize> = (0..table[0].len())
-        .map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let n = group_by.len();
     for row in &table {
@@ -270,7 +280,9 @@ pub(super) async fn verify_report(cmd: VerifyReportCmd) -> Result<Outcome> {
             ))?;
         }
         for id in &check.extra {
-            out(format!("counted from the bundle but not in the report: {id}"))?;
+            out(format!(
+                "counted from the bundle but not in the report: {id}"
+            ))?;
         }
         for d in &check.rows_differ {
             let m = |x: Option<query::Measures>| {
@@ -342,7 +354,10 @@ pub(super) async fn export(
             })?;
             n
         }
-        Format::Bundle => node.export_bundle(output, include_private, recipient).await?,
+        Format::Bundle => {
+            node.export_bundle(output, include_private, recipient)
+                .await?
+        }
     };
     Ok(n)
 }

@@ -154,7 +154,8 @@ impl TestHome {
     /// Records the example file `path` with `audience`; returns the finding id.
     pub async fn add(&self, path: &Path, audience: Audience) -> RecordId {
         let bytes = std::fs::read(path).expect("read example");
-        let input = FindingInput::parse(&bytes, &path.display().to_string()).expect("valid example");
+        let input =
+            FindingInput::parse(&bytes, &path.display().to_string()).expect("valid example");
         self.node
             .add_finding(&self.identity, &input, audience)
             .await
