@@ -334,6 +334,18 @@ async fn build(dir: &Path, n: usize) {
     }
     drop(chains);
     let store = node.store();
+    // Building only: a large page cache on every pooled connection, so the random-key
+    // indexes of a big store do not spill to the WAL over and over inside a batch.
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        let mut c = store.pool().acquire().await.expect("connection");
+        sqlx::query("PRAGMA cache_size = -262144")
+            .execute(&mut *c)
+            .await
+            .expect("cache size");
+        conns.push(c);
+    }
+    drop(conns);
     let mut stored = 0;
     for (k, batch) in all.chunks(BATCH).enumerate() {
         let prepared: Vec<_> = batch
