@@ -93,7 +93,7 @@ pub async fn bind(
         .await
         .map_err(|source| crate::daemon::DaemonError::Bind { addr, source })?;
     let bound = listener.local_addr()?;
-    let app = node_router(node, network);
+    let app = crate::api::router(node.clone(), bound.ip()).merge(node_router(node, network));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let r = axum::serve(listener, app)

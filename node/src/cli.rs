@@ -17,6 +17,8 @@ use crate::identity::{Identity, OrgKey};
 use crate::node::{self, Node, VerifyReport};
 use crate::record::Audience;
 
+mod analysis;
+
 /// Coalition: pool signed findings on security-sector conduct without a central authority.
 #[derive(Debug, Parser)]
 #[command(name = "coalition", version, about, propagate_version = true)]
@@ -69,6 +71,12 @@ pub enum Command {
         /// Also include records shared with this member organisation only.
         #[arg(long = "for", value_name = "KEY")]
         recipient: Option<OrgKey>,
+        /// CSV: add the HXL hashtag row under the header.
+        #[arg(long)]
+        hxl: bool,
+        /// Filters (JSON Lines, CSV and GeoJSON exports).
+        #[command(flatten)]
+        filters: crate::query::QueryArgs,
     },
     /// Import a bundle: verify every record, store the valid ones, report the rest.
     Import {
@@ -113,6 +121,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Count and list findings: filters, grouping, table, JSON or CSV.
+    Query(analysis::QueryCmd),
+    /// Write a signed report: an aggregate with the ids of every record it counted.
+    Report(analysis::ReportCmd),
+    /// Check a report's signature and recompute it from a bundle's records.
+    VerifyReport(analysis::VerifyReportCmd),
     /// Run a demonstration: two organisations record findings, exchange a bundle, and an
     /// auditor verifies it.
     Demo {
@@ -283,8 +297,10 @@ pub enum Format {
     Bundle,
     /// One JSON object per record.
     Jsonl,
-    /// One row per current finding.
+    /// One row per current finding, columns close to ACLED's.
     Csv,
+    /// GeoJSON FeatureCollection of current findings.
+    Geojson,
 }
 
 /// A command's result when it did not fail outright.
@@ -418,36 +434,23 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             output,
             include_private,
             recipient,
+            hxl,
+            filters,
         } => {
             let node = open(&home).await?;
-            let n = match format {
-                Format::Bundle => {
-                    node.export_bundle(&output, include_private, recipient)
-                        .await?
-                }
-                Format::Jsonl => {
-                    let records = node.shareable(include_private, recipient).await?;
-                    node::write_atomically(&output, |w| crate::export::write_jsonl(w, &records))?;
-                    records.len()
-                }
-                Format::Csv => {
-                    let records = node.shareable(include_private, recipient).await?;
-                    let current: std::collections::HashSet<_> = node
-                        .store()
-                        .findings(false)
-                        .await?
-                        .into_iter()
-                        .map(|f| f.id)
-                        .collect();
-                    let mut rows = 0;
-                    node::write_atomically(&output, |w| {
-                        rows = records.iter().filter(|r| current.contains(&r.id)).count();
-                        crate::export::write_csv(w, &records, &|r| current.contains(&r.id))
-                            .map_err(std::io::Error::other)
-                    })?;
-                    rows
-                }
-            };
+            if format == Format::Bundle && !filters.to_query()?.is_empty() {
+                bail!("filters apply to jsonl, csv and geojson exports; a bundle holds every shareable record");
+            }
+            let n = analysis::export(
+                &node,
+                format,
+                &output,
+                include_private,
+                recipient,
+                &filters,
+                hxl,
+            )
+            .await?;
             eprintln!("wrote {n} records to {}", output.display());
             Ok(Outcome::Success)
         }
@@ -598,6 +601,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             }
             Ok(Outcome::Success)
         }
+        Command::Query(cmd) => analysis::query(&home, cmd).await,
+        Command::Report(cmd) => analysis::report(&home, cmd).await,
+        Command::VerifyReport(cmd) => analysis::verify_report(cmd).await,
         Command::Demo { dir } => {
             crate::demo::run(dir.as_deref()).await?;
             Ok(Outcome::Success)

@@ -1,5 +1,7 @@
-//! Exports for people and spreadsheets: JSON Lines (one record per line) and CSV (one row
-//! per current finding). Both honour the same audience rules as bundles.
+//! Exports for people, spreadsheets and maps: JSON Lines (one record per line), CSV close
+//! to ACLED's event files (one row per current finding, optionally with an HXL hashtag
+//! row) and GeoJSON. All honour the same audience rules as bundles; coordinates are
+//! coarsened to the precision the finding states.
 
 use std::io::Write;
 
@@ -33,68 +35,296 @@ pub fn write_jsonl<W: Write>(w: &mut W, records: &[Record]) -> std::io::Result<(
     Ok(())
 }
 
-/// CSV header row.
+/// CSV header row: ACLED's event columns, then Coalition's own.
 pub const CSV_COLUMNS: &[&str] = &[
-    "record_id",
-    "author",
+    "event_id_cnty",
     "event_date",
-    "event_date_end",
+    "year",
     "time_precision",
-    "category",
+    "event_type",
+    "sub_event_type",
+    "actor1",
+    "actor2",
+    "iso",
     "country",
     "admin1",
     "admin2",
+    "location",
     "latitude",
     "longitude",
-    "actors",
+    "geo_precision",
+    "source",
+    "notes",
     "affected",
+    "tags",
+    "title",
+    "event_date_end",
     "affected_groups",
     "confidence",
-    "title",
-    "notes",
-    "tags",
+    "record_id",
+    "author",
 ];
 
-/// Writes the current (latest, non-retracted) findings among `records` as CSV.
-/// `current` decides which finding ids are current.
+/// HXL hashtags of [`CSV_COLUMNS`], in the same order.
+pub const HXL_TAGS: &[&str] = &[
+    "#event+code",
+    "#date+occurred",
+    "#date+year",
+    "#date+precision",
+    "#event+type",
+    "#event+type+sub",
+    "#group+name+first",
+    "#group+name+second",
+    "#country+code",
+    "#country+name",
+    "#adm1+name",
+    "#adm2+name",
+    "#loc+name",
+    "#geo+lat",
+    "#geo+lon",
+    "#geo+precision",
+    "#meta+source",
+    "#description",
+    "#affected+num",
+    "#meta+tags",
+    "#event+title",
+    "#date+end",
+    "#affected+type",
+    "#meta+confidence",
+    "#meta+id",
+    "#org+code",
+];
+
+/// ACLED's time precision: 1 a day, 2 a range of days, 3 a month or a year.
+fn time_precision(code: &str) -> &'static str {
+    match code {
+        "day" => "1",
+        "range" => "2",
+        _ => "3",
+    }
+}
+
+/// Coordinates as precise as the finding says they are: exact and approximate ones as
+/// given, municipality-level to 2 decimals (about 1 km), region-level to 1 decimal,
+/// country-level to whole degrees.
+pub fn coarsen(lat: f64, lon: f64, precision: &str) -> (f64, f64) {
+    let round = |x: f64, places: i32| {
+        let f = 10f64.powi(places);
+        (x * f).round() / f
+    };
+    match precision {
+        "municipality" => (round(lat, 2), round(lon, 2)),
+        "region" => (round(lat, 1), round(lon, 1)),
+        "country" => (round(lat, 0), round(lon, 0)),
+        _ => (lat, lon),
+    }
+}
+
+/// What one finding looks like in analyst exports.
+struct Row {
+    f: FindingIndex,
+    v: Value,
+}
+
+impl Row {
+    fn of(r: &Record) -> Option<Self> {
+        let v = serde_json::from_slice::<Value>(&r.payload).ok()?;
+        Some(Self {
+            f: FindingIndex::extract(&v),
+            v,
+        })
+    }
+
+    fn geo_precision(&self) -> String {
+        self.v["location"]["coordinates"]["precision"]
+            .as_str()
+            .unwrap_or("approximate")
+            .to_string()
+    }
+
+    fn coordinates(&self) -> Option<(f64, f64)> {
+        Some(coarsen(self.f.lat?, self.f.lon?, &self.geo_precision()))
+    }
+
+    fn actor(a: &Value) -> String {
+        let t = a["type"].as_str().unwrap_or_default();
+        match a["unit"].as_str() {
+            Some(u) => format!("{t} ({u})"),
+            None => t.to_string(),
+        }
+    }
+
+    fn actors(&self) -> (String, String) {
+        let all: Vec<String> = self.v["actors"]
+            .as_array()
+            .map(|a| a.iter().map(Self::actor).collect())
+            .unwrap_or_default();
+        (
+            all.first().cloned().unwrap_or_default(),
+            all.iter().skip(1).cloned().collect::<Vec<_>>().join("; "),
+        )
+    }
+
+    fn sources(&self) -> String {
+        self.v["sources"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        let t = s["type"].as_str().unwrap_or_default();
+                        match s["url"].as_str() {
+                            Some(u) => format!("{t} <{u}>"),
+                            None => t.to_string(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    }
+
+    fn location(&self) -> String {
+        let loc = &self.v["location"];
+        loc["place"]
+            .as_str()
+            .or(loc["municipality"].as_str())
+            .or(loc["region"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Writes the findings among `records` for which `current` holds as ACLED-like CSV.
 pub fn write_csv<W: Write>(
     w: W,
     records: &[Record],
     current: &dyn Fn(&Record) -> bool,
 ) -> Result<(), csv::Error> {
+    write_csv_with(w, records, current, false)
+}
+
+/// As [`write_csv`], with the HXL hashtag row under the header when `hxl` is set.
+pub fn write_csv_with<W: Write>(
+    w: W,
+    records: &[Record],
+    current: &dyn Fn(&Record) -> bool,
+    hxl: bool,
+) -> Result<(), csv::Error> {
     let mut out = csv::Writer::from_writer(w);
     out.write_record(CSV_COLUMNS)?;
+    if hxl {
+        out.write_record(HXL_TAGS)?;
+    }
+    let schemas = crate::schema::schemas();
     for r in records
         .iter()
         .filter(|r| r.schema == FINDING_SCHEMA && current(r))
     {
-        let Ok(v) = serde_json::from_slice::<Value>(&r.payload) else {
+        let Some(row) = Row::of(r) else {
             continue;
         };
-        let f = FindingIndex::extract(&v);
+        let f = &row.f;
         let opt = |o: &Option<String>| o.clone().unwrap_or_default();
-        let num = |o: Option<f64>| o.map(|x| x.to_string()).unwrap_or_default();
+        let (lat, lon) = row
+            .coordinates()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .unwrap_or_default();
+        let (actor1, actor2) = row.actors();
         out.write_record([
-            r.id.to_hex(),
-            r.author.to_hex(),
+            format!("{}{}", f.country, &r.id.to_hex()[..12]),
             f.occurred_start.clone(),
-            opt(&f.occurred_end),
-            f.date_precision.clone(),
+            f.occurred_start.get(..4).unwrap_or_default().to_string(),
+            time_precision(&f.date_precision).to_string(),
             f.category.clone(),
+            String::new(),
+            actor1,
+            actor2,
             f.country.clone(),
+            schemas.label("country", &f.country, "en"),
             opt(&f.region),
             opt(&f.municipality),
-            num(f.lat),
-            num(f.lon),
-            f.actor_types.join(";"),
+            row.location(),
+            lat,
+            lon,
+            if f.lat.is_some() {
+                row.geo_precision()
+            } else {
+                String::new()
+            },
+            row.sources(),
+            f.summary.clone(),
             f.affected_count.map(|c| c.to_string()).unwrap_or_default(),
+            f.tags.join(";"),
+            f.title.clone(),
+            opt(&f.occurred_end),
             f.groups.join(";"),
             f.confidence.clone(),
-            f.title.clone(),
-            f.summary.clone(),
-            f.tags.join(";"),
+            r.id.to_hex(),
+            r.author.to_hex(),
         ])?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// The findings among `records` for which `current` holds, as an RFC 7946
+/// FeatureCollection: findings with coordinates as points (`[lon, lat]`, coarsened to
+/// their stated precision), the rest as features without geometry.
+pub fn geojson(records: &[Record], current: &dyn Fn(&Record) -> bool) -> Value {
+    let features: Vec<Value> = records
+        .iter()
+        .filter(|r| r.schema == FINDING_SCHEMA && current(r))
+        .filter_map(|r| {
+            let row = Row::of(r)?;
+            let f = &row.f;
+            let geometry = row
+                .coordinates()
+                .map(|(lat, lon)| json!({"type": "Point", "coordinates": [lon, lat]}))
+                .unwrap_or(Value::Null);
+            Some(json!({
+                "type": "Feature",
+                "id": r.id,
+                "geometry": geometry,
+                "properties": {
+                    "record_id": r.id,
+                    "author": r.author,
+                    "title": f.title,
+                    "event_date": f.occurred_start,
+                    "event_date_end": f.occurred_end,
+                    "time_precision": f.date_precision,
+                    "country": f.country,
+                    "admin1": f.region,
+                    "admin2": f.municipality,
+                    "location": row.location(),
+                    "geo_precision": f.lat.map(|_| row.geo_precision()),
+                    "category": f.category,
+                    "actor_types": f.actor_types,
+                    "affected": f.affected_count,
+                    "affected_groups": f.groups,
+                    "confidence": f.confidence,
+                    "tags": f.tags,
+                    "notes": f.summary,
+                },
+            }))
+        })
+        .collect();
+    json!({"type": "FeatureCollection", "features": features})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinates_are_coarsened_to_their_precision() {
+        assert_eq!(coarsen(45.2517, 19.8369, "exact"), (45.2517, 19.8369));
+        assert_eq!(coarsen(45.2517, 19.8369, "municipality"), (45.25, 19.84));
+        assert_eq!(coarsen(45.2517, 19.8369, "region"), (45.3, 19.8));
+        assert_eq!(coarsen(45.2517, 19.8369, "country"), (45.0, 20.0));
+    }
+
+    #[test]
+    fn hxl_row_matches_the_columns() {
+        assert_eq!(CSV_COLUMNS.len(), HXL_TAGS.len());
+    }
 }

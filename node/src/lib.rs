@@ -5,8 +5,11 @@
 //! (build, sign, verify, ids), [`schema`] (JSON Schema validation), [`finding`] (input,
 //! annexes, query columns), [`store`] (SQLite), [`bundle`] (the auditor's file format),
 //! [`config`] (home and config file), [`node`] (operations on a home), [`export`]
-//! (JSON Lines and CSV), [`cli`] (command-line interface), [`demo`].
+//! (JSON Lines, ACLED-like CSV, GeoJSON), [`query`] (filters and aggregates), [`report`]
+//! (signed, verifiable reports), [`api`] (local HTTP API and dashboard), [`daemon`]
+//! (`coalition run`), [`cli`] (command-line interface), [`demo`].
 
+pub mod api;
 pub mod api_server;
 pub mod bundle;
 pub mod charter;
@@ -19,6 +22,8 @@ pub mod finding;
 pub mod identity;
 pub mod net;
 pub mod node;
+pub mod query;
 pub mod record;
+pub mod report;
 pub mod schema;
 pub mod store;

@@ -657,7 +657,22 @@ async fn insert_chunk(
         .iter()
         .filter_map(|p| p.record.supersedes.map(|s| s.0.to_vec()))
         .collect();
-    touched.extend(findings.iter().map(|(r, _)| r.id.0.to_vec()));
+    // New findings need their flags computed only if a record that arrived before them
+    // already supersedes them (versions can arrive in any order).
+    for part in findings.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::new(
+            "SELECT DISTINCT supersedes FROM records WHERE supersedes IS NOT NULL AND supersedes IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for (r, _) in part {
+            sep.push_bind(r.id.0.to_vec());
+        }
+        qb.push(")");
+        let already: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+        touched.extend(already);
+    }
+    touched.sort();
+    touched.dedup();
     for part in touched.chunks(INSERT_CHUNK) {
         let mut qb = QueryBuilder::new(format!(
             "UPDATE findings SET \

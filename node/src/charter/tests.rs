@@ -86,7 +86,11 @@ fn fold(records: &[Record]) -> Membership {
 #[test]
 fn charter_needs_every_founder_and_a_majority() {
     let orgs: Vec<Org> = (1..=5).map(Org::new).collect();
-    let members: Vec<Member> = orgs.iter().map(|o| o.card("x")).collect();
+    let members: Vec<Member> = orgs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| o.card(&format!("Org {i}")))
+        .collect();
     let err = SignedCharter::draft("c", 2, members.clone(), false, 0).unwrap_err();
     assert!(err.to_string().contains("not a strict majority"), "{err}");
     assert!(SignedCharter::draft("c", 2, members.clone(), true, 0).is_ok());

@@ -1,0 +1,336 @@
+//! The node's local HTTP API and the analysts' dashboard.
+//!
+//! `GET /api/v1/findings`, `/api/v1/findings/{id}`, `/api/v1/aggregate` and
+//! `/api/v1/vocabularies` answer with JSON computed by [`crate::query`], the same code the
+//! CLI uses; `docs/openapi.yaml` (served at `/api/v1/openapi.yaml`) describes them.
+//! Errors are RFC 9457 problem details; database errors are logged and answered with an
+//! opaque 500. The dashboard (`/` and `/static/…`) is plain HTML, CSS and JavaScript
+//! embedded in the binary, with the map outlines it draws, so it works offline.
+//!
+//! The API has no authentication: it listens on 127.0.0.1 by default, and refuses
+//! requests whose `Host` is not this machine, so a web page elsewhere cannot reach it
+//! through DNS rebinding.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query as UrlQuery, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::node::Node;
+use crate::query::{self, QueryError, Request as QueryRequest};
+
+/// The OpenAPI description shipped with the binary.
+pub const OPENAPI_YAML: &str = include_str!("../../docs/openapi.yaml");
+
+/// Embedded dashboard files: (path under `/static/`, content type, bytes).
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/style.css"),
+    ),
+    (
+        "i18n/en.json",
+        "application/json",
+        include_bytes!("../assets/i18n/en.json"),
+    ),
+    (
+        "i18n/sr-Latn.json",
+        "application/json",
+        include_bytes!("../assets/i18n/sr-Latn.json"),
+    ),
+    (
+        "i18n/sq.json",
+        "application/json",
+        include_bytes!("../assets/i18n/sq.json"),
+    ),
+    (
+        "i18n/ka.json",
+        "application/json",
+        include_bytes!("../assets/i18n/ka.json"),
+    ),
+    (
+        "map/countries.geojson",
+        "application/geo+json",
+        include_bytes!("../assets/map/countries.geojson"),
+    ),
+];
+
+const INDEX_HTML: &[u8] = include_bytes!("../assets/index.html");
+
+/// The dashboard loads nothing from elsewhere and runs no inline script.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
+                   script-src 'self'; connect-src 'self'; frame-ancestors 'none'; \
+                   base-uri 'none'; form-action 'none'";
+
+/// An RFC 9457 problem detail.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            title,
+            detail: detail.into(),
+        }
+    }
+
+    fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "Bad request", detail)
+    }
+
+    fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Not found", detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<QueryError> for Problem {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Invalid(m) => Self::bad_request(m),
+            QueryError::NotFound(id) => Self::not_found(format!("no finding with id {id}")),
+            other => {
+                tracing::error!(error = %other, "API query failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal error",
+                    "the node could not answer this request; its log has the details",
+                )
+            }
+        }
+    }
+}
+
+type Pairs = Result<UrlQuery<Vec<(String, String)>>, QueryRejection>;
+
+fn request(pairs: Pairs) -> Result<QueryRequest, Problem> {
+    let UrlQuery(pairs) = pairs.map_err(|e| Problem::bad_request(e.body_text()))?;
+    Ok(QueryRequest::from_pairs(&pairs)?)
+}
+
+async fn findings(State(node): State<Arc<Node>>, pairs: Pairs) -> Result<Response, Problem> {
+    let r = request(pairs)?;
+    if !r.group_by.is_empty() {
+        return Err(Problem::bad_request(
+            "group_by belongs to /api/v1/aggregate",
+        ));
+    }
+    let page = query::findings(node.store().pool(), &r.query, &r.page).await?;
+    Ok(Json(page).into_response())
+}
+
+async fn finding(
+    State(node): State<Arc<Node>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let Path(id) = id.map_err(|e| Problem::bad_request(e.body_text()))?;
+    if id.len() < 8 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Problem::bad_request(
+            "a finding id is 64 hex characters (or a unique prefix of at least 8)",
+        ));
+    }
+    let detail = query::finding_detail(&node, &id).await?;
+    Ok(Json(detail).into_response())
+}
+
+async fn aggregate(State(node): State<Arc<Node>>, pairs: Pairs) -> Result<Response, Problem> {
+    let r = request(pairs)?;
+    if r.page.cursor.is_some() {
+        return Err(Problem::bad_request("cursor belongs to /api/v1/findings"));
+    }
+    let agg = query::aggregate(node.store().pool(), &r.query, &r.group_by).await?;
+    Ok(Json(agg).into_response())
+}
+
+/// Codes and labels of every vocabulary, for the dashboard.
+fn vocabularies_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        let doc: Value = serde_json::from_str(include_str!("../../schemas/vocab.v1.json"))
+            .expect("shipped vocabulary parses (checked by schema tests)");
+        let mut out = serde_json::Map::new();
+        if let Some(defs) = doc["$defs"].as_object() {
+            for (name, def) in defs {
+                out.insert(
+                    name.clone(),
+                    json!({"codes": def["enum"], "labels": def["x-labels"]}),
+                );
+            }
+        }
+        json!({"languages": ["en", "sr-Latn", "sq", "ka"], "vocabularies": out}).to_string()
+    })
+}
+
+async fn vocabularies() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        vocabularies_json(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
+}
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn asset(Path(path): Path<String>) -> Result<Response, Problem> {
+    let (_, ctype, bytes) = ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .ok_or_else(|| Problem::not_found(format!("no dashboard file {path}")))?;
+    Ok(([(header::CONTENT_TYPE, *ctype)], *bytes).into_response())
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such endpoint; see /api/v1/openapi.yaml")
+}
+
+/// True when `host` (a `Host` header value) names this machine.
+fn local_host(host: &str, bound: IpAddr) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match name.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip == bound,
+        Err(_) => false,
+    }
+}
+
+async fn guard(bound: IpAddr, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if !local_host(&host, bound) {
+        return Problem::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "Misdirected request",
+            "this node answers only requests addressed to it by IP address or localhost",
+        )
+        .into_response();
+    }
+    let api = req.uri().path().starts_with("/api/");
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if api {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// The API and dashboard routes over `node`; `bound` is the IP the listener is on.
+pub fn router(node: Arc<Node>, bound: IpAddr) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/static/{*path}", get(asset))
+        .route("/api/v1/findings", get(findings))
+        .route("/api/v1/findings/{id}", get(finding))
+        .route("/api/v1/aggregate", get(aggregate))
+        .route("/api/v1/vocabularies", get(vocabularies))
+        .route("/api/v1/openapi.yaml", get(openapi))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| guard(bound, req, next),
+        ))
+        .with_state(node)
+}
+
+/// Serves the API and dashboard on `listener` until `shutdown` resolves, then lets
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let bound = listener.local_addr()?.ip();
+    axum::serve(listener, router(node, bound))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_hosts_are_served() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(local_host("127.0.0.1:8080", lo));
+        assert!(local_host("localhost:1", lo));
+        assert!(local_host("[::1]:80", lo));
+        assert!(!local_host("evil.example:8080", lo));
+        assert!(!local_host("", lo));
+        let lan: IpAddr = "192.168.1.5".parse().unwrap();
+        assert!(local_host("192.168.1.5:7878", lan));
+    }
+
+    #[test]
+    fn vocabularies_list_labels_in_every_language() {
+        let v: Value = serde_json::from_str(vocabularies_json()).unwrap();
+        assert_eq!(
+            v["vocabularies"]["country"]["labels"]["ka"]["GE"],
+            "საქართველო"
+        );
+    }
+}

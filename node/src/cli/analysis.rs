@@ -1,0 +1,363 @@
+//! The analyst's commands: `query`, `report`, `verify-report`, and the filtered
+//! analyst exports of `export`. Thin: parse, call [`crate::query`], [`crate::report`]
+//! and [`crate::export`], print.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::{open, out, unlock, Format, Outcome};
+use crate::config::Home;
+use crate::identity::OrgKey;
+use crate::node::{self, Node};
+use crate::query::{self, Dimension, QueryArgs};
+use crate::record::{Record, RecordId};
+use crate::report;
+
+/// `coalition query`
+#[derive(Debug, clap::Args)]
+pub struct QueryCmd {
+    /// Filters.
+    #[command(flatten)]
+    pub filters: QueryArgs,
+    /// Count by these dimensions (comma-separated): country, region, municipality,
+    /// category, actor_type, affected_group, author, confidence, week, month, quarter,
+    /// year. Without it, findings are listed.
+    #[arg(long = "group-by", value_delimiter = ',', value_name = "DIM")]
+    pub group_by: Vec<String>,
+    /// Findings per page when listing (at most 500).
+    #[arg(long, default_value_t = query::DEFAULT_LIMIT)]
+    pub limit: u32,
+    /// Continue a listing from the `next_cursor` a previous page printed.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// JSON output.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV output.
+    #[arg(long)]
+    pub csv: bool,
+    /// Language of labels in tables: en, sr-Latn, sq, ka.
+    #[arg(long, default_value = "en")]
+    pub lang: String,
+}
+
+/// `coalition report`
+#[derive(Debug, clap::Args)]
+pub struct ReportCmd {
+    /// Filters.
+    #[command(flatten)]
+    pub filters: QueryArgs,
+    /// Count by these dimensions (comma-separated; see `coalition query --help`).
+    #[arg(long = "group-by", value_delimiter = ',', value_name = "DIM")]
+    pub group_by: Vec<String>,
+    /// Report file to write.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: PathBuf,
+}
+
+/// `coalition verify-report`
+#[derive(Debug, clap::Args)]
+pub struct VerifyReportCmd {
+    /// Report file.
+    pub report: PathBuf,
+    /// Bundle with the records the report counted.
+    pub bundle: PathBuf,
+    /// Machine-readable result.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `coalition query`.
+pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
+    let q = cmd.filters.to_query()?;
+    let group_by = query::parse_group_by(&cmd.group_by)?;
+    let node = open(home).await?;
+    let pool = node.store().pool();
+    if group_by.is_empty() {
+        let page = query::page(Some(cmd.limit), cmd.cursor)?;
+        let p = query::findings(pool, &q, &page).await?;
+        if cmd.json {
+            out(serde_json::to_string_pretty(&p)?)?;
+        } else if cmd.csv {
+            let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+            w.write_record([
+                "record_id",
+                "event_date",
+                "country",
+                "admin1",
+                "admin2",
+                "category",
+                "actor_types",
+                "affected",
+                "confidence",
+                "author",
+                "title",
+            ])?;
+            for f in &p.items {
+                w.write_record([
+                    f.id.to_hex(),
+                    f.occurred_start.clone(),
+                    f.country.clone(),
+                    f.region.clone().unwrap_or_default(),
+                    f.municipality.clone().unwrap_or_default(),
+                    f.category.clone(),
+                    f.actor_types.join(";"),
+                    f.affected_count.map(|c| c.to_string()).unwrap_or_default(),
+                    f.confidence.clone(),
+                    f.author.to_hex(),
+                    f.title.clone(),
+                ])?;
+            }
+            w.flush()?;
+        } else {
+            out(format!(
+                "{:<12}  {:<10}  {:<2}  {:<26}  {:>8}  TITLE",
+                "ID", "DATE", "CC", "CATEGORY", "AFFECTED"
+            ))?;
+            for f in &p.items {
+                out(format!(
+                    "{:<12}  {:<10}  {:<2}  {:<26}  {:>8}  {}",
+                    f.id.short(),
+                    f.occurred_start,
+                    f.country,
+                    f.category,
+                    f.affected_count.map(|c| c.to_string()).unwrap_or_default(),
+                    f.title
+                ))?;
+            }
+            eprintln!(
+                "{} of {} matching findings ({} people affected){}",
+                p.items.len(),
+                p.total.findings,
+                p.total.affected,
+                p.next_cursor
+                    .as_deref()
+                    .map(|c| format!("; next page: --cursor {c}"))
+                    .unwrap_or_default()
+            );
+        }
+        return Ok(Outcome::Success);
+    }
+    let agg = query::aggregate(pool, &q, &group_by).await?;
+    if cmd.json {
+        out(serde_json::to_string_pretty(&agg)?)?;
+    } else if cmd.csv {
+        let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+        let mut header: Vec<&str> = group_by.iter().map(|d| d.name()).collect();
+        header.extend(["findings", "affected"]);
+        w.write_record(&header)?;
+        for r in &agg.rows {
+            let mut rec: Vec<String> = r
+                .keys
+                .iter()
+                .map(|k| k.clone().unwrap_or_default())
+                .collect();
+            rec.push(r.measures.findings.to_string());
+            rec.push(r.measures.affected.to_string());
+            w.write_record(&rec)?;
+        }
+        w.flush()?;
+    } else {
+        print_table(&agg, &group_by, &cmd.lang)?;
+    }
+    Ok(Outcome::Success)
+}
+
+fn print_table(agg: &query::Aggregate, group_by: &[Dimension], lang: &str) -> Result<()> {
+    let mut table: Vec<Vec<String>> = vec![group_by
+        .iter()
+        .map(|d| d.name().to_uppercase())
+        .chain(["FINDINGS".into(), "AFFECTED".into()])
+        .collect()];
+    for r in &agg.rows {
+        table.push(
+            group_by
+                .iter()
+                .zip(&r.keys)
+                .map(|(d, k)| query::key_label(*d, k.as_deref(), lang))
+                .chain([
+                    r.measures.findings.to_string(),
+                    r.measures.affected.to_string(),
+                ])
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let n = group_by.len();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pad = widths[i].saturating_sub(c.chars().count());
+                if i >= n {
+                    format!("{}{c}", " ".repeat(pad))
+                } else {
+                    format!("{c}{}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        out(line.join("  ").trim_end())?;
+    }
+    out(format!(
+        "total: {} findings, {} people affected{}",
+        agg.total.findings,
+        agg.total.affected,
+        if group_by
+            .iter()
+            .any(|d| matches!(d, Dimension::ActorType | Dimension::AffectedGroup))
+        {
+            " (a finding with several actor types or groups counts in each of its groups)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// Runs `coalition report`.
+pub(super) async fn report(home: &Home, cmd: ReportCmd) -> Result<Outcome> {
+    let q = cmd.filters.to_query()?;
+    let group_by = query::parse_group_by(&cmd.group_by)?;
+    let node = open(home).await?;
+    let identity = unlock(&node)?;
+    let r = report::produce(&node, &identity, &q, &group_by).await?;
+    let text = serde_json::to_vec_pretty(&r)?;
+    node::write_atomically(&cmd.output, |w| std::io::Write::write_all(w, &text))?;
+    eprintln!(
+        "wrote report of {} findings ({} people affected) in {} groups to {}, signed by {}",
+        r.report.total.findings,
+        r.report.total.affected,
+        r.report.rows.len(),
+        cmd.output.display(),
+        r.report.producer
+    );
+    Ok(Outcome::Success)
+}
+
+/// Runs `coalition verify-report`.
+pub(super) async fn verify_report(cmd: VerifyReportCmd) -> Result<Outcome> {
+    let r = report::read(&cmd.report)?;
+    let check = report::verify(&r, &cmd.bundle)
+        .await
+        .with_context(|| format!("while checking against {}", cmd.bundle.display()))?;
+    if cmd.json {
+        out(serde_json::to_string_pretty(&check)?)?;
+    } else {
+        match &check.signature_error {
+            None => out(format!(
+                "signature: valid, by {} ({})",
+                check.producer, check.producer_name
+            ))?,
+            Some(e) => out(format!("signature: INVALID: {e}"))?,
+        }
+        out(format!(
+            "bundle: {} records verify, {} do not (ignored)",
+            check.bundle_records, check.bundle_invalid
+        ))?;
+        out(format!(
+            "totals: report {} findings / {} affected; bundle gives {} / {}",
+            check.reported_total.findings,
+            check.reported_total.affected,
+            check.recomputed_total.findings,
+            check.recomputed_total.affected
+        ))?;
+        for id in &check.missing {
+            out(format!("missing from the bundle: {id}"))?;
+        }
+        for id in &check.not_counted {
+            out(format!(
+                "in the bundle but not counted there (superseded, retracted or not matching): {id}"
+            ))?;
+        }
+        for id in &check.extra {
+            out(format!(
+                "counted from the bundle but not in the report: {id}"
+            ))?;
+        }
+        for d in &check.rows_differ {
+            let m = |x: Option<query::Measures>| {
+                x.map(|m| format!("{}/{}", m.findings, m.affected))
+                    .unwrap_or_else(|| "absent".into())
+            };
+            out(format!(
+                "group {:?}: report {}, bundle {}",
+                d.keys,
+                m(d.reported),
+                m(d.recomputed)
+            ))?;
+        }
+        out(if check.ok() {
+            "OK: the bundle reproduces the report exactly"
+        } else {
+            "MISMATCH: the bundle does not reproduce the report"
+        })?;
+    }
+    Ok(if check.ok() {
+        Outcome::Success
+    } else {
+        Outcome::CheckFailed
+    })
+}
+
+/// Writes a JSON Lines, CSV or GeoJSON export honouring audiences and `filters`.
+/// Returns the number of records or findings written.
+pub(super) async fn export(
+    node: &Node,
+    format: Format,
+    output: &Path,
+    include_private: bool,
+    recipient: Option<OrgKey>,
+    filters: &QueryArgs,
+    hxl: bool,
+) -> Result<usize> {
+    let q = filters.to_query()?;
+    let records = node.shareable(include_private, recipient).await?;
+    let matching: HashSet<RecordId> = query::matching_ids(node.store().pool(), &q)
+        .await?
+        .into_iter()
+        .collect();
+    let selected = |r: &Record| matching.contains(&r.id);
+    let n = match format {
+        Format::Jsonl => {
+            // Without filters: every shareable record, as before; with: the matching findings.
+            let chosen: Vec<Record> = records
+                .into_iter()
+                .filter(|r| q.is_empty() || selected(r))
+                .collect();
+            node::write_atomically(output, |w| crate::export::write_jsonl(w, &chosen))?;
+            chosen.len()
+        }
+        Format::Csv => {
+            let n = records.iter().filter(|r| selected(r)).count();
+            node::write_atomically(output, |w| {
+                crate::export::write_csv_with(w, &records, &selected, hxl)
+                    .map_err(std::io::Error::other)
+            })?;
+            n
+        }
+        Format::Geojson => {
+            let n = records.iter().filter(|r| selected(r)).count();
+            let doc = crate::export::geojson(&records, &selected);
+            node::write_atomically(output, |w| {
+                serde_json::to_writer(&mut *w, &doc)?;
+                std::io::Write::write_all(w, b"\n")
+            })?;
+            n
+        }
+        Format::Bundle => {
+            node.export_bundle(output, include_private, recipient)
+                .await?
+        }
+    };
+    Ok(n)
+}
