@@ -534,6 +534,15 @@ pub struct Membership {
     pub ignored: Vec<(RecordId, String)>,
 }
 
+/// A proposal under evaluation: support, id, approvers, resulting state, the change.
+type Candidate<'a> = (
+    usize,
+    RecordId,
+    Vec<OrgKey>,
+    Result<MemberState, GovernanceError>,
+    &'a Change,
+);
+
 struct Proposal {
     id: RecordId,
     author: OrgKey,
@@ -691,13 +700,7 @@ impl Membership {
                     });
                 }
             }
-            let mut candidates: Vec<(
-                usize,
-                RecordId,
-                Vec<OrgKey>,
-                Result<MemberState, GovernanceError>,
-                &Change,
-            )> = here
+            let mut candidates: Vec<Candidate<'_>> = here
                 .iter()
                 .map(|p| {
                     let approvers: Vec<OrgKey> = support

@@ -892,7 +892,7 @@ fn print_membership(m: &Membership) -> Result<()> {
         ))?;
     }
     out("history:")?;
-    out("  charter adopted".to_string())?;
+    out("  charter adopted")?;
     for a in &m.applied {
         out(format!(
             "  {} (proposal {}, approved by {})",

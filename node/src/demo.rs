@@ -209,14 +209,14 @@ pub async fn run(dir: Option<&Path>) -> Result<()> {
     let mut running = Vec::new();
     configure(&homes[0], None)?;
     running.push(start_node(homes[0].dir()).await?);
-    for i in 1..nodes.len() {
+    for (i, home) in homes.iter().enumerate().skip(1) {
         let via = if i == 3 {
             &running[2].tcp
         } else {
             &running[0].tcp
         };
-        configure(&homes[i], Some(via))?;
-        running.push(start_node(homes[i].dir()).await?);
+        configure(home, Some(via))?;
+        running.push(start_node(home.dir()).await?);
     }
     for (i, r) in running.iter().enumerate() {
         println!("   node {i}: peer {}", r.peer);

@@ -491,7 +491,7 @@ mod tests {
                 1 => Audience::Coalition,
                 _ => Audience::members(vec![id.key()]),
             };
-            let prev = (seq > 1).then(|| RecordId([5; 32]));
+            let prev = (seq > 1).then_some(RecordId([5; 32]));
             let r = sign(&id, seq, prev, Draft { audience, ..draft(&payload) });
             let v = verify(&r.bytes).unwrap();
             prop_assert_eq!(&v.bytes, &r.bytes);

@@ -729,7 +729,8 @@ async fn insert_findings(
             .flat_map(|(r, f)| pick(f).iter().map(|v| (r.id.0.to_vec(), v.clone())))
             .collect()
     };
-    let tables: [(&str, &str, Vec<(Vec<u8>, String)>); 3] = [
+    type Rows = Vec<(Vec<u8>, String)>;
+    let tables: [(&str, &str, Rows); 3] = [
         ("finding_actors", "actor_type", multi(|f| &f.actor_types)),
         ("finding_groups", "grp", multi(|f| &f.groups)),
         ("finding_tags", "tag", multi(|f| &f.tags)),
@@ -825,7 +826,10 @@ mod tests {
             let store = Store::create(&dir.path().join("s.db")).await.unwrap();
             for i in order {
                 let p = prepare(&all[i].bytes).unwrap();
-                assert_eq!(store.insert(&[p.clone()]).await.unwrap().len(), 1);
+                assert_eq!(
+                    store.insert(std::slice::from_ref(&p)).await.unwrap().len(),
+                    1
+                );
                 assert!(
                     store.insert(&[p]).await.unwrap().is_empty(),
                     "duplicate inserted"

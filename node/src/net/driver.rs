@@ -49,10 +49,9 @@ pub(super) async fn ensure_certificate(
         let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap_or_default();
         if v["peer_id"] == peer_id.to_string()
             && v["expires_at_ms"].as_i64().unwrap_or(0) > now + CERT_RENEW_MS
+            && node.membership().await?.is_none_or(|m| m.judge(&r).is_ok())
         {
-            if node.membership().await?.is_none_or(|m| m.judge(&r).is_ok()) {
-                return Ok(r.bytes);
-            }
+            return Ok(r.bytes);
         }
     }
     Ok(node

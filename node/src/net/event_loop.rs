@@ -216,32 +216,30 @@ impl EventLoop {
                 endpoint,
                 num_established,
                 ..
-            } => {
-                if num_established.get() == 1 {
-                    self.peers.insert(
-                        peer_id,
-                        Peer {
-                            org: None,
-                            connected_at: Instant::now(),
-                            violations: 0,
-                            syncing: false,
-                            resync: false,
-                            last_sync: None,
-                            address: endpoint.get_remote_address().to_string(),
-                        },
-                    );
-                    let hello = pb::SyncRequest {
-                        kind: Some(pb::sync_request::Kind::Hello(pb::Hello {
-                            certificate: self.cert.clone().into(),
-                        })),
-                    };
-                    let id = self
-                        .swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_request(&peer_id, hello.encode_to_vec());
-                    self.pending.insert(id, Pending::Hello(peer_id));
-                }
+            } if num_established.get() == 1 => {
+                self.peers.insert(
+                    peer_id,
+                    Peer {
+                        org: None,
+                        connected_at: Instant::now(),
+                        violations: 0,
+                        syncing: false,
+                        resync: false,
+                        last_sync: None,
+                        address: endpoint.get_remote_address().to_string(),
+                    },
+                );
+                let hello = pb::SyncRequest {
+                    kind: Some(pb::sync_request::Kind::Hello(pb::Hello {
+                        certificate: self.cert.clone().into(),
+                    })),
+                };
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer_id, hello.encode_to_vec());
+                self.pending.insert(id, Pending::Hello(peer_id));
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -469,7 +467,7 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                if !self.peers.get(&peer).is_some_and(|p| p.org.is_some()) {
+                if self.peers.get(&peer).is_none_or(|p| p.org.is_none()) {
                     let _ = reply.send(Err("peer is not connected and verified".into()));
                     return;
                 }
@@ -564,7 +562,7 @@ impl EventLoop {
                 .gossipsub
                 .report_message_validation_result(&msg_id, &source, v);
         };
-        if !self.peers.get(&source).is_some_and(|p| p.org.is_some()) {
+        if self.peers.get(&source).is_none_or(|p| p.org.is_none()) {
             verdict(self, gossipsub::MessageAcceptance::Reject);
             return self.violation(source, "gossip before a verified certificate");
         }

@@ -187,8 +187,8 @@ impl SyncSet {
     pub fn ids_in(&self, buckets: &[(OrgKey, u64)]) -> Vec<RecordId> {
         let wanted: BTreeSet<(OrgKey, u64)> = buckets.iter().copied().collect();
         self.by_author
-            .iter()
-            .flat_map(|(_, v)| v.iter())
+            .values()
+            .flat_map(|v| v.iter())
             .filter(|e| wanted.contains(&(e.author, e.seq / BUCKET_SPAN)))
             .map(|e| e.id)
             .collect()
