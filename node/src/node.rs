@@ -1048,6 +1048,8 @@ pub fn verify_bundle_for(
         })
         .collect();
     judge_all(&mut report, checked, charter);
+    // A record lost to truncation or a broken length prefix counts as checked and failed.
+    report.checked += frames.len() as u64;
     if let (Some(expected), None) = (charter, &report.coalition) {
         report.failures.push(Failure {
             index: 0,

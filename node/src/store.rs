@@ -625,9 +625,11 @@ async fn insert_chunk(
     if new.is_empty() {
         return Ok(Vec::new());
     }
+    // A record listed twice in one batch is inserted (and reported) once.
+    let mut seen = std::collections::HashSet::new();
     let fresh: Vec<&Prepared> = chunk
         .iter()
-        .filter(|p| new.contains(&p.record.id))
+        .filter(|p| new.contains(&p.record.id) && seen.insert(p.record.id))
         .collect();
 
     let members: Vec<(RecordId, OrgKey)> = fresh

@@ -654,9 +654,6 @@ fn data_after_the_declared_records_is_reported() {
 }
 
 #[test]
-#[ignore = "bug: verify counts records cut off by truncation or the size limit in \
-            `failures` but not in `checked`, so it prints `FAILED: 1 of 2 records` \
-            for a 3-record bundle whose first 2 verify (node/src/node.rs verify_bundle)"]
 fn verify_counts_every_declared_record_it_reports() {
     let (a, bundle) = org_with_bundle();
     let bytes = std::fs::read(&bundle).unwrap();

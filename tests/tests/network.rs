@@ -1,0 +1,395 @@
+//! The coalition network, end to end: real `coalition run` processes on loopback, each
+//! with its own home and ports, checked through what each organisation's store holds.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use coalition_tests::{coalition_bin, example, Org, PASSPHRASE};
+
+struct Running {
+    child: Child,
+    tcp: String,
+    peer: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn configure(org: &Org, bootstrap: &[&str]) {
+    let path = org.home().join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let base = text
+        .split("\n[network]")
+        .next()
+        .unwrap()
+        .trim_end()
+        .to_string();
+    let list = bootstrap
+        .iter()
+        .map(|b| format!("{b:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(
+        &path,
+        format!(
+            "{base}\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{list}]\nsync_interval_secs = 1\nhello_timeout_secs = 3\n\n[api]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn start(org: &Org, bootstrap: &[&str]) -> Running {
+    configure(org, bootstrap);
+    let mut child = Command::new(coalition_bin())
+        .arg("--home")
+        .arg(org.home())
+        .arg("run")
+        .env("COALITION_PASSPHRASE", PASSPHRASE)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start coalition run");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut tcp, mut peer, mut api) = (None, None, false);
+    while tcp.is_none() || peer.is_none() || !api {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("node printed its addresses in time");
+        if let Some(p) = line.strip_prefix("peer ") {
+            peer = Some(p.to_string());
+        } else if let Some(a) = line.strip_prefix("listening on ") {
+            tcp = Some(a.to_string());
+        } else if line.starts_with("api listening on ") {
+            api = true;
+        }
+    }
+    Running {
+        child,
+        tcp: tcp.unwrap(),
+        peer: peer.unwrap(),
+    }
+}
+
+fn stop(mut node: Running) {
+    let pid = node.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if node.child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("node did not stop on SIGTERM within 20 s");
+}
+
+/// Founds a coalition of `orgs` (threshold `t`) through the CLI, as founders would by
+/// exchanging files; every member ends up holding the charter.
+fn found(orgs: &[&Org], t: u32) {
+    let mut args: Vec<String> = vec![
+        "charter".into(),
+        "draft".into(),
+        "--name".into(),
+        "Test Coalition".into(),
+    ];
+    args.extend(["--threshold".into(), t.to_string()]);
+    for (i, o) in orgs.iter().enumerate() {
+        let card = o.write(
+            &format!("card{i}.json"),
+            o.run(["identity", "export"]).ok().stdout.clone(),
+        );
+        args.extend(["--member".into(), card.display().to_string()]);
+    }
+    let draft = orgs[0].path("draft.json");
+    args.extend(["-o".into(), draft.display().to_string()]);
+    orgs[0].run(&args).ok();
+    for o in orgs {
+        o.run(["charter".as_ref(), "sign".as_ref(), draft.as_os_str()])
+            .ok();
+    }
+    orgs[0]
+        .run(["charter".as_ref(), "adopt".as_ref(), draft.as_os_str()])
+        .ok();
+    let bundle = orgs[0].export("bundle", "charter.bundle", &[]);
+    for o in &orgs[1..] {
+        o.import(&bundle).ok();
+    }
+}
+
+fn held(org: &Org) -> BTreeSet<String> {
+    org.all_records()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[track_caller]
+fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("timed out after {timeout:?} waiting until {what}");
+}
+
+fn peers(org: &Org) -> serde_json::Value {
+    org.run(["peers", "--json"]).ok().json()
+}
+
+#[test]
+fn records_travel_only_to_their_audience_across_a_line() {
+    let (a, b, c) = (
+        Org::init("Org A", "RS"),
+        Org::init("Org B", "XK"),
+        Org::init("Org C", "MK"),
+    );
+    found(&[&a, &b, &c], 2);
+    let nb = start(&b, &[]);
+    let na = start(&a, &[&nb.tcp]);
+    let nc = start(&c, &[&nb.tcp]);
+
+    let shared = a.add(&example("01-rs-belgrade-protest-force.json"), "coalition");
+    let for_b = a.add(&example("02-rs-novi-sad-student-detention.json"), b.key());
+    let private = a.add(
+        &example("05-rs-nis-roma-children-profiling.json"),
+        "private",
+    );
+
+    eventually(
+        "A's coalition record reached C through B",
+        Duration::from_secs(30),
+        || held(&c).contains(&shared),
+    );
+    eventually(
+        "A's record for B reached B",
+        Duration::from_secs(30),
+        || held(&b).contains(&for_b),
+    );
+    // Give the network several more sync rounds to do anything wrong.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!held(&c).contains(&for_b), "a record for B only reached C");
+    assert!(
+        !held(&b).contains(&private) && !held(&c).contains(&private),
+        "a private record left A"
+    );
+    // A and C never connected: what C got, it got from B.
+    let c_peers = peers(&c);
+    assert!(
+        !c_peers.to_string().contains(&na.peer),
+        "C connected to A: {c_peers}"
+    );
+    assert!(
+        c_peers.to_string().contains(a.key()) || c_peers.to_string().contains(b.key()),
+        "{c_peers}"
+    );
+    let status = c.run(["status", "--json"]).ok().json();
+    assert!(
+        status["records_per_author"][a.key()].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    for n in [na, nb, nc] {
+        stop(n);
+    }
+    for o in [&a, &b, &c] {
+        o.run(["verify"]).ok();
+    }
+}
+
+#[test]
+fn a_non_member_gets_nothing_and_gives_nothing() {
+    let (a, b) = (Org::init("Org A", "RS"), Org::init("Org B", "XK"));
+    found(&[&a, &b], 2);
+    // The outsider runs a real node of its own coalition: valid libp2p, a certificate
+    // that is valid in its coalition and worthless in ours.
+    let outsider = Org::init("Outsider", "AL");
+    found(&[&outsider], 1);
+    let na = start(&a, &[]);
+    let nb = start(&b, &[&na.tcp]);
+    let no = start(&outsider, &[&na.tcp, &nb.tcp]);
+    let secret = a.add(&example("01-rs-belgrade-protest-force.json"), "coalition");
+    let planted = outsider.add(&example("07-xk-mitrovica-bridge-tension.json"), "coalition");
+    eventually("B got A's record", Duration::from_secs(30), || {
+        held(&b).contains(&secret)
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !held(&outsider).contains(&secret),
+        "a non-member received a coalition record"
+    );
+    assert!(
+        !held(&a).contains(&planted) && !held(&b).contains(&planted),
+        "a non-member's record was stored"
+    );
+    let verified: Vec<_> = peers(&a)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["peer_id"] == no.peer.as_str())
+        .cloned()
+        .collect();
+    assert!(
+        verified.is_empty(),
+        "the outsider stayed connected: {verified:?}"
+    );
+    for n in [na, nb, no] {
+        stop(n);
+    }
+}
+
+#[test]
+fn a_member_removed_by_threshold_is_cut_off() {
+    let (a, b, c) = (
+        Org::init("Org A", "RS"),
+        Org::init("Org B", "XK"),
+        Org::init("Org C", "MK"),
+    );
+    found(&[&a, &b, &c], 2);
+    let na = start(&a, &[]);
+    let nb = start(&b, &[&na.tcp]);
+    let nc = start(&c, &[&na.tcp, &nb.tcp]);
+    let before = a.add(&example("01-rs-belgrade-protest-force.json"), "coalition");
+    eventually(
+        "C got A's record while a member",
+        Duration::from_secs(30),
+        || held(&c).contains(&before),
+    );
+
+    let proposal = a.run(["member", "propose", "remove", c.key()]).ok().line();
+    eventually("B received the proposal", Duration::from_secs(30), || {
+        held(&b).contains(&proposal)
+    });
+    b.run(["member", "approve", &proposal]).ok();
+    eventually("A applied the removal", Duration::from_secs(30), || {
+        a.run(["charter", "show", "--json"]).ok().json()["history"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    });
+    eventually("A cut C off", Duration::from_secs(30), || {
+        !peers(&a).to_string().contains(&nc.peer)
+    });
+    let after = a.add(
+        &example("02-rs-novi-sad-student-detention.json"),
+        "coalition",
+    );
+    eventually("B got A's new record", Duration::from_secs(30), || {
+        held(&b).contains(&after)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !held(&c).contains(&after),
+        "a removed member still receives records"
+    );
+    for n in [na, nb, nc] {
+        stop(n);
+    }
+}
+
+#[test]
+fn partition_heal_and_kill_9_lose_nothing_and_duplicate_nothing() {
+    let (a, b) = (Org::init("Org A", "RS"), Org::init("Org B", "XK"));
+    found(&[&a, &b], 2);
+    let examples: Vec<_> = std::fs::read_dir(coalition_tests::examples_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let mut expected_b = BTreeSet::new();
+    for (i, f) in examples.iter().enumerate().take(24) {
+        let share = if i % 4 == 3 { "private" } else { "coalition" };
+        let id = a.add(f, share);
+        if share == "coalition" {
+            expected_b.insert(id);
+        }
+    }
+    let na = start(&a, &[]);
+    // B is killed with SIGKILL while it syncs, then must still hold a valid store.
+    let nb = start(&b, &[&na.tcp]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut nb = nb;
+    nb.child.kill().unwrap();
+    nb.child.wait().unwrap();
+    b.run(["verify"]).ok();
+
+    // Partition: B is down; both keep recording.
+    let during_a = a.add(
+        &example("21-al-tirana-protest-detentions.json"),
+        "coalition",
+    );
+    let during_b = b.add(
+        &example("26-ba-sarajevo-journalist-interview.json"),
+        "coalition",
+    );
+    expected_b.insert(during_a.clone());
+    let nb = start(&b, &[&na.tcp]);
+    eventually(
+        "B caught up after the heal",
+        Duration::from_secs(60),
+        || expected_b.is_subset(&held(&b)),
+    );
+    eventually(
+        "A got B's record from the partition",
+        Duration::from_secs(60),
+        || held(&a).contains(&during_b),
+    );
+    // Nothing duplicated, nothing extra: B holds what it is entitled to plus its own.
+    let b_has = held(&b);
+    let b_own: BTreeSet<String> = b
+        .all_records()
+        .iter()
+        .filter(|r| r["author"] == b.key())
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let a_certs: BTreeSet<String> = a
+        .all_records()
+        .iter()
+        .filter(|r| r["schema"] == "node-cert/v1" || r["schema"] == "charter/v1")
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let extra: Vec<_> = b_has
+        .iter()
+        .filter(|id| !expected_b.contains(*id) && !b_own.contains(*id) && !a_certs.contains(*id))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "B holds records it was not entitled to: {extra:?}"
+    );
+    let listed = b.list(false);
+    let ids: BTreeSet<_> = listed
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), listed.len(), "a finding is listed twice");
+    stop(nb);
+    stop(na);
+    b.run(["verify"]).ok();
+    a.run(["verify"]).ok();
+}
+
+#[test]
+fn run_refuses_a_home_without_a_coalition() {
+    let a = Org::init("Loner", "GE");
+    configure(&a, &[]);
+    a.run_env(["run"], &[("COALITION_PASSPHRASE", Some(PASSPHRASE))])
+        .code(2)
+        .says(&["charter"]);
+}
