@@ -110,10 +110,16 @@ fn signing_bytes(body: &ReportBody) -> Vec<u8> {
     msg
 }
 
-/// The membership epoch a report is made in. Membership epochs come from the charter
-/// module; a node without a charter has none, and its reports say `null`.
-pub fn membership_epoch(_node: &Node) -> Option<String> {
-    None
+/// The membership epoch a report is made in (hex); a node without a charter has none,
+/// and its reports say `null`.
+pub async fn membership_epoch(node: &Node) -> Option<String> {
+    match node.membership().await {
+        Ok(m) => m.map(|m| hex::encode(m.current().epoch)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot compute the membership epoch for a report");
+            None
+        }
+    }
 }
 
 /// Computes and signs a report of `q` grouped by `group_by` on `node`.
@@ -131,7 +137,7 @@ pub async fn produce(
         producer: identity.key(),
         producer_name: node.config().organisation.name.clone(),
         created_at_ms: now_ms(),
-        epoch: membership_epoch(node),
+        epoch: membership_epoch(node).await,
         query: q.clone(),
         group_by: agg.group_by,
         rows: agg.rows,
