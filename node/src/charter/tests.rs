@@ -407,3 +407,74 @@ proptest! {
         prop_assert_eq!(m.equivocations.len(), reference.equivocations.len());
     }
 }
+
+/// The whole scenario judged offline from a bundle, as an auditor would.
+#[test]
+fn an_auditor_verifies_membership_offline_from_a_bundle() {
+    let (mut o, mut recs) = coalition();
+    let e0 = fold(&recs).current().epoch;
+    let early = o[4].record("finding/v1", Some(e0), finding());
+    let four = o[4].key();
+    let p = o[0].propose(
+        e0,
+        Change::Remove {
+            key: four,
+            low_threshold_acknowledged: false,
+        },
+    );
+    let a1 = o[1].approve(e0, &p);
+    let a2 = o[2].approve(e0, &p);
+    recs.extend([early.clone(), p, a1, a2]);
+    let e1 = fold(&recs).current().epoch;
+    let late = o[4].record("finding/v1", Some(e1), finding());
+    let mut outsider = Org::new(77);
+    let stranger = outsider.record("finding/v1", Some(e1), finding());
+    let fine = o[1].record("finding/v1", Some(e1), finding());
+    recs.extend([late.clone(), stranger.clone(), fine]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.bundle");
+    let bytes: Vec<Vec<u8>> = recs.iter().map(|r| r.bytes.clone()).collect();
+    crate::bundle::write(
+        &mut std::fs::File::create(&path).unwrap(),
+        Default::default(),
+        &bytes,
+    )
+    .unwrap();
+    let report = crate::node::verify_bundle(&path).unwrap();
+    assert_eq!(report.coalition.as_deref(), Some("Balkan Watch"));
+    assert_eq!(report.epoch.as_deref(), Some(hex::encode(e1).as_str()));
+    let failed: Vec<&str> = report
+        .failures
+        .iter()
+        .filter_map(|f| f.id.as_deref())
+        .collect();
+    assert_eq!(failed.len(), 2, "{:?}", report.failures);
+    assert!(
+        failed.contains(&late.id.to_hex().as_str()),
+        "the removed member's later record verified"
+    );
+    assert!(
+        failed.contains(&stranger.id.to_hex().as_str()),
+        "a non-member's record verified"
+    );
+    assert!(!failed.contains(&early.id.to_hex().as_str()));
+    assert_eq!(report.valid, recs.len() as u64 - 2);
+    // Judged by a charter the bundle does not carry, nothing about membership passes.
+    let other = crate::node::verify_bundle_for(&path, Some([9; 32])).unwrap();
+    assert!(!other.ok());
+}
+
+fn finding() -> Value {
+    json!({
+        "title": "Checkpoint stops",
+        "summary": "Repeated identity checks of local residents at a temporary checkpoint.",
+        "language": "en",
+        "occurred": {"start": "2025-10-01", "precision": "month"},
+        "location": {"country": "RS"},
+        "category": "intimidation_harassment",
+        "actors": [{"type": "gendarmerie"}],
+        "sources": [{"type": "victim"}],
+        "confidence": "medium"
+    })
+}

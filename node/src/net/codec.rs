@@ -103,3 +103,42 @@ impl request_response::Codec for Codec {
         write_frame(io, &res, self.max_response).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::io::Cursor;
+    use libp2p::request_response::Codec as _;
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_refused_before_allocation() {
+        // Claims 4 GiB - 1 bytes but carries 3: refused on the length alone.
+        let mut io = Cursor::new(vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+        let err = Codec::default()
+            .read_request(&PROTOCOL, &mut io)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("over the"));
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_truncation_is_an_error() {
+        let mut buf = Cursor::new(Vec::new());
+        let mut c = Codec::default();
+        c.write_response(&PROTOCOL, &mut buf, b"hello".to_vec())
+            .await
+            .unwrap();
+        let bytes = buf.into_inner();
+        let back = c
+            .read_response(&PROTOCOL, &mut Cursor::new(bytes.clone()))
+            .await
+            .unwrap();
+        assert_eq!(back, b"hello");
+        let cut = &bytes[..bytes.len() - 1];
+        assert!(c
+            .read_response(&PROTOCOL, &mut Cursor::new(cut.to_vec()))
+            .await
+            .is_err());
+    }
+}

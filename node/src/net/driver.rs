@@ -452,3 +452,111 @@ fn addressed_to(bytes: &[u8], me: &OrgKey, granted: impl Fn(&RecordId, &OrgKey) 
         Err(_) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charter::{Member, SignedCharter};
+    use crate::config::Home;
+    use crate::finding::to_payload;
+    use crate::record::{Audience, Draft};
+
+    fn finding() -> Vec<u8> {
+        to_payload(&serde_json::json!({
+            "title": "Checkpoint stops",
+            "summary": "Repeated identity checks of local residents at a temporary checkpoint.",
+            "language": "en",
+            "occurred": {"start": "2025-10-01", "precision": "month"},
+            "location": {"country": "RS"},
+            "category": "intimidation_harassment",
+            "actors": [{"type": "gendarmerie"}],
+            "sources": [{"type": "victim"}],
+            "confidence": "medium"
+        }))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forged_tampered_and_garbage_pushes_store_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, me) = Node::init(
+            Home::new(Some(dir.path().join("h"))),
+            "Org A",
+            "RS",
+            "passphrase-1",
+        )
+        .await
+        .unwrap();
+        let peer = Identity::from_seed(&[3; 32]);
+        let members = vec![
+            node.member_card(),
+            Member {
+                organisation: "Org B".into(),
+                country: "XK".into(),
+                key: peer.key(),
+            },
+        ];
+        let mut sc = SignedCharter::draft("C", 2, members, false, 0).unwrap();
+        sc.sign(&me).unwrap();
+        sc.sign(&peer).unwrap();
+        node.adopt_charter(&me, &sc).await.unwrap();
+        let epoch = node.membership().await.unwrap().unwrap().current().epoch;
+        let draft = || Draft {
+            schema: "finding/v1".into(),
+            audience: Audience::Coalition,
+            supersedes: None,
+            epoch: Some(epoch),
+            payload: finding(),
+            created_at_ms: 0,
+        };
+        let good = record::sign(&peer, 1, None, draft());
+        let mut tampered = good.bytes.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let forged = record::sign(&Identity::from_seed(&[8; 32]), 1, None, draft());
+        let before = node.store().count().await.unwrap();
+        let index = Mutex::new(Index::default());
+        let from = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let push = |records: Vec<Vec<u8>>| {
+            pb::sync_request::Kind::Push(pb::Push {
+                records: records.into_iter().map(Into::into).collect(),
+            })
+        };
+        let (resp, verdict) = answer(
+            &node,
+            &index,
+            me.key(),
+            from,
+            peer.key(),
+            push(vec![
+                tampered,
+                forged.bytes.clone(),
+                b"garbage".to_vec(),
+                vec![0u8; 2 << 20],
+            ]),
+        )
+        .await;
+        assert!(verdict.is_err(), "a forged push was not a violation");
+        match resp.kind {
+            Some(pb::sync_response::Kind::Ack(a)) => assert_eq!((a.stored, a.refused), (0, 4)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            node.store().count().await.unwrap(),
+            before,
+            "something from a forged push was stored"
+        );
+        let (_, verdict) = answer(
+            &node,
+            &index,
+            me.key(),
+            from,
+            peer.key(),
+            push(vec![good.bytes.clone()]),
+        )
+        .await;
+        assert!(verdict.is_ok());
+        assert_eq!(node.store().count().await.unwrap(), before + 1);
+    }
+}
