@@ -310,6 +310,29 @@ impl Node {
             .await
     }
 
+    /// Signs and stores one own record made now (epoch and chain added by `append`).
+    async fn append_one(
+        &self,
+        identity: &Identity,
+        schema: &str,
+        audience: Audience,
+        supersedes: Option<RecordId>,
+        payload: Vec<u8>,
+    ) -> Result<Record, NodeError> {
+        let now = now_ms();
+        let mut made = self
+            .append(identity, 1, |_| Draft {
+                schema: schema.into(),
+                audience: audience.clone(),
+                supersedes,
+                epoch: None,
+                payload: payload.clone(),
+                created_at_ms: now,
+            })
+            .await?;
+        Ok(made.remove(0))
+    }
+
     /// Validates, signs and stores a finding (and its private annex, if the input has
     /// sensitive details).
     pub async fn add_finding(
@@ -452,18 +475,16 @@ impl Node {
         crate::schema::schemas()
             .check_payload(RETRACTION_SCHEMA, &payload, "--reason")
             .map_err(|e| NodeError::Refused(e.to_string()))?;
-        let now = now_ms();
         let r = self
-            .append(identity, 1, |_| Draft {
-                schema: RETRACTION_SCHEMA.into(),
-                audience: audience.clone(),
-                supersedes: Some(head.id),
-                epoch: None,
-                payload: payload.clone(),
-                created_at_ms: now,
-            })
+            .append_one(
+                identity,
+                RETRACTION_SCHEMA,
+                audience,
+                Some(head.id),
+                payload,
+            )
             .await?;
-        Ok(r[0].id)
+        Ok(r.id)
     }
 
     /// Widens who may receive one of this organisation's records by signing a grant.
@@ -511,18 +532,10 @@ impl Node {
             )));
         }
         let payload = json!({"record": id.to_hex(), "audience": with.to_json()});
-        let now = now_ms();
         let r = self
-            .append(identity, 1, |_| Draft {
-                schema: GRANT_SCHEMA.into(),
-                audience: widened.clone(),
-                supersedes: None,
-                epoch: None,
-                payload: to_payload(&payload),
-                created_at_ms: now,
-            })
+            .append_one(identity, GRANT_SCHEMA, widened, None, to_payload(&payload))
             .await?;
-        Ok(r[0].id)
+        Ok(r.id)
     }
 
     /// A record's audience including the grants its author signed for it.
@@ -848,19 +861,17 @@ impl Node {
             }
         }
         let payload = to_payload(&serde_json::to_value(charter).expect("charter serialises"));
-        let now = now_ms();
         let r = self
-            .append(identity, 1, |_| Draft {
-                schema: charter::CHARTER_SCHEMA.into(),
-                audience: Audience::Coalition,
-                supersedes: None,
-                epoch: None,
-                payload: payload.clone(),
-                created_at_ms: now,
-            })
+            .append_one(
+                identity,
+                charter::CHARTER_SCHEMA,
+                Audience::Coalition,
+                None,
+                payload,
+            )
             .await?;
         self.store.set_meta(CHARTER_META, &hex::encode(id)).await?;
-        Ok(r[0].id)
+        Ok(r.id)
     }
 
     /// Proposes a membership change for the current epoch (counts as this member's approval).
@@ -887,18 +898,16 @@ impl Node {
             payload["note"] = n.into();
         }
         let payload = to_payload(&payload);
-        let now = now_ms();
         let r = self
-            .append(identity, 1, |_| Draft {
-                schema: charter::PROPOSAL_SCHEMA.into(),
-                audience: Audience::Coalition,
-                supersedes: None,
-                epoch: None,
-                payload: payload.clone(),
-                created_at_ms: now,
-            })
+            .append_one(
+                identity,
+                charter::PROPOSAL_SCHEMA,
+                Audience::Coalition,
+                None,
+                payload,
+            )
             .await?;
-        Ok(r[0].id)
+        Ok(r.id)
     }
 
     /// Approves a proposal for the current epoch.
@@ -937,18 +946,16 @@ impl Node {
             )));
         }
         let payload = to_payload(&json!({ "proposal": id.to_hex() }));
-        let now = now_ms();
         let r = self
-            .append(identity, 1, |_| Draft {
-                schema: charter::APPROVAL_SCHEMA.into(),
-                audience: Audience::Coalition,
-                supersedes: None,
-                epoch: None,
-                payload: payload.clone(),
-                created_at_ms: now,
-            })
+            .append_one(
+                identity,
+                charter::APPROVAL_SCHEMA,
+                Audience::Coalition,
+                None,
+                payload,
+            )
             .await?;
-        Ok(r[0].id)
+        Ok(r.id)
     }
 
     /// Issues a node certificate binding `peer_id` to this organisation until `expires_at_ms`.
@@ -962,18 +969,16 @@ impl Node {
         crate::schema::schemas()
             .check_payload(charter::NODE_CERT_SCHEMA, &payload, "--peer-id")
             .map_err(|e| NodeError::Refused(e.to_string()))?;
-        let now = now_ms();
         let r = self
-            .append(identity, 1, |_| Draft {
-                schema: charter::NODE_CERT_SCHEMA.into(),
-                audience: Audience::Coalition,
-                supersedes: None,
-                epoch: None,
-                payload: payload.clone(),
-                created_at_ms: now,
-            })
+            .append_one(
+                identity,
+                charter::NODE_CERT_SCHEMA,
+                Audience::Coalition,
+                None,
+                payload,
+            )
             .await?;
-        Ok(r.into_iter().next().expect("one record"))
+        Ok(r)
     }
 
     async fn require_membership(&self) -> Result<Membership, NodeError> {
