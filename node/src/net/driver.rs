@@ -168,6 +168,9 @@ pub(super) async fn drive(
     peer: PeerId,
     peer_org: OrgKey,
 ) -> Result<SyncStats, String> {
+    if !current_member(node, &peer_org).await {
+        return Err("peer's organisation is no longer a current member".into());
+    }
     let mut client = Client {
         commands,
         peer,
@@ -280,6 +283,10 @@ async fn push(client: &mut Client<'_>, records: Vec<Vec<u8>>) -> Result<u64, Str
     }
 }
 
+async fn current_member(node: &Node, org: &OrgKey) -> bool {
+    matches!(node.membership().await, Ok(Some(m)) if m.current().is_member(org))
+}
+
 fn is_membership_bytes(bytes: &[u8]) -> bool {
     pb::SignedRecord::decode(bytes)
         .ok()
@@ -316,6 +323,14 @@ pub(super) async fn answer(
     request: pb::sync_request::Kind,
 ) -> (pb::SyncResponse, Result<(), String>) {
     use pb::sync_request::Kind;
+    // Judge the peer by the membership in the store now, not by what the event loop saw
+    // at its last check: a member removed a moment ago gets nothing more.
+    if !current_member(node, &peer_org).await {
+        return (
+            error("not a current member"),
+            Err("organisation is no longer a current member".into()),
+        );
+    }
     match request {
         Kind::Hello(_) => (error("hello already accepted"), Ok(())),
         Kind::Summary(summary) => match common(node, index, &me, &peer_org).await {
