@@ -7,7 +7,6 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use coalition::config::Home;
@@ -21,54 +20,7 @@ pub const PASSPHRASE: &str = "analysis test passphrase";
 /// Longest any command may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The workspace root.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// Every example input, sorted by name.
-pub fn examples() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(workspace_root().join("schemas/examples"))
-        .expect("examples readable")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// Builds the `coalition` binary once per test process and returns its path.
-pub fn coalition_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(workspace_root())
-            .args([
-                "build",
-                "-p",
-                "coalition-node",
-                "--bin",
-                "coalition",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cannot run cargo");
-        assert!(out.status.success(), "building coalition failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "coalition")
-            .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .next_back()
-            .expect("cargo reported no coalition executable")
-    })
-}
+pub use coalition_tests::{all_examples as examples, coalition_bin};
 
 /// Runs `coalition --home HOME ARGS…` to completion (or the deadline).
 pub fn coalition(home: &Path, args: &[&str]) -> Output {
