@@ -674,8 +674,12 @@ impl Node {
         self.ingest(&governance, None, &mut report).await?;
         let membership = self.membership().await?;
 
-        let mut entries = open()?.peekable();
-        while entries.peek().is_some() {
+        // Pipelined: while one batch is written (SQLite, one core), the next is verified
+        // on the others, so the two costs overlap instead of adding up.
+        let membership = membership.map(std::sync::Arc::new);
+        let mut entries = open()?;
+        let mut writing: Option<Vec<Prepared>> = None;
+        loop {
             let mut batch = Vec::with_capacity(IMPORT_BATCH);
             for e in entries.by_ref().take(IMPORT_BATCH) {
                 match e {
@@ -688,9 +692,21 @@ impl Node {
                     }),
                 }
             }
+            if batch.is_empty() && writing.is_none() {
+                break;
+            }
             report.read += batch.len() as u64;
-            self.ingest(&batch, membership.as_ref(), &mut report)
-                .await?;
+            let m = membership.clone();
+            let checking = tokio::task::spawn_blocking(move || check_batch(&batch, m.as_deref()));
+            if let Some(ok) = writing.take() {
+                self.store_checked(&ok, &mut report).await?;
+            }
+            // A panic in verification is a bug: surface it as one, not as a bad record.
+            let (ok, failures) = checking
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            report.failures.extend(failures);
+            writing = (!ok.is_empty()).then_some(ok);
         }
         report.failures.sort_by_key(|f| f.index);
         Ok(report)
@@ -729,33 +745,18 @@ impl Node {
         if batch.is_empty() {
             return Ok(());
         }
-        let results: Vec<(u64, RecordId, Result<Prepared, String>)> =
-            tokio::task::block_in_place(|| {
-                batch
-                    .par_iter()
-                    .map(|e| {
-                        let r = store::prepare(&e.bytes)
-                            .map_err(|err| err.to_string())
-                            .and_then(|p| match membership {
-                                Some(m) => m.judge(&p.record).map(|()| p),
-                                None => Ok(p),
-                            });
-                        (e.index, RecordId::of(&e.bytes), r)
-                    })
-                    .collect()
-            });
-        let mut ok = Vec::with_capacity(results.len());
-        for (index, id, r) in results {
-            match r {
-                Ok(p) => ok.push(p),
-                Err(reason) => report.failures.push(Failure {
-                    index,
-                    id: Some(id.to_hex()),
-                    reason,
-                }),
-            }
-        }
-        let new = self.store.insert(&ok).await?;
+        let (ok, failures) = tokio::task::block_in_place(|| check_batch(batch, membership));
+        report.failures.extend(failures);
+        self.store_checked(&ok, report).await
+    }
+
+    /// Stores checked records in one transaction and counts what was new.
+    async fn store_checked(
+        &self,
+        ok: &[Prepared],
+        report: &mut ImportReport,
+    ) -> Result<(), NodeError> {
+        let new = self.store.insert(ok).await?;
         report.stored += new.len() as u64;
         report.duplicates += (ok.len() - new.len()) as u64;
         Ok(())
@@ -1003,6 +1004,39 @@ impl Node {
 const CHARTER_META: &str = "charter";
 
 /// Cheap check, without verifying, whether record bytes carry a membership schema.
+/// Verifies every entry (signature, schema) in parallel on every core and judges its
+/// author against `membership` (if given): the records that pass, and why the others fail.
+fn check_batch(
+    batch: &[bundle::Entry],
+    membership: Option<&Membership>,
+) -> (Vec<Prepared>, Vec<Failure>) {
+    let results: Vec<(u64, &[u8], Result<Prepared, String>)> = batch
+        .par_iter()
+        .map(|e| {
+            let r = store::prepare(&e.bytes)
+                .map_err(|err| err.to_string())
+                .and_then(|p| match membership {
+                    Some(m) => m.judge(&p.record).map(|()| p),
+                    None => Ok(p),
+                });
+            (e.index, e.bytes.as_slice(), r)
+        })
+        .collect();
+    let mut ok = Vec::with_capacity(results.len());
+    let mut failures = Vec::new();
+    for (index, bytes, r) in results {
+        match r {
+            Ok(p) => ok.push(p),
+            Err(reason) => failures.push(Failure {
+                index,
+                id: Some(RecordId::of(bytes).to_hex()),
+                reason,
+            }),
+        }
+    }
+    (ok, failures)
+}
+
 fn is_membership(bytes: &[u8]) -> bool {
     use prost::Message;
     coalition_proto::v1::SignedRecord::decode(bytes)
