@@ -190,6 +190,20 @@ impl Dimension {
             })
     }
 
+    /// The SQL expression of this dimension over `finding_rollup r`, if the rollup has it.
+    fn rollup_sql(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Country => "r.country",
+            Self::Category => "r.category",
+            Self::Month => "r.month",
+            Self::Quarter => {
+                "substr(r.month, 1, 4) || '-Q' || ((CAST(substr(r.month, 6, 2) AS INTEGER) + 2) / 3)"
+            }
+            Self::Year => "substr(r.month, 1, 4)",
+            _ => return None,
+        })
+    }
+
     /// The SQL expression of this dimension over `findings f`, `finding_actors a` and
     /// `finding_groups g`. Fixed text, never user input.
     fn sql(self) -> &'static str {
@@ -553,7 +567,7 @@ fn push_exists<'a>(
         return;
     }
     qb.push(format_args!(
-        " AND EXISTS (SELECT 1 FROM {table} x WHERE x.finding = f.id AND x.{column} IN ("
+        " AND EXISTS (SELECT 1 FROM {table} x WHERE x.finding = f.rowid AND x.{column} IN ("
     ));
     let mut sep = qb.separated(", ");
     for v in values {
@@ -595,12 +609,9 @@ fn push_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a Query) {
             .push_bind((days + 1) * DAY_MS);
     }
     if let Some(expr) = q.q.as_deref().and_then(fts_expression) {
-        qb.push(
-            " AND f.id IN (SELECT t.finding FROM finding_fts s \
-             JOIN finding_text t ON t.rowid = s.rowid WHERE finding_fts MATCH ",
-        )
-        .push_bind(expr)
-        .push(")");
+        qb.push(" AND f.rowid IN (SELECT rowid FROM finding_fts WHERE finding_fts MATCH ")
+            .push_bind(expr)
+            .push(")");
     }
 }
 
@@ -635,25 +646,74 @@ pub struct Aggregate {
 }
 
 /// Counts findings matching `q`, grouped by `group_by`.
+///
+/// Answered from `finding_rollup` (counts kept by triggers, migration 0005) when the
+/// filters are on country and category only and every grouping is one of country,
+/// category, month, quarter and year; from `findings` otherwise. Both give the same result.
 pub async fn aggregate(
     pool: &SqlitePool,
     q: &Query,
     group_by: &[Dimension],
 ) -> Result<Aggregate, QueryError> {
+    let source = if rollup_answers(q, group_by) {
+        Source::Rollup
+    } else {
+        Source::Findings
+    };
+    aggregate_from(pool, q, group_by, source).await
+}
+
+/// Where an aggregate is computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The per-finding rows.
+    Findings,
+    /// The country x category x month counts.
+    Rollup,
+}
+
+/// Whether `finding_rollup` holds everything an aggregate of `q` by `group_by` needs.
+fn rollup_answers(q: &Query, group_by: &[Dimension]) -> bool {
+    let rollup_filters = Query {
+        country: q.country.clone(),
+        category: q.category.clone(),
+        ..Query::default()
+    };
+    *q == rollup_filters && group_by.iter().all(|d| d.rollup_sql().is_some())
+}
+
+async fn aggregate_from(
+    pool: &SqlitePool,
+    q: &Query,
+    group_by: &[Dimension],
+    source: Source,
+) -> Result<Aggregate, QueryError> {
     let mut rows = Vec::new();
     if !group_by.is_empty() {
         let mut qb = QueryBuilder::new("SELECT ");
-        for d in group_by {
-            qb.push(d.sql()).push(", ");
+        match source {
+            Source::Rollup => {
+                for d in group_by {
+                    qb.push(d.rollup_sql().expect("checked by rollup_answers"))
+                        .push(", ");
+                }
+                qb.push("SUM(r.findings), SUM(r.affected) FROM finding_rollup r");
+                push_rollup_where(&mut qb, q);
+            }
+            Source::Findings => {
+                for d in group_by {
+                    qb.push(d.sql()).push(", ");
+                }
+                qb.push("COUNT(*), COALESCE(SUM(f.affected_count), 0) FROM findings f");
+                if group_by.contains(&Dimension::ActorType) {
+                    qb.push(" JOIN finding_actors a ON a.finding = f.rowid");
+                }
+                if group_by.contains(&Dimension::AffectedGroup) {
+                    qb.push(" LEFT JOIN finding_groups g ON g.finding = f.rowid");
+                }
+                push_where(&mut qb, q);
+            }
         }
-        qb.push("COUNT(*), COALESCE(SUM(f.affected_count), 0) FROM findings f");
-        if group_by.contains(&Dimension::ActorType) {
-            qb.push(" JOIN finding_actors a ON a.finding = f.id");
-        }
-        if group_by.contains(&Dimension::AffectedGroup) {
-            qb.push(" LEFT JOIN finding_groups g ON g.finding = f.id");
-        }
-        push_where(&mut qb, q);
         let cols = (1..=group_by.len())
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
@@ -681,7 +741,7 @@ pub async fn aggregate(
             affected: t.affected + r.measures.affected,
         })
     } else {
-        totals(pool, q).await?
+        totals_from(pool, q, source).await?
     };
     Ok(Aggregate {
         group_by: group_by.to_vec(),
@@ -690,11 +750,41 @@ pub async fn aggregate(
     })
 }
 
+/// Appends `WHERE …` for the filters the rollup can apply (country and category).
+fn push_rollup_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a Query) {
+    qb.push(" WHERE 1 = 1");
+    push_in(qb, "r.country", &q.country);
+    push_in(qb, "r.category", &q.category);
+}
+
 /// Measures over every finding matching `q`.
 pub async fn totals(pool: &SqlitePool, q: &Query) -> Result<Measures, QueryError> {
-    let mut qb =
-        QueryBuilder::new("SELECT COUNT(*), COALESCE(SUM(f.affected_count), 0) FROM findings f");
-    push_where(&mut qb, q);
+    let source = if rollup_answers(q, &[]) {
+        Source::Rollup
+    } else {
+        Source::Findings
+    };
+    totals_from(pool, q, source).await
+}
+
+async fn totals_from(pool: &SqlitePool, q: &Query, source: Source) -> Result<Measures, QueryError> {
+    let mut qb = match source {
+        Source::Rollup => {
+            let mut qb = QueryBuilder::new(
+                "SELECT COALESCE(SUM(r.findings), 0), COALESCE(SUM(r.affected), 0) \
+                 FROM finding_rollup r",
+            );
+            push_rollup_where(&mut qb, q);
+            qb
+        }
+        Source::Findings => {
+            let mut qb = QueryBuilder::new(
+                "SELECT COUNT(*), COALESCE(SUM(f.affected_count), 0) FROM findings f",
+            );
+            push_where(&mut qb, q);
+            qb
+        }
+    };
     let r = qb.build().fetch_one(pool).await?;
     Ok(Measures {
         findings: r.get(0),
@@ -806,11 +896,11 @@ pub async fn findings(
          (SELECT group_concat(actor_type, ",
     );
     qb.push_bind(sep.clone())
-        .push(") FROM finding_actors x WHERE x.finding = f.id), (SELECT group_concat(grp, ")
+        .push(") FROM finding_actors x WHERE x.finding = f.rowid), (SELECT group_concat(grp, ")
         .push_bind(sep.clone())
-        .push(") FROM finding_groups x WHERE x.finding = f.id), (SELECT group_concat(tag, ")
+        .push(") FROM finding_groups x WHERE x.finding = f.rowid), (SELECT group_concat(tag, ")
         .push_bind(sep)
-        .push(") FROM finding_tags x WHERE x.finding = f.id) FROM findings f");
+        .push(") FROM finding_tags x WHERE x.finding = f.rowid) FROM findings f");
     push_where(&mut qb, q);
     if let Some((date, id)) = &cursor {
         qb.push(" AND (f.occurred_start, f.id) < (")
@@ -1001,6 +1091,173 @@ pub fn rows_by_key(a: &Aggregate) -> BTreeMap<Vec<Option<String>>, Measures> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::finding::{to_payload, FINDING_SCHEMA, RETRACTION_SCHEMA};
+    use crate::identity::Identity;
+    use crate::record::{sign, Audience, Draft, Record};
+    use crate::store::{prepare, Store};
+    use proptest::prelude::*;
+
+    const COUNTRIES: [&str; 3] = ["RS", "XK", "GE"];
+    const CATEGORIES: [&str; 3] = ["excessive_force", "corruption", "other"];
+
+    /// A finding payload from a few small choices, so groups collide.
+    fn payload(country: usize, category: usize, month: usize, affected: Option<u8>) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "title": format!("Finding {country}-{category}-{month}"),
+            "summary": "A summary long enough to pass the schema.",
+            "language": "en",
+            "occurred": {"start": format!("2024-{:02}-15", month + 1), "precision": "day"},
+            "location": {"country": COUNTRIES[country]},
+            "category": CATEGORIES[category],
+            "actors": [{"type": "police"}],
+            "sources": [{"type": "own_observation"}],
+            "confidence": "high"
+        });
+        if let Some(n) = affected {
+            v["affected"] = serde_json::json!({"count": n});
+        }
+        to_payload(&v)
+    }
+
+    /// Signs a chain of findings, corrections (which may move a finding to another
+    /// group) and retractions from `ops`, for two authors.
+    fn chains(ops: &[(u8, usize, usize, usize, Option<u8>)]) -> Vec<Record> {
+        let authors = [
+            Identity::from_seed(&[21; 32]),
+            Identity::from_seed(&[22; 32]),
+        ];
+        let mut out = Vec::new();
+        let mut state: Vec<(u64, Option<RecordId>, Vec<RecordId>)> =
+            vec![(0, None, Vec::new()); authors.len()];
+        for (i, &(op, country, category, month, affected)) in ops.iter().enumerate() {
+            let a = i % authors.len();
+            let (seq, prev, heads) = &mut state[a];
+            let target = (!heads.is_empty()).then(|| heads[i % heads.len()]);
+            let (schema, body, supersedes) = match (op % 4, target) {
+                (2, Some(t)) => (
+                    FINDING_SCHEMA,
+                    payload(country, category, month, affected),
+                    Some(t),
+                ),
+                (3, Some(t)) => (
+                    RETRACTION_SCHEMA,
+                    to_payload(&serde_json::json!({"reason": "test"})),
+                    Some(t),
+                ),
+                _ => (
+                    FINDING_SCHEMA,
+                    payload(country, category, month, affected),
+                    None,
+                ),
+            };
+            *seq += 1;
+            let r = sign(
+                &authors[a],
+                *seq,
+                *prev,
+                Draft {
+                    schema: schema.into(),
+                    audience: Audience::Coalition,
+                    supersedes,
+                    epoch: None,
+                    payload: body,
+                    created_at_ms: 1,
+                },
+            );
+            *prev = Some(r.id);
+            if let Some(t) = supersedes {
+                heads.retain(|h| *h != t);
+            }
+            if schema == FINDING_SCHEMA {
+                heads.push(r.id);
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// The rollup the triggers maintain gives exactly what counting the finding rows
+        /// gives, whatever order versions arrive in and however they are batched.
+        #[test]
+        fn rollup_matches_counting_the_rows(
+            ops in prop::collection::vec(
+                (any::<u8>(), 0usize..3, 0usize..3, 0usize..4, prop::option::of(0u8..50)),
+                1..40,
+            ),
+            order_seed in any::<u64>(),
+            batch in 1usize..8,
+        ) {
+            let mut records = chains(&ops);
+            // Shuffle arrival order deterministically, and deliver one record twice.
+            let mut seed = order_seed | 1;
+            for i in (1..records.len()).rev() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                records.swap(i, (seed % (i as u64 + 1)) as usize);
+            }
+            records.push(records[0].clone());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::create(&dir.path().join("s.db")).await.unwrap();
+                for chunk in records.chunks(batch) {
+                    let prepared: Vec<_> =
+                        chunk.iter().map(|r| prepare(&r.bytes).unwrap()).collect();
+                    store.insert(&prepared).await.unwrap();
+                }
+                let pool = store.pool();
+                let groupings: [&[Dimension]; 5] = [
+                    &[],
+                    &[Dimension::Country, Dimension::Category, Dimension::Month],
+                    &[Dimension::Category],
+                    &[Dimension::Year, Dimension::Country],
+                    &[Dimension::Quarter],
+                ];
+                let filters = [
+                    Query::default(),
+                    Query { country: vec!["RS".into(), "GE".into()], ..Query::default() },
+                    Query { category: vec!["corruption".into()], ..Query::default() },
+                ];
+                for q in &filters {
+                    for g in groupings {
+                        assert!(rollup_answers(q, g));
+                        let fast = aggregate_from(pool, q, g, Source::Rollup).await.unwrap();
+                        let slow = aggregate_from(pool, q, g, Source::Findings).await.unwrap();
+                        assert_eq!(&fast, &slow, "query {q:?} grouped by {g:?}");
+                        assert_eq!(
+                            totals_from(pool, q, Source::Rollup).await.unwrap(),
+                            totals_from(pool, q, Source::Findings).await.unwrap()
+                        );
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn rollup_is_used_only_for_what_it_holds() {
+        let by = [Dimension::Country, Dimension::Month];
+        assert!(rollup_answers(&Query::default(), &by));
+        assert!(!rollup_answers(&Query::default(), &[Dimension::Region]));
+        assert!(!rollup_answers(&Query::default(), &[Dimension::Week]));
+        let searched = Query {
+            q: Some("police".into()),
+            ..Query::default()
+        };
+        assert!(!rollup_answers(&searched, &by));
+        let dated = Query {
+            from: Some("2024-01-01".into()),
+            ..Query::default()
+        };
+        assert!(!rollup_answers(&dated, &by));
+    }
 
     #[test]
     fn dates_are_checked_and_converted() {

@@ -701,15 +701,18 @@ async fn insert_findings(
     tx: &mut Transaction<'_, Sqlite>,
     findings: &[(&Record, &FindingIndex)],
 ) -> Result<(), StoreError> {
+    // Rows are appended in arrival order (integer key); the side tables refer to that key.
+    let mut keys: std::collections::HashMap<RecordId, i64> =
+        std::collections::HashMap::with_capacity(findings.len());
     for part in findings.chunks(INSERT_CHUNK / 2) {
         let mut qb = QueryBuilder::new(
-            "INSERT OR IGNORE INTO findings (id, author, title, summary, language, country, \
+            "INSERT INTO findings (id, author, title, summary, language, country, \
              region, municipality, category, confidence, occurred_start, occurred_end, \
              date_precision, affected_count, lat, lon, created_at) ",
         );
         qb.push_values(part, |mut b, (r, f)| {
-            b.push_bind(r.id.0.to_vec())
-                .push_bind(r.author.as_bytes().to_vec())
+            b.push_bind(r.id.0.as_slice())
+                .push_bind(r.author.as_bytes().as_slice())
                 .push_bind(f.title.as_str())
                 .push_bind(f.summary.as_str())
                 .push_bind(f.language.as_str())
@@ -726,16 +729,19 @@ async fn insert_findings(
                 .push_bind(f.lon)
                 .push_bind(r.created_at_ms);
         });
-        qb.build().execute(&mut **tx).await?;
+        qb.push(" RETURNING rowid, id");
+        for row in qb.build().fetch_all(&mut **tx).await? {
+            keys.insert(id_col(&row, 1), row.get(0));
+        }
     }
-    let multi = |pick: fn(&FindingIndex) -> &Vec<String>| -> Vec<(Vec<u8>, String)> {
+    let multi = |pick: fn(&FindingIndex) -> &Vec<String>| -> Vec<(i64, &str)> {
         findings
             .iter()
-            .flat_map(|(r, f)| pick(f).iter().map(|v| (r.id.0.to_vec(), v.clone())))
+            .filter_map(|(r, f)| keys.get(&r.id).map(|k| (*k, pick(f))))
+            .flat_map(|(k, values)| values.iter().map(move |v| (k, v.as_str())))
             .collect()
     };
-    type Rows = Vec<(Vec<u8>, String)>;
-    let tables: [(&str, &str, Rows); 3] = [
+    let tables = [
         ("finding_actors", "actor_type", multi(|f| &f.actor_types)),
         ("finding_groups", "grp", multi(|f| &f.groups)),
         ("finding_tags", "tag", multi(|f| &f.tags)),
@@ -745,8 +751,8 @@ async fn insert_findings(
             let mut qb = QueryBuilder::new(format!(
                 "INSERT OR IGNORE INTO {table} (finding, {column}) "
             ));
-            qb.push_values(part, |mut b, (id, v)| {
-                b.push_bind(id.as_slice()).push_bind(v.as_str());
+            qb.push_values(part, |mut b, (key, v)| {
+                b.push_bind(*key).push_bind(*v);
             });
             qb.build().execute(&mut **tx).await?;
         }
@@ -883,6 +889,159 @@ mod tests {
             .map(|f| f.title)
             .collect();
         assert!(titles.contains(&"Original by A".to_string()), "{titles:?}");
+    }
+
+    /// A store written by the version before migration 0004 (findings keyed by record id,
+    /// `finding_text` for the full-text index) keeps every finding, flag, actor and
+    /// searchable word when opened by this version.
+    #[tokio::test]
+    async fn findings_survive_the_move_to_arrival_order() {
+        use sqlx::ConnectOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let old_migrations = dir.path().join("migrations-0003");
+        std::fs::create_dir(&old_migrations).unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for name in [
+            "0001_records.sql",
+            "0002_supersession_index.sql",
+            "0003_analysis.sql",
+        ] {
+            std::fs::copy(shipped.join(name), old_migrations.join(name)).unwrap();
+        }
+        let org = Identity::from_seed(&[9; 32]);
+        let v1 = rec(
+            &org,
+            1,
+            None,
+            FINDING_SCHEMA,
+            finding_json("Checkpoint raid"),
+            None,
+        );
+        let v2 = rec(
+            &org,
+            2,
+            Some(v1.id),
+            FINDING_SCHEMA,
+            finding_json("Checkpoint raid at night"),
+            Some(v1.id),
+        );
+        let other = rec(
+            &org,
+            3,
+            Some(v2.id),
+            FINDING_SCHEMA,
+            finding_json("Bridge protest"),
+            None,
+        );
+        let path = dir.path().join("old.db");
+        {
+            let mut c = options(&path)
+                .create_if_missing(true)
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query(&format!("PRAGMA application_id = {APPLICATION_ID}"))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            sqlx::migrate::Migrator::new(old_migrations.as_path())
+                .await
+                .unwrap()
+                .run(&mut c)
+                .await
+                .unwrap();
+            for (r, head) in [(&v1, false), (&v2, true), (&other, true)] {
+                let p = prepare(&r.bytes).unwrap();
+                let f = p.finding.as_ref().unwrap();
+                sqlx::query(
+                    "INSERT INTO records (id, bytes, author, seq, prev, created_at, schema, \
+                     audience, supersedes, received_at) VALUES (?, ?, ?, ?, ?, 1, ?, 1, ?, 1)",
+                )
+                .bind(r.id.0.as_slice())
+                .bind(r.bytes.as_slice())
+                .bind(r.author.as_bytes().as_slice())
+                .bind(r.seq as i64)
+                .bind(opt_blob(r.prev))
+                .bind(r.schema.as_str())
+                .bind(opt_blob(r.supersedes))
+                .execute(&mut c)
+                .await
+                .unwrap();
+                sqlx::query(
+                    "INSERT INTO findings (id, author, title, summary, language, country, \
+                     category, confidence, occurred_start, date_precision, created_at, is_head) \
+                     VALUES (?, ?, ?, ?, 'en', ?, ?, ?, ?, 'day', 1, ?)",
+                )
+                .bind(r.id.0.as_slice())
+                .bind(r.author.as_bytes().as_slice())
+                .bind(f.title.as_str())
+                .bind(f.summary.as_str())
+                .bind(f.country.as_str())
+                .bind(f.category.as_str())
+                .bind(f.confidence.as_str())
+                .bind(f.occurred_start.as_str())
+                .bind(head)
+                .execute(&mut c)
+                .await
+                .unwrap();
+                sqlx::query(
+                    "INSERT INTO finding_actors (finding, actor_type) VALUES (?, 'police')",
+                )
+                .bind(r.id.0.as_slice())
+                .execute(&mut c)
+                .await
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path).await.unwrap();
+        assert!(store.integrity_check().await.unwrap().is_empty());
+        let mut titles: Vec<String> = store
+            .findings(false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.title)
+            .collect();
+        titles.sort();
+        assert_eq!(titles, ["Bridge protest", "Checkpoint raid at night"]);
+        let search = |text: &str, actor: &str| crate::query::Query {
+            q: Some(text.into()),
+            actor_type: vec![actor.into()],
+            ..Default::default()
+        };
+        let page = crate::query::Page {
+            limit: 10,
+            cursor: None,
+        };
+        let found = crate::query::findings(store.pool(), &search("checkpoint", "police"), &page)
+            .await
+            .unwrap();
+        assert_eq!(
+            found.items.iter().map(|f| f.id).collect::<Vec<_>>(),
+            [v2.id],
+            "only the current version is found"
+        );
+        let none = crate::query::findings(store.pool(), &search("checkpoint", "military"), &page)
+            .await
+            .unwrap();
+        assert!(none.items.is_empty());
+        // New findings after the migration are appended and indexed the same way.
+        let later = rec(
+            &org,
+            4,
+            Some(other.id),
+            FINDING_SCHEMA,
+            finding_json("Market search"),
+            None,
+        );
+        store
+            .insert(&[prepare(&later.bytes).unwrap()])
+            .await
+            .unwrap();
+        let found = crate::query::findings(store.pool(), &search("market", "police"), &page)
+            .await
+            .unwrap();
+        assert_eq!(found.items.len(), 1);
     }
 
     #[tokio::test]
