@@ -268,6 +268,7 @@ function panelSize(box, width) {
 async function loadMap(seq) {
   const p = filterParams();
   p.set('limit', 500);
+  p.set('total', 'true');
   const page = await getJSON('/api/v1/findings?' + p);
   if (seq !== undefined && seq !== state.seq) return;
   const pts = page.items.filter((f) => f.lat !== null && f.lon !== null);

@@ -474,6 +474,7 @@ fn main() {
         let page = Page {
             limit: 50,
             cursor: None,
+            with_total: false,
         };
         query::findings(&pool, &q, &page).await.expect("page");
         store.close().await;

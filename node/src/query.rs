@@ -254,6 +254,10 @@ pub struct Page {
     pub limit: u32,
     /// Opaque cursor from the previous page's `next_cursor`.
     pub cursor: Option<String>,
+    /// Also count every matching finding (`total`). Off by default: a page is found by
+    /// reading about `limit` index entries, a total by visiting every match (a search
+    /// matching a large share of a million findings takes most of a second).
+    pub with_total: bool,
 }
 
 /// A query string split into its parts.
@@ -275,6 +279,7 @@ impl Request {
         let mut group_by = Vec::new();
         let mut limit = None;
         let mut cursor = None;
+        let mut with_total = false;
         let codes = |v: &str| -> Vec<String> {
             v.split(',')
                 .map(|s| s.trim().to_string())
@@ -308,6 +313,13 @@ impl Request {
                     })?)
                 }
                 "cursor" => cursor = non_empty(v),
+                "total" => {
+                    with_total = match v.trim() {
+                        "true" | "1" | "" => true,
+                        "false" | "0" => false,
+                        _ => return Err(invalid("total must be true or false")),
+                    }
+                }
                 other => {
                     return Err(invalid(format!(
                         "unknown query parameter {other:?} (see the OpenAPI description at /api/v1/openapi.yaml)"
@@ -319,7 +331,10 @@ impl Request {
         Ok(Self {
             query,
             group_by: parse_group_by(&group_by)?,
-            page: page(limit, cursor)?,
+            page: Page {
+                with_total,
+                ..page(limit, cursor)?
+            },
         })
     }
 }
@@ -346,7 +361,11 @@ pub fn page(limit: Option<u32>, cursor: Option<String>) -> Result<Page, QueryErr
     if let Some(c) = &cursor {
         decode_cursor(c)?;
     }
-    Ok(Page { limit, cursor })
+    Ok(Page {
+        limit,
+        cursor,
+        with_total: false,
+    })
 }
 
 /// Filter flags shared by `coalition query`, `report` and `export`.
@@ -854,8 +873,9 @@ pub struct FindingsPage {
     /// Pass as `cursor` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
-    /// Measures over every finding matching the filters.
-    pub total: Measures,
+    /// Measures over every finding matching the filters, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<Measures>,
 }
 
 fn encode_cursor(date: &str, id: &RecordId) -> String {
@@ -955,7 +975,11 @@ pub async fn findings(
     Ok(FindingsPage {
         items,
         next_cursor,
-        total: totals(pool, q).await?,
+        total: if page.with_total {
+            Some(totals(pool, q).await?)
+        } else {
+            None
+        },
     })
 }
 

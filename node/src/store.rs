@@ -235,6 +235,17 @@ impl Store {
             .await
             .map_err(|e| not_store(e.to_string()))?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        // Planner statistics for the query indexes, refreshed when SQLite thinks they are
+        // stale; analysis_limit bounds the work to a sample, so a large store opens fast.
+        {
+            let mut c = pool.acquire().await?;
+            sqlx::query("PRAGMA analysis_limit = 1000")
+                .execute(&mut *c)
+                .await?;
+            sqlx::query("PRAGMA optimize = 0x10002")
+                .execute(&mut *c)
+                .await?;
+        }
         Ok(Self {
             pool,
             path: path.to_path_buf(),
@@ -1012,6 +1023,7 @@ mod tests {
         let page = crate::query::Page {
             limit: 10,
             cursor: None,
+            with_total: false,
         };
         let found = crate::query::findings(store.pool(), &search("checkpoint", "police"), &page)
             .await

@@ -76,7 +76,10 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
     let node = open(home).await?;
     let pool = node.store().pool();
     if group_by.is_empty() {
-        let page = query::page(Some(cmd.limit), cmd.cursor)?;
+        let page = query::Page {
+            with_total: true,
+            ..query::page(Some(cmd.limit), cmd.cursor)?
+        };
         let p = query::findings(pool, &q, &page).await?;
         if cmd.json {
             out(serde_json::to_string_pretty(&p)?)?;
@@ -130,8 +133,8 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
             eprintln!(
                 "{} of {} matching findings ({} people affected){}",
                 p.items.len(),
-                p.total.findings,
-                p.total.affected,
+                p.total.unwrap_or_default().findings,
+                p.total.unwrap_or_default().affected,
                 p.next_cursor
                     .as_deref()
                     .map(|c| format!("; next page: --cursor {c}"))
