@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use crate::identity::Identity;
 use crate::node::{Node, NodeError};
 
+pub use driver::SyncStats;
 pub use event_loop::Command;
 
 /// Largest gossip message (an announcement is ~100 bytes).
@@ -103,6 +104,8 @@ pub struct PeerStatus {
     pub address: String,
     /// Last completed sync, ms since the Unix epoch.
     pub last_sync_ms: Option<i64>,
+    /// Figures of the last completed sync this node initiated with the peer.
+    pub last_sync: Option<SyncStats>,
 }
 
 /// What `coalition status` shows.

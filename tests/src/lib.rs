@@ -59,52 +59,64 @@ pub fn all_examples() -> Vec<PathBuf> {
 /// target-directory configuration are respected.
 pub fn coalition_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(workspace_root())
-            .args([
-                "build",
-                "-p",
-                "coalition-node",
-                "--bin",
-                "coalition",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cannot run cargo to build the coalition binary");
-        assert!(
-            out.status.success(),
-            "building the coalition binary failed ({})",
-            out.status
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let exe = stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "coalition")
-            .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .next_back()
-            .unwrap_or_else(|| {
-                let target = std::env::var_os("CARGO_TARGET_DIR")
-                    .map(PathBuf::from)
-                    .map(|t| {
-                        if t.is_absolute() {
-                            t
-                        } else {
-                            workspace_root().join(t)
-                        }
-                    })
-                    .unwrap_or_else(|| workspace_root().join("target"));
-                target
-                    .join("debug")
-                    .join(format!("coalition{}", std::env::consts::EXE_SUFFIX))
-            });
-        assert!(exe.is_file(), "no coalition binary at {}", exe.display());
-        exe
-    })
+    BIN.get_or_init(|| build_coalition(false))
+}
+
+/// Like [`coalition_bin`], but an optimised (`--release`) build, for benchmarks.
+pub fn coalition_release_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_coalition(true))
+}
+
+fn build_coalition(release: bool) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut args = vec![
+        "build",
+        "-p",
+        "coalition-node",
+        "--bin",
+        "coalition",
+        "--message-format=json-render-diagnostics",
+    ];
+    if release {
+        args.push("--release");
+    }
+    let out = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cannot run cargo to build the coalition binary");
+    assert!(
+        out.status.success(),
+        "building the coalition binary failed ({})",
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let exe = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "coalition")
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .map(|t| {
+                    if t.is_absolute() {
+                        t
+                    } else {
+                        workspace_root().join(t)
+                    }
+                })
+                .unwrap_or_else(|| workspace_root().join("target"));
+            target
+                .join(if release { "release" } else { "debug" })
+                .join(format!("coalition{}", std::env::consts::EXE_SUFFIX))
+        });
+    assert!(exe.is_file(), "no coalition binary at {}", exe.display());
+    exe
 }
 
 /// What a finished command did.

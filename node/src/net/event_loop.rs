@@ -67,6 +67,7 @@ struct Peer {
     syncing: bool,
     resync: bool,
     last_sync: Option<i64>,
+    last_stats: Option<SyncStats>,
     address: String,
 }
 
@@ -226,6 +227,7 @@ impl EventLoop {
                         syncing: false,
                         resync: false,
                         last_sync: None,
+                        last_stats: None,
                         address: endpoint.get_remote_address().to_string(),
                     },
                 );
@@ -507,11 +509,12 @@ impl EventLoop {
                     Ok(stats) => {
                         if let Some(p) = self.peers.get_mut(&peer) {
                             p.last_sync = Some(now_ms());
+                            p.last_stats = Some(stats);
                         }
                         self.received += stats.stored;
                         self.refused += stats.refused;
                         if stats.stored > 0 || stats.pushed > 0 {
-                            tracing::info!(%peer, stored = stats.stored, refused = stats.refused, pushed = stats.pushed, round_trips = stats.round_trips, "synced");
+                            tracing::info!(%peer, stored = stats.stored, refused = stats.refused, pushed = stats.pushed, round_trips = stats.round_trips, bytes_sent = stats.bytes_sent, bytes_received = stats.bytes_received, "synced");
                         }
                         if stats.invalid > 0 {
                             self.violation(peer, "sent records that do not verify");
@@ -754,6 +757,7 @@ impl EventLoop {
                 organisation: p.org.and_then(|(k, _)| names.get(&k).cloned()),
                 address: p.address.clone(),
                 last_sync_ms: p.last_sync,
+                last_sync: p.last_stats,
             })
             .collect();
         let (epoch, coalition) = match &self.membership {

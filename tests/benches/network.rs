@@ -1,0 +1,943 @@
+//! Network benchmarks (issue 4): real `coalition run` processes (release build) on
+//! loopback, each with its own temporary home and ports.
+//!
+//! `cargo bench -p coalition-tests --bench network` prints, in one run:
+//!
+//! 1. **Full sync**: a source node holding `COALITION_BENCH_RECORDS` (default 100,000)
+//!    `finding/v1` records (shared with the coalition, authored by four members under the
+//!    founding epoch, signed in-process and `coalition import`ed) and an empty node that
+//!    dials it. Records/s from the empty node's start (its `peer` line) to the
+//!    `received_at` of the last record it stored, and the ratio to the raw ed25519
+//!    `verify_strict` rate on one core measured in the same run (target >= 0.50).
+//! 2. **Incremental sync**: 10 new records `coalition import`ed into the source while both
+//!    nodes hold the same 100,000; the syncs that carried them, from the `synced` log
+//!    lines of the nodes: round trips and `/coalition/sync/1` bytes in both directions
+//!    (target < 64 KiB and a handful of round trips).
+//! 3. **Propagation**: `COALITION_BENCH_NODES` (default 10) nodes in a full mesh, then in a
+//!    line; `COALITION_BENCH_PROPAGATIONS` (default 30) findings added one after another
+//!    at node 0 (the end of the line). Latency of each record = `received_at` in each
+//!    node's store minus `received_at` in node 0's store (same machine, same clock):
+//!    p50/p99 until every node holds it, and per node.
+//!
+//! `-- sync` runs only 1 and 2, `-- propagation` only 3. These are figures, not
+//! assertions: the bench fails only if something does not arrive at all. Without
+//! `--bench` (`cargo test --benches`/`--all-targets`) it runs a tiny smoke version with the
+//! debug binary.
+
+use std::fs::OpenOptions;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use coalition::bundle;
+use coalition::charter::{Member, SignedCharter};
+use coalition::config::{Api, Config, Home, Network};
+use coalition::finding::{to_payload, FindingInput, FINDING_SCHEMA};
+use coalition::identity::{Identity, OrgKey};
+use coalition::node::Node;
+use coalition::record::{self, Audience, Draft, RecordId, SIGNING_PREFIX};
+use coalition_proto::v1::{BundleHeader, RecordBody, SignedRecord};
+use ed25519_dalek::{Signature, VerifyingKey};
+use prost::Message;
+use rayon::prelude::*;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+const PASSPHRASE: &str = "network benchmark passphrase";
+/// Authoring members of the synced records (they run no node).
+const AUTHORS: usize = 4;
+/// New records of the incremental sync.
+const NEW_RECORDS: usize = 10;
+/// Sync interval of the empty node in benchmarks 1 and 2 (the source's is an hour, so
+/// only the empty node starts periodic syncs).
+const PULL_INTERVAL_SECS: u64 = 2;
+
+struct Settings {
+    full: bool,
+    records: usize,
+    verify_min: Duration,
+    nodes: usize,
+    propagations: usize,
+    sync_timeout: Duration,
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| {
+                eprintln!("{name}={v:?} is not a positive number; using {default}");
+                default
+            }),
+        Err(_) => default,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+fn fmt_rate(r: f64) -> String {
+    let s = format!("{r:.0}");
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Nearest-rank percentile of sorted values.
+fn pct(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return -1;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+// ---- processes ------------------------------------------------------------------------
+
+struct Daemon {
+    child: Child,
+    tcp: String,
+    api: String,
+    log: PathBuf,
+    /// Wall clock when its `peer` line was read (the network is started and dialling).
+    started_ms: i64,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("a node did not stop on SIGTERM within 20 s; killing it");
+    }
+
+    fn get(&self, path: &str) -> Value {
+        ureq::get(&format!("http://{}{path}", self.api))
+            .timeout(Duration::from_secs(10))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .into_json()
+            .expect("JSON")
+    }
+
+    /// Peers whose certificate this node verified.
+    fn verified_peers(&self) -> Vec<Value> {
+        self.get("/api/v1/peers")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !p["organisation_key"].is_null())
+            .collect()
+    }
+
+    fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(strip_ansi)
+            .collect()
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn configure(home: &Home, bootstrap: &[String], sync_interval_secs: Option<u64>) {
+    let mut c = Config::load(home).expect("config");
+    c.network = Some(Network {
+        listen: Some(vec!["/ip4/127.0.0.1/tcp/0".into()]),
+        bootstrap: Some(bootstrap.to_vec()),
+        sync_interval_secs,
+        ..Default::default()
+    });
+    c.api = Some(Api {
+        listen: Some("127.0.0.1:0".into()),
+    });
+    c.save(home).expect("save config");
+}
+
+fn start(bin: &Path, home: &Home, log: &Path) -> Daemon {
+    let err = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut child = Command::new(bin)
+        .arg("--home")
+        .arg(home.dir())
+        .arg("run")
+        .env("COALITION_PASSPHRASE", PASSPHRASE)
+        .env("COALITION_LOG", "warn,coalition::net=info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .expect("start coalition run");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send((now_ms(), line));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut tcp, mut api, mut started_ms) = (None, None, None);
+    while tcp.is_none() || api.is_none() || started_ms.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (at, line) = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!(
+                "node {} did not start; log {}",
+                home.dir().display(),
+                log.display()
+            )
+        });
+        if line.starts_with("peer ") {
+            started_ms = Some(at);
+        } else if let Some(a) = line.strip_prefix("listening on ") {
+            tcp = Some(a.to_string());
+        } else if let Some(a) = line.strip_prefix("api listening on http://") {
+            api = Some(a.to_string());
+        }
+    }
+    Daemon {
+        child,
+        tcp: tcp.expect("set"),
+        api: api.expect("set"),
+        log: log.to_path_buf(),
+        started_ms: started_ms.expect("set"),
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting until {what}");
+}
+
+fn cli(bin: &Path, home: &Home, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .arg("--home")
+        .arg(home.dir())
+        .args(args)
+        .env("COALITION_PASSPHRASE", PASSPHRASE)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run coalition");
+    assert!(
+        out.status.success(),
+        "coalition {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A read-only connection to a node's store (the daemon keeps writing it).
+async fn reader(home: &Home) -> SqlitePool {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(home.db_path())
+                .read_only(true),
+        )
+        .await
+        .expect("open store read-only")
+}
+
+/// Findings held and the latest `received_at` among them.
+async fn findings_held(pool: &SqlitePool) -> (i64, i64) {
+    sqlx::query_as::<_, (i64, Option<i64>)>(
+        "SELECT COUNT(*), MAX(received_at) FROM records WHERE schema = ?",
+    )
+    .bind(FINDING_SCHEMA)
+    .fetch_one(pool)
+    .await
+    .map(|(n, t)| (n, t.unwrap_or(0)))
+    .expect("query store")
+}
+
+async fn received_at(pool: &SqlitePool, id: &RecordId) -> Option<i64> {
+    sqlx::query_scalar::<_, i64>("SELECT received_at FROM records WHERE id = ?")
+        .bind(id.0.to_vec())
+        .fetch_optional(pool)
+        .await
+        .expect("query store")
+}
+
+// ---- coalition and records ------------------------------------------------------------
+
+struct Org {
+    home: Home,
+    id: Identity,
+}
+
+/// Founds a coalition of `orgs` (each gets a home and a node) plus `authors` (members
+/// without a node); every home holds the charter. Returns the founding epoch.
+async fn found(root: &Path, orgs: &[(String, &str)], authors: &[Identity]) -> (Vec<Org>, [u8; 32]) {
+    let mut out = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, (name, cc)) in orgs.iter().enumerate() {
+        let home = Home::new(Some(root.join(format!("node{i}"))));
+        let (node, id) = Node::init(home.clone(), name, cc, PASSPHRASE)
+            .await
+            .expect("init");
+        nodes.push(node);
+        out.push(Org { home, id });
+    }
+    let mut members: Vec<Member> = nodes.iter().map(Node::member_card).collect();
+    for (i, a) in authors.iter().enumerate() {
+        members.push(Member {
+            organisation: format!("Field office {i} (fictional)"),
+            country: "RS".into(),
+            key: a.key(),
+        });
+    }
+    let threshold = members.len() as u32 / 2 + 1;
+    let mut charter = SignedCharter::draft(
+        "Network Benchmark Coalition (fictional)",
+        threshold,
+        members,
+        false,
+        now_ms(),
+    )
+    .expect("draft");
+    for o in &out {
+        charter.sign(&o.id).expect("sign");
+    }
+    for a in authors {
+        charter.sign(a).expect("sign");
+    }
+    nodes[0]
+        .adopt_charter(&out[0].id, &charter)
+        .await
+        .expect("adopt");
+    let founding = root.join("charter.bundle");
+    nodes[0]
+        .export_bundle(&founding, false, None)
+        .await
+        .expect("export");
+    for n in &nodes[1..] {
+        n.import(&founding).await.expect("import charter");
+    }
+    let epoch = nodes[0]
+        .membership()
+        .await
+        .expect("membership")
+        .expect("charter")
+        .current()
+        .epoch;
+    for n in nodes {
+        n.store().clone().close().await;
+    }
+    (out, epoch)
+}
+
+/// The shipped example findings, without their `sensitive` part.
+fn examples() -> Vec<Value> {
+    coalition_tests::all_examples()
+        .iter()
+        .map(|p| {
+            let mut v: Value = serde_json::from_slice(&std::fs::read(p).expect("read example"))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            v.as_object_mut().expect("object").remove("sensitive");
+            v
+        })
+        .collect()
+}
+
+/// Example `i % n` with a title made unique by `tag`.
+fn varied(examples: &[Value], i: usize, tag: &str) -> Value {
+    let mut v = examples[i % examples.len()].clone();
+    let title: String = v["title"]
+        .as_str()
+        .unwrap_or("Finding")
+        .chars()
+        .take(170)
+        .collect();
+    v["title"] = Value::String(format!("{title} [{tag}]"));
+    v
+}
+
+/// Chain head of an author: last seq and id.
+type Head = (u64, Option<RecordId>);
+
+/// Signs `count` coalition-wide findings continuing `head` of `author`.
+fn chain(
+    author: &Identity,
+    head: Head,
+    count: usize,
+    epoch: [u8; 32],
+    examples: &[Value],
+    tag: &str,
+) -> (Vec<Vec<u8>>, Head) {
+    let (mut seq, mut prev) = head;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        seq += 1;
+        let r = record::sign(
+            author,
+            seq,
+            prev,
+            Draft {
+                schema: FINDING_SCHEMA.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: Some(epoch),
+                payload: to_payload(&varied(examples, seq as usize, &format!("{tag}-{seq}"))),
+                created_at_ms: 1_735_689_600_000 + seq as i64 * 60_000,
+            },
+        );
+        prev = Some(r.id);
+        out.push(r.bytes);
+    }
+    (out, (seq, prev))
+}
+
+fn write_bundle(path: &Path, records: &[Vec<u8>]) {
+    let f = std::fs::File::create(path).expect("create bundle");
+    let mut w = std::io::BufWriter::new(f);
+    bundle::write(&mut w, BundleHeader::default(), records).expect("write bundle");
+}
+
+// ---- raw verify rate (as node/benches/import.rs) ----------------------------------------
+
+fn verify_rate(records: &[Vec<u8>], min: Duration) -> (f64, usize) {
+    let sample: Vec<(VerifyingKey, Vec<u8>, Signature)> = records
+        .iter()
+        .step_by((records.len() / 256).max(1))
+        .take(256)
+        .map(|bytes| {
+            let env = SignedRecord::decode(bytes.as_slice()).expect("decode");
+            let author = RecordBody::decode(env.body.as_ref()).expect("body").author;
+            let key = OrgKey::from_bytes(&author).expect("key").verifying_key();
+            let mut msg = SIGNING_PREFIX.to_vec();
+            msg.extend_from_slice(&env.body);
+            let sig = Signature::from_bytes(env.signature.as_ref().try_into().expect("64"));
+            (key, msg, sig)
+        })
+        .collect();
+    let avg = sample.iter().map(|s| s.1.len()).sum::<usize>() / sample.len();
+    let check = |i: usize| {
+        let (k, m, s) = &sample[i % sample.len()];
+        black_box(k.verify_strict(black_box(m), s)).expect("valid signature");
+    };
+    for i in 0..64 {
+        check(i);
+    }
+    let start = Instant::now();
+    let mut calls = 0usize;
+    loop {
+        for _ in 0..256 {
+            check(calls);
+            calls += 1;
+        }
+        if start.elapsed() >= min {
+            return (calls as f64 / start.elapsed().as_secs_f64(), avg);
+        }
+    }
+}
+
+// ---- sync log lines ---------------------------------------------------------------------
+
+/// The `synced` figures a node logs for each sync it initiated that moved records.
+#[derive(Debug, Default, Clone)]
+struct Synced {
+    stored: u64,
+    pushed: u64,
+    round_trips: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+fn synced_lines(lines: &[String]) -> Vec<Synced> {
+    lines
+        .iter()
+        .filter(|l| l.contains(" synced") && l.contains("round_trips="))
+        .map(|l| {
+            let field = |name: &str| -> u64 {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+                    .unwrap_or(0)
+            };
+            Synced {
+                stored: field("stored"),
+                pushed: field("pushed"),
+                round_trips: field("round_trips"),
+                bytes_sent: field("bytes_sent"),
+                bytes_received: field("bytes_received"),
+            }
+        })
+        .collect()
+}
+
+fn print_synced(who: &str, s: &Synced) {
+    println!(
+        "    {who}: stored {}, pushed {}, {} round trips, {} B sent + {} B received = {} B ({:.1} KiB)",
+        s.stored,
+        s.pushed,
+        s.round_trips,
+        s.bytes_sent,
+        s.bytes_received,
+        s.bytes_sent + s.bytes_received,
+        (s.bytes_sent + s.bytes_received) as f64 / 1024.0
+    );
+}
+
+// ---- 1 and 2: full and incremental sync ----------------------------------------------------
+
+async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
+    let n = s.records;
+    let authors: Vec<Identity> = (0..AUTHORS)
+        .map(|a| Identity::from_seed(&[a as u8 + 41; 32]))
+        .collect();
+    let (orgs, epoch) = found(
+        root,
+        &[
+            ("Source Watch (fictional)".into(), "RS"),
+            ("Empty Node Monitor (fictional)".into(), "XK"),
+        ],
+        &authors,
+    )
+    .await;
+    let (source, empty) = (&orgs[0], &orgs[1]);
+
+    let t = Instant::now();
+    let examples = examples();
+    let chains: Vec<(Vec<Vec<u8>>, Head)> = authors
+        .par_iter()
+        .enumerate()
+        .map(|(a, id)| {
+            let count = n / AUTHORS + usize::from(a < n % AUTHORS);
+            chain(id, (0, None), count, epoch, &examples, &format!("a{a}"))
+        })
+        .collect();
+    let heads: Vec<Head> = chains.iter().map(|c| c.1).collect();
+    let mut iters: Vec<_> = chains.into_iter().map(|c| c.0.into_iter()).collect();
+    let mut records = Vec::with_capacity(n);
+    loop {
+        let before = records.len();
+        for it in &mut iters {
+            records.extend(it.next());
+        }
+        if records.len() == before {
+            break;
+        }
+    }
+    let avg = records.iter().map(Vec::len).sum::<usize>() / n.max(1);
+    println!(
+        "signed {n} finding/v1 records (audience coalition, {AUTHORS} member authors, founding epoch) in {:.1} s, avg {avg} B",
+        t.elapsed().as_secs_f64()
+    );
+    let (verify, msg) = verify_rate(&records, s.verify_min);
+    println!(
+        "raw ed25519 verify_strict, 1 core: {} records/s ({msg}-byte messages, {:.1} µs each)",
+        fmt_rate(verify),
+        1e6 / verify
+    );
+    let bundle_path = root.join("records.bundle");
+    write_bundle(&bundle_path, &records);
+    drop(records);
+    let t = Instant::now();
+    cli(
+        bin,
+        &source.home,
+        &["import", bundle_path.to_str().expect("utf-8 path")],
+    );
+    println!(
+        "`coalition import` into the source node: {:.1} s (setup, not a figure of this bench)",
+        t.elapsed().as_secs_f64()
+    );
+
+    // ---- 1. full sync ------------------------------------------------------------------
+    configure(&source.home, &[], Some(3600));
+    let src = start(bin, &source.home, &root.join("source.log"));
+    configure(
+        &empty.home,
+        std::slice::from_ref(&src.tcp),
+        Some(PULL_INTERVAL_SECS),
+    );
+    let dst = start(bin, &empty.home, &root.join("empty.log"));
+    let pool = reader(&empty.home).await;
+    let deadline = Instant::now() + s.sync_timeout;
+    let (mut held, mut last) = (0, 0);
+    let mut report = Instant::now();
+    while (held as usize) < n {
+        if Instant::now() > deadline {
+            panic!(
+                "full sync: only {held} of {n} records after {:?}",
+                s.sync_timeout
+            );
+        }
+        if report.elapsed() > Duration::from_secs(30) {
+            println!(
+                "    … {held} of {n} records after {} s",
+                (now_ms() - dst.started_ms) / 1000
+            );
+            report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (held, last) = findings_held(&pool).await;
+    }
+    let secs = (last - dst.started_ms) as f64 / 1000.0;
+    let rate = n as f64 / secs;
+    let ratio = rate / verify;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    println!();
+    println!(
+        "1. full sync of {n} records into an empty node: {} records/s ({secs:.2} s from the empty node's start to its last record stored)",
+        fmt_rate(rate)
+    );
+    println!(
+        "   ratio to single-core verify_strict: {ratio:.3}; target >= 0.50: {} ({cores} cores)",
+        if ratio >= 0.5 { "met" } else { "NOT met" }
+    );
+    // The source's own sync with the empty node (it starts one when it verifies the peer)
+    // may still be running: wait for it, then report what each side's run carried.
+    let t = Instant::now();
+    wait_until(
+        "the source's first sync with the empty node finished",
+        s.sync_timeout,
+        || {
+            src.verified_peers()
+                .iter()
+                .any(|p| !p["last_sync"].is_null())
+        },
+    );
+    let first_src = synced_lines(&src.log_lines());
+    let first_dst = synced_lines(&dst.log_lines());
+    if let Some(d) = first_dst.first() {
+        print_synced("empty node's sync (pull)", d);
+    }
+    match first_src.first() {
+        Some(p) => print_synced("source's sync (push), concurrently", p),
+        None => println!("    source's sync: moved nothing"),
+    }
+    println!(
+        "   (the source's sync finished {:.1} s after the empty node held everything)",
+        t.elapsed().as_secs_f64()
+    );
+
+    // ---- 2. incremental sync -----------------------------------------------------------
+    // Let an idle periodic sync pass, so the next one that moves records is ours.
+    tokio::time::sleep(Duration::from_secs(PULL_INTERVAL_SECS + 1)).await;
+    let (mark_src, mark_dst) = (src.log_lines().len(), dst.log_lines().len());
+    let (new, _) = chain(&authors[0], heads[0], NEW_RECORDS, epoch, &examples, "new");
+    let new_path = root.join("new.bundle");
+    write_bundle(&new_path, &new);
+    cli(
+        bin,
+        &source.home,
+        &["import", new_path.to_str().expect("utf-8 path")],
+    );
+    let imported = now_ms();
+    let want = (n + NEW_RECORDS) as i64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while held < want {
+        assert!(
+            Instant::now() < deadline,
+            "incremental sync: {held} of {want} records after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (held, last) = findings_held(&pool).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs_dst = synced_lines(&dst.log_lines()[mark_dst..]);
+    let runs_src = synced_lines(&src.log_lines()[mark_src..]);
+    println!();
+    println!(
+        "2. incremental sync of {NEW_RECORDS} new records between nodes sharing {n} (imported into the source; the empty node pulls every {PULL_INTERVAL_SECS} s; stored {} ms after the import)",
+        last - imported
+    );
+    let mut total = Synced::default();
+    for (who, runs) in [
+        ("empty node's sync", &runs_dst),
+        ("source's sync", &runs_src),
+    ] {
+        for r in runs.iter() {
+            print_synced(who, r);
+            total.round_trips += r.round_trips;
+            total.bytes_sent += r.bytes_sent;
+            total.bytes_received += r.bytes_received;
+        }
+    }
+    let bytes = total.bytes_sent + total.bytes_received;
+    println!(
+        "   total: {} sync run(s), {} round trips, {bytes} B ({:.1} KiB) of /coalition/sync/1 frames both ways",
+        runs_dst.len() + runs_src.len(),
+        total.round_trips,
+        bytes as f64 / 1024.0
+    );
+    println!(
+        "   target < 64 KiB and a handful (<= 5) of round trips: {}",
+        if bytes < 64 * 1024 && total.round_trips <= 5 && total.round_trips > 0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    pool.close().await;
+    dst.stop();
+    src.stop();
+}
+
+// ---- 3. propagation --------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum Topology {
+    Mesh,
+    Line,
+}
+
+async fn propagation(bin: &Path, s: &Settings, root: &Path) {
+    let k = s.nodes;
+    let names: Vec<(String, &str)> = (0..k)
+        .map(|i| (format!("Propagation Monitor {i} (fictional)"), "GE"))
+        .collect();
+    let (orgs, _) = found(root, &names, &[]).await;
+    let examples = examples();
+    println!();
+    println!(
+        "3. propagation of a new finding added at node 0 to all of {k} nodes ({} findings per topology, one at a time; default 30 s sync interval, so gossip carries them)",
+        s.propagations
+    );
+    for (run, topology) in [Topology::Mesh, Topology::Line].into_iter().enumerate() {
+        let mut daemons: Vec<Daemon> = Vec::new();
+        for (i, o) in orgs.iter().enumerate() {
+            let bootstrap: Vec<String> = match topology {
+                Topology::Mesh => daemons.iter().map(|d| d.tcp.clone()).collect(),
+                Topology::Line => daemons.last().map(|d| d.tcp.clone()).into_iter().collect(),
+            };
+            configure(&o.home, &bootstrap, None);
+            daemons.push(start(
+                bin,
+                &o.home,
+                &root.join(format!("prop{run}-node{i}.log")),
+            ));
+        }
+        let expected = |i: usize| match topology {
+            Topology::Mesh => k - 1,
+            Topology::Line => usize::from(i > 0) + usize::from(i + 1 < k),
+        };
+        wait_until(
+            "every node verified its neighbours",
+            Duration::from_secs(120),
+            || {
+                daemons
+                    .iter()
+                    .enumerate()
+                    .all(|(i, d)| d.verified_peers().len() >= expected(i))
+            },
+        );
+        // Gossipsub grafts its mesh on heartbeats (500 ms).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut pools = Vec::new();
+        for o in &orgs {
+            pools.push(reader(&o.home).await);
+        }
+        let origin = Node::open(orgs[0].home.clone()).await.expect("open origin");
+        // per_node[i]: latencies at node i; all: time until every node held the record.
+        let mut per_node: Vec<Vec<i64>> = vec![Vec::new(); k];
+        let mut all: Vec<i64> = Vec::new();
+        let mut missing = 0;
+        for r in 0..s.propagations {
+            let input = FindingInput {
+                finding: varied(&examples, r, &format!("propagation {run}-{r}")),
+                sensitive: None,
+            };
+            let id = origin
+                .add_finding(&orgs[0].id, &input, Audience::Coalition)
+                .await
+                .expect("add finding")
+                .finding;
+            let t0 = received_at(&pools[0], &id).await.expect("origin holds it");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut at: Vec<Option<i64>> = vec![None; k];
+            loop {
+                for (i, p) in pools.iter().enumerate() {
+                    if at[i].is_none() {
+                        at[i] = received_at(p, &id).await;
+                    }
+                }
+                if at.iter().all(Option::is_some) || Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if at.iter().any(Option::is_none) {
+                missing += 1;
+                continue;
+            }
+            let lat: Vec<i64> = at.iter().map(|t| t.expect("some") - t0).collect();
+            for (i, l) in lat.iter().enumerate().skip(1) {
+                per_node[i].push(*l);
+            }
+            all.push(*lat.iter().max().expect("nodes"));
+            // De-phase from the origin's 200 ms announcement tick.
+            tokio::time::sleep(Duration::from_millis(150 + (r as u64 * 37) % 200)).await;
+        }
+        origin.store().clone().close().await;
+        for p in pools {
+            p.close().await;
+        }
+        for d in daemons {
+            d.stop();
+        }
+        all.sort_unstable();
+        let name = match topology {
+            Topology::Mesh => "full mesh",
+            Topology::Line => "line (node 0 at one end)",
+        };
+        println!(
+            "   {name}: reached all {k} nodes: p50 {} ms, p99 {} ms, max {} ms ({} findings{})",
+            pct(&all, 0.5),
+            pct(&all, 0.99),
+            all.last().copied().unwrap_or(-1),
+            all.len(),
+            if missing > 0 {
+                format!(", {missing} did not reach every node within 60 s")
+            } else {
+                String::new()
+            }
+        );
+        let mut pooled: Vec<i64> = per_node.iter().flatten().copied().collect();
+        pooled.sort_unstable();
+        println!(
+            "      any one node: p50 {} ms, p99 {} ms",
+            pct(&pooled, 0.5),
+            pct(&pooled, 0.99)
+        );
+        let by_node: Vec<String> = per_node
+            .iter_mut()
+            .enumerate()
+            .skip(1)
+            .map(|(i, v)| {
+                v.sort_unstable();
+                format!("{i}:{}", pct(v, 0.5))
+            })
+            .collect();
+        println!("      p50 per node (ms): {}", by_node.join(" "));
+        assert_eq!(missing, 0, "findings did not reach every node");
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`/`--all-targets`)
+    // run a tiny smoke version with the debug binary.
+    let full = args.iter().any(|a| a == "--bench");
+    let filters: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let wants = |part: &str| filters.is_empty() || filters.iter().any(|f| part.contains(f));
+    let s = if full {
+        Settings {
+            full,
+            records: env_count("COALITION_BENCH_RECORDS", 100_000),
+            verify_min: Duration::from_secs(2),
+            nodes: env_count("COALITION_BENCH_NODES", 10),
+            propagations: env_count("COALITION_BENCH_PROPAGATIONS", 30),
+            sync_timeout: Duration::from_secs(30 * 60),
+        }
+    } else {
+        println!("(smoke run: not invoked by `cargo bench`)");
+        Settings {
+            full,
+            records: env_count("COALITION_BENCH_RECORDS", 200),
+            verify_min: Duration::from_millis(100),
+            nodes: env_count("COALITION_BENCH_NODES", 3),
+            propagations: env_count("COALITION_BENCH_PROPAGATIONS", 2),
+            sync_timeout: Duration::from_secs(120),
+        }
+    };
+    let bin_built = if s.full {
+        coalition_tests::coalition_release_bin()
+    } else {
+        coalition_tests::coalition_bin()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("coalition-netbench-")
+        .tempdir()
+        .expect("tempdir");
+    // A private copy: another build in the same target directory cannot swap it mid-run.
+    let bin = dir.path().join("coalition");
+    std::fs::copy(bin_built, &bin).expect("copy the coalition binary");
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    println!(
+        "coalition network benchmark: {} build, {cores} cores, loopback TCP, homes in {}",
+        if s.full { "release" } else { "debug" },
+        dir.path().display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut ran = false;
+    if wants("sync") {
+        runtime.block_on(sync_benchmarks(&bin, &s, &dir.path().join("sync")));
+        ran = true;
+    }
+    if wants("propagation") {
+        runtime.block_on(propagation(&bin, &s, &dir.path().join("propagation")));
+        ran = true;
+    }
+    if !ran {
+        println!("nothing matched {filters:?}; parts: sync, propagation");
+    }
+}
