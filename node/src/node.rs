@@ -715,17 +715,25 @@ impl Node {
     /// Stores records received from a peer: membership records first, then the rest
     /// judged against the membership they define. Returns what was stored and refused.
     pub async fn ingest_from_peer(&self, records: Vec<Vec<u8>>) -> Result<ImportReport, NodeError> {
+        let read = records.len() as u64;
+        // Records already held (another peer or a concurrent sync brought them) are
+        // counted as duplicates without being verified again.
+        let ids: Vec<RecordId> = records.iter().map(|b| RecordId::of(b)).collect();
+        let held = self.store.held(&ids).await?;
         let (governance, data): (Vec<_>, Vec<_>) = records
             .into_iter()
+            .zip(ids)
             .enumerate()
-            .map(|(i, bytes)| bundle::Entry {
+            .filter(|(_, (_, id))| !held.contains(id))
+            .map(|(i, (bytes, _))| bundle::Entry {
                 index: i as u64 + 1,
                 offset: 0,
                 bytes,
             })
             .partition(|e| is_membership(&e.bytes));
         let mut report = ImportReport {
-            read: (governance.len() + data.len()) as u64,
+            read,
+            duplicates: read - (governance.len() + data.len()) as u64,
             ..Default::default()
         };
         self.ingest(&governance, None, &mut report).await?;

@@ -510,6 +510,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Which of `ids` this store holds.
+    pub async fn held(
+        &self,
+        ids: &[RecordId],
+    ) -> Result<std::collections::HashSet<RecordId>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for part in ids.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new("SELECT id FROM records WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for id in part {
+                sep.push_bind(id.0.as_slice());
+            }
+            qb.push(")");
+            let rows: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&self.pool).await?;
+            out.extend(rows.iter().filter_map(|b| RecordId::from_slice(b)));
+        }
+        Ok(out)
+    }
+
     /// Highest rowid stored (0 when empty).
     pub async fn max_rowid(&self) -> Result<i64, StoreError> {
         Ok(

@@ -187,10 +187,12 @@ pub(super) async fn drive(
         _ => return Err("unexpected response to summary".into()),
     };
     let todo = set.buckets_to_reconcile(&buckets);
-    let mut received: HashSet<RecordId> = HashSet::new();
     let mut wanted: Vec<RecordId> = Vec::new();
     for chunk in todo.chunks(BUCKETS_PER_RECONCILE) {
         let mine: Vec<RecordId> = set.ids_in(chunk);
+        // What earlier pages of this chunk brought; records of other chunks lie in other
+        // buckets, so the request never carries more ids than the chunk holds.
+        let mut received: HashSet<RecordId> = HashSet::new();
         for _ in 0..MAX_ROUNDS {
             let mut ids: Vec<RecordId> = mine.clone();
             ids.extend(received.iter().copied());

@@ -7,7 +7,7 @@
 //! author's chain, so a sync after a few new records touches a few buckets, whatever the
 //! size of the shared history.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use coalition_proto::v1 as pb;
 use sha2::{Digest, Sha256};
@@ -37,6 +37,7 @@ pub struct Entry {
 #[derive(Debug, Default, Clone)]
 pub struct SyncSet {
     by_author: BTreeMap<OrgKey, Vec<Entry>>,
+    ids: HashSet<RecordId>,
 }
 
 fn fingerprint<'a>(ids: impl Iterator<Item = &'a RecordId>) -> Vec<u8> {
@@ -60,7 +61,8 @@ impl SyncSet {
             v.sort();
             v.dedup();
         }
-        Self { by_author }
+        let ids = by_author.values().flatten().map(|e| e.id).collect();
+        Self { by_author, ids }
     }
 
     /// Number of entries.
@@ -75,9 +77,7 @@ impl SyncSet {
 
     /// Whether `id` is in the set.
     pub fn contains(&self, id: &RecordId) -> bool {
-        self.by_author
-            .values()
-            .any(|v| v.iter().any(|e| &e.id == id))
+        self.ids.contains(id)
     }
 
     /// Round 1: one fingerprint per author.
