@@ -900,6 +900,39 @@ fn split_list(s: Option<String>) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// Matches below which a search drives the page itself (look up each match, sort).
+const FEW_MATCHES: i64 = 2_000;
+
+/// Whether a page of `q` should walk `findings_current_by_date` newest first: every
+/// filter is one the index holds (country, category, confidence, incident dates), so no
+/// row is read until the page is full; and a search, if any, matches enough findings
+/// that the walk meets a page of them soon.
+async fn walk_by_date(pool: &SqlitePool, q: &Query) -> Result<bool, QueryError> {
+    let in_index = Query {
+        country: q.country.clone(),
+        category: q.category.clone(),
+        confidence: q.confidence.clone(),
+        from: q.from.clone(),
+        to: q.to.clone(),
+        q: q.q.clone(),
+        ..Query::default()
+    };
+    if *q != in_index {
+        return Ok(false);
+    }
+    let Some(expr) = q.q.as_deref().and_then(fts_expression) else {
+        return Ok(true);
+    };
+    let matches: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT rowid FROM finding_fts WHERE finding_fts MATCH ? LIMIT ?)",
+    )
+    .bind(expr)
+    .bind(FEW_MATCHES)
+    .fetch_one(pool)
+    .await?;
+    Ok(matches >= FEW_MATCHES)
+}
+
 /// A page of findings matching `q`, ordered by incident date then id, newest first.
 pub async fn findings(
     pool: &SqlitePool,
@@ -921,6 +954,15 @@ pub async fn findings(
         .push(") FROM finding_groups x WHERE x.finding = f.rowid), (SELECT group_concat(tag, ")
         .push_bind(sep)
         .push(") FROM finding_tags x WHERE x.finding = f.rowid) FROM findings f");
+    // Two steps: pick the page's rows by key first (from an index, no table reads), then
+    // read only those rows. With the filters `findings_current_by_date` holds, or a
+    // search with many matches, walking that index newest first and stopping after the
+    // page is far cheaper than what SQLite's planner picks on its own (reading every
+    // match, then sorting): at a million findings, 1-60 ms instead of 0.4-0.8 s.
+    qb.push(" WHERE f.rowid IN (SELECT f.rowid FROM findings f");
+    if walk_by_date(pool, q).await? {
+        qb.push(" INDEXED BY findings_current_by_date");
+    }
     push_where(&mut qb, q);
     if let Some((date, id)) = &cursor {
         qb.push(" AND (f.occurred_start, f.id) < (")
@@ -930,7 +972,8 @@ pub async fn findings(
             .push(")");
     }
     qb.push(" ORDER BY f.occurred_start DESC, f.id DESC LIMIT ")
-        .push_bind(i64::from(page.limit) + 1);
+        .push_bind(i64::from(page.limit) + 1)
+        .push(") ORDER BY f.occurred_start DESC, f.id DESC");
     let rows = qb.build().fetch_all(pool).await?;
     let mut items = Vec::with_capacity(rows.len());
     for r in rows.iter().take(page.limit as usize) {
