@@ -697,7 +697,9 @@ impl Node {
             }
             report.read += batch.len() as u64;
             let m = membership.clone();
-            let checking = tokio::task::spawn_blocking(move || check_batch(&batch, m.as_deref()));
+            let checking = tokio::task::spawn_blocking(move || {
+                check_pool().install(|| check_batch(&batch, m.as_deref()))
+            });
             if let Some(ok) = writing.take() {
                 self.store_checked(&ok, &mut report).await?;
             }
@@ -1012,6 +1014,20 @@ impl Node {
 const CHARTER_META: &str = "charter";
 
 /// Cheap check, without verifying, whether record bytes carry a membership schema.
+/// Threads that verify the next batch while SQLite writes the previous one: one core
+/// fewer than the machine has (at least one), so the writer keeps a core to itself.
+fn check_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cores.saturating_sub(1).max(1))
+            .thread_name(|i| format!("coalition-verify-{i}"))
+            .build()
+            .expect("verification threads start")
+    })
+}
+
 /// Verifies every entry (signature, schema) in parallel on every core and judges its
 /// author against `membership` (if given): the records that pass, and why the others fail.
 fn check_batch(
