@@ -494,7 +494,7 @@ fn verify_rate(records: &[Vec<u8>], min: Duration) -> (f64, usize) {
 #[derive(Debug, Default, Clone)]
 struct Synced {
     stored: u64,
-    pushed: u64,
+    wanted: u64,
     round_trips: u64,
     bytes_sent: u64,
     bytes_received: u64,
@@ -513,7 +513,7 @@ fn synced_lines(lines: &[String]) -> Vec<Synced> {
             };
             Synced {
                 stored: field("stored"),
-                pushed: field("pushed"),
+                wanted: field("wanted"),
                 round_trips: field("round_trips"),
                 bytes_sent: field("bytes_sent"),
                 bytes_received: field("bytes_received"),
@@ -524,9 +524,9 @@ fn synced_lines(lines: &[String]) -> Vec<Synced> {
 
 fn print_synced(who: &str, s: &Synced) {
     println!(
-        "    {who}: stored {}, pushed {}, {} round trips, {} B sent + {} B received = {} B ({:.1} KiB)",
+        "    {who}: stored {}, peer lacks {}, {} round trips, {} B sent + {} B received = {} B ({:.1} KiB)",
         s.stored,
-        s.pushed,
+        s.wanted,
         s.round_trips,
         s.bytes_sent,
         s.bytes_received,

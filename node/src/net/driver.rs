@@ -15,7 +15,7 @@ use crate::node::{now_ms, Node, NodeError};
 use crate::record::{self, RecordId};
 use crate::store;
 
-use super::codec::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use super::codec::MAX_RESPONSE_BYTES;
 use super::event_loop::Command;
 use super::index::Index;
 use super::sync::{bucket_refs, parse_bucket_refs, SyncSet, BUCKETS_PER_RECONCILE};
@@ -120,8 +120,8 @@ pub struct SyncStats {
     pub refused: u64,
     /// Records received that failed verification (a violation by the sender).
     pub invalid: u64,
-    /// Records pushed to the peer.
-    pub pushed: u64,
+    /// Records the peer lacks (it pulls them in its own sync).
+    pub wanted: u64,
     /// Membership records among those stored.
     pub membership_stored: bool,
 }
@@ -187,7 +187,7 @@ pub(super) async fn drive(
         _ => return Err("unexpected response to summary".into()),
     };
     let todo = set.buckets_to_reconcile(&buckets);
-    let mut wanted: Vec<RecordId> = Vec::new();
+    let mut wanted: HashSet<RecordId> = HashSet::new();
     for chunk in todo.chunks(BUCKETS_PER_RECONCILE) {
         let mine: Vec<RecordId> = set.ids_in(chunk);
         // What earlier pages of this chunk brought; records of other chunks lie in other
@@ -245,46 +245,11 @@ pub(super) async fn drive(
             }
         }
     }
-    wanted.sort();
-    wanted.dedup();
-    if !wanted.is_empty() {
-        let held = node
-            .store()
-            .bytes_of(&wanted)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut batch = Vec::new();
-        let mut size = 0;
-        let mut pushed = 0;
-        let mut ordered: Vec<Vec<u8>> = held.into_iter().map(|(_, b)| b).collect();
-        ordered.sort_by_key(|b| !is_membership_bytes(b));
-        for bytes in ordered {
-            if size + bytes.len() + 8 > MAX_REQUEST_BYTES - FRAME_SLACK && !batch.is_empty() {
-                pushed += push(&mut client, std::mem::take(&mut batch)).await?;
-                size = 0;
-            }
-            size += bytes.len() + 8;
-            batch.push(bytes);
-        }
-        if !batch.is_empty() {
-            pushed += push(&mut client, batch).await?;
-        }
-        client.stats.pushed = pushed;
-    }
+    // What the responder wants from us it pulls in its own sync (both sides sync when
+    // they verify each other and every sync_interval); pushing it as well sent every
+    // record of a first sync twice (docs/PROTOCOL.md §4.2).
+    client.stats.wanted = wanted.len() as u64;
     Ok(client.stats)
-}
-
-async fn push(client: &mut Client<'_>, records: Vec<Vec<u8>>) -> Result<u64, String> {
-    let n = records.len() as u64;
-    match client
-        .call(pb::sync_request::Kind::Push(pb::Push {
-            records: records.into_iter().map(Into::into).collect(),
-        }))
-        .await?
-    {
-        pb::sync_response::Kind::Ack(_) => Ok(n),
-        _ => Err("unexpected response to push".into()),
-    }
 }
 
 async fn current_member(node: &Node, org: &OrgKey) -> bool {

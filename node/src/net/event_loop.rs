@@ -513,8 +513,8 @@ impl EventLoop {
                         }
                         self.received += stats.stored;
                         self.refused += stats.refused;
-                        if stats.stored > 0 || stats.pushed > 0 {
-                            tracing::info!(%peer, stored = stats.stored, refused = stats.refused, pushed = stats.pushed, round_trips = stats.round_trips, bytes_sent = stats.bytes_sent, bytes_received = stats.bytes_received, "synced");
+                        if stats.stored > 0 || stats.wanted > 0 {
+                            tracing::info!(%peer, stored = stats.stored, refused = stats.refused, peer_lacks = stats.wanted, round_trips = stats.round_trips, bytes_sent = stats.bytes_sent, bytes_received = stats.bytes_received, "synced");
                         }
                         if stats.invalid > 0 {
                             self.violation(peer, "sent records that do not verify");
