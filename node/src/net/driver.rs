@@ -126,6 +126,55 @@ pub struct SyncStats {
     pub membership_stored: bool,
 }
 
+/// What storing one page of pulled records came to.
+#[derive(Debug, Default)]
+struct PageOutcome {
+    stored: u64,
+    refused: u64,
+    invalid: u64,
+    membership_stored: bool,
+}
+
+impl SyncStats {
+    fn add(&mut self, page: PageOutcome) {
+        self.stored += page.stored;
+        self.refused += page.refused;
+        self.invalid += page.invalid;
+        self.membership_stored |= page.membership_stored;
+    }
+}
+
+/// Verifies and stores one page of records pulled from `peer` (nothing if `None`).
+async fn store_page(
+    node: &Node,
+    peer: PeerId,
+    records: Option<Vec<Vec<u8>>>,
+) -> Result<PageOutcome, String> {
+    let Some(records) = records else {
+        return Ok(PageOutcome::default());
+    };
+    let has_membership = records.iter().any(|r| is_membership_bytes(r));
+    let report = node
+        .ingest_from_peer(records)
+        .await
+        .map_err(|e| e.to_string())?;
+    for f in &report.failures {
+        tracing::warn!(%peer, record = f.id.as_deref().unwrap_or("?"), reason = %f.reason, "refused record from peer");
+    }
+    Ok(PageOutcome {
+        stored: report.stored,
+        refused: report.failures.len() as u64,
+        // A record naming an epoch not seen yet is not the sender's fault: its membership
+        // records may come in a later page; the next sync retries.
+        invalid: report
+            .failures
+            .iter()
+            .filter(|f| !f.reason.contains("not in this coalition's history"))
+            .count() as u64,
+        membership_stored: has_membership && report.stored > 0,
+    })
+}
+
 struct Client<'a> {
     commands: &'a mpsc::Sender<Command>,
     peer: PeerId,
@@ -188,6 +237,7 @@ pub(super) async fn drive(
     };
     let todo = set.buckets_to_reconcile(&buckets);
     let mut wanted: HashSet<RecordId> = HashSet::new();
+    let mut pending: Option<Vec<Vec<u8>>> = None;
     for chunk in todo.chunks(BUCKETS_PER_RECONCILE) {
         let mine: Vec<RecordId> = set.ids_in(chunk);
         // What earlier pages of this chunk brought; records of other chunks lie in other
@@ -200,10 +250,14 @@ pub(super) async fn drive(
                 buckets: bucket_refs(chunk),
                 ids: ids.iter().map(|i| i.0.to_vec().into()).collect(),
             };
-            let result = match client
-                .call(pb::sync_request::Kind::Reconcile(request))
-                .await?
-            {
+            // The previous page is verified and stored while this one is fetched: the
+            // request needs only the ids of what arrived, not its outcome.
+            let (result, stored) = tokio::join!(
+                client.call(pb::sync_request::Kind::Reconcile(request)),
+                store_page(node, peer, pending.take()),
+            );
+            client.stats.add(stored?);
+            let result = match result? {
                 pb::sync_response::Kind::Result(r) => r,
                 _ => return Err("unexpected response to reconcile".into()),
             };
@@ -220,31 +274,15 @@ pub(super) async fn drive(
                 received.insert(RecordId::of(r));
             }
             if count > 0 {
-                let report = node
-                    .ingest_from_peer(records.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                client.stats.stored += report.stored;
-                client.stats.refused += report.failures.len() as u64;
-                // A record naming an epoch not seen yet is not the sender's fault: its
-                // membership records may come in a later page; the next sync retries.
-                client.stats.invalid += report
-                    .failures
-                    .iter()
-                    .filter(|f| !f.reason.contains("not in this coalition's history"))
-                    .count() as u64;
-                for f in &report.failures {
-                    tracing::warn!(%peer, record = f.id.as_deref().unwrap_or("?"), reason = %f.reason, "refused record from peer");
-                }
-                if records.iter().any(|r| is_membership_bytes(r)) && report.stored > 0 {
-                    client.stats.membership_stored = true;
-                }
+                pending = Some(records);
             }
             if !result.more || count == 0 {
                 break;
             }
         }
     }
+    let stored = store_page(node, peer, pending.take()).await?;
+    client.stats.add(stored);
     // What the responder wants from us it pulls in its own sync (both sides sync when
     // they verify each other and every sync_interval); pushing it as well sent every
     // record of a first sync twice (docs/PROTOCOL.md §4.2).
