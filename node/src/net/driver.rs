@@ -26,6 +26,8 @@ const CERT_RENEW_MS: i64 = 7 * 86_400_000;
 const CERT_VALIDITY_MS: i64 = 90 * 86_400_000;
 /// Room left in a frame for protobuf overhead.
 const FRAME_SLACK: usize = 64 * 1024;
+/// Records read from the store at a time while filling a page.
+const PAGE_READ: usize = 400;
 /// Reconcile rounds per bucket chunk before giving up (a peer that keeps sending).
 const MAX_ROUNDS: usize = 10_000;
 
@@ -379,14 +381,30 @@ pub(super) async fn answer(
             drop(held);
             let to_send: Vec<RecordId> =
                 mine.into_iter().filter(|id| !theirs.contains(id)).collect();
-            let mut records = match node.store().bytes_of(&to_send).await {
-                Ok(r) => r.into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
-                Err(e) => return (error(format!("internal error: {e}")), Ok(())),
-            };
+            // Read only about what fits in one page (records are ~1-2 KB; a chunk can
+            // hold thousands more than a page carries).
+            let mut records = Vec::new();
+            let (mut read, mut consumed) = (0, 0);
+            for part in to_send.chunks(PAGE_READ) {
+                consumed += part.len();
+                match node.store().bytes_of(part).await {
+                    Ok(r) => {
+                        read += r.iter().map(|(_, b)| b.len() + 8).sum::<usize>();
+                        records.extend(r.into_iter().map(|(_, b)| b));
+                    }
+                    Err(e) => return (error(format!("internal error: {e}")), Ok(())),
+                }
+                // Membership records still go first among what was read; only a chunk
+                // larger than a page (thousands of records) is read in parts.
+                if read > MAX_RESPONSE_BYTES {
+                    break;
+                }
+            }
+            let unread = consumed < to_send.len();
             records.sort_by_key(|b| !is_membership_bytes(b));
             let mut size = 0;
             let mut out = Vec::new();
-            let mut more = false;
+            let mut more = unread;
             for r in records {
                 if size + r.len() + 8 > MAX_RESPONSE_BYTES - FRAME_SLACK {
                     more = true;
