@@ -674,12 +674,7 @@ pub async fn aggregate(
     q: &Query,
     group_by: &[Dimension],
 ) -> Result<Aggregate, QueryError> {
-    let source = if rollup_answers(q, group_by) {
-        Source::Rollup
-    } else {
-        Source::Findings
-    };
-    aggregate_from(pool, q, group_by, source).await
+    aggregate_from(pool, q, group_by, Source::for_query(q, group_by)).await
 }
 
 /// Where an aggregate is computed from.
@@ -689,6 +684,17 @@ enum Source {
     Findings,
     /// The country x category x month counts.
     Rollup,
+}
+
+impl Source {
+    /// The rollup when it holds everything `q` grouped by `group_by` needs.
+    fn for_query(q: &Query, group_by: &[Dimension]) -> Self {
+        if rollup_answers(q, group_by) {
+            Self::Rollup
+        } else {
+            Self::Findings
+        }
+    }
 }
 
 /// Whether `finding_rollup` holds everything an aggregate of `q` by `group_by` needs.
@@ -778,12 +784,7 @@ fn push_rollup_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a Query) {
 
 /// Measures over every finding matching `q`.
 pub async fn totals(pool: &SqlitePool, q: &Query) -> Result<Measures, QueryError> {
-    let source = if rollup_answers(q, &[]) {
-        Source::Rollup
-    } else {
-        Source::Findings
-    };
-    totals_from(pool, q, source).await
+    totals_from(pool, q, Source::for_query(q, &[])).await
 }
 
 async fn totals_from(pool: &SqlitePool, q: &Query, source: Source) -> Result<Measures, QueryError> {

@@ -502,12 +502,8 @@ impl Store {
     pub async fn bytes_of(&self, ids: &[RecordId]) -> Result<Vec<(RecordId, Vec<u8>)>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for part in ids.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::new("SELECT id, bytes FROM records WHERE id IN (");
-            let mut sep = qb.separated(", ");
-            for id in part {
-                sep.push_bind(id.0.to_vec());
-            }
-            qb.push(")");
+            let mut qb = QueryBuilder::new("SELECT id, bytes FROM records WHERE id IN ");
+            push_id_list(&mut qb, part.iter());
             for r in qb.build().fetch_all(&self.pool).await? {
                 out.push((id_col(&r, 0), r.get(1)));
             }
@@ -522,12 +518,8 @@ impl Store {
     ) -> Result<std::collections::HashSet<RecordId>, StoreError> {
         let mut out = std::collections::HashSet::new();
         for part in ids.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::new("SELECT id FROM records WHERE id IN (");
-            let mut sep = qb.separated(", ");
-            for id in part {
-                sep.push_bind(id.0.as_slice());
-            }
-            qb.push(")");
+            let mut qb = QueryBuilder::new("SELECT id FROM records WHERE id IN ");
+            push_id_list(&mut qb, part.iter());
             let rows: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&self.pool).await?;
             out.extend(rows.iter().filter_map(|b| RecordId::from_slice(b)));
         }
@@ -626,6 +618,16 @@ fn key_col(r: &sqlx::sqlite::SqliteRow, i: usize) -> Result<OrgKey, StoreError> 
     })
 }
 
+/// Appends `(?, ?, …)` binding each record id.
+fn push_id_list<'a>(qb: &mut QueryBuilder<'a, Sqlite>, ids: impl Iterator<Item = &'a RecordId>) {
+    qb.push("(");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(id.0.as_slice());
+    }
+    qb.push(")");
+}
+
 fn opt_blob(id: Option<RecordId>) -> Option<Vec<u8>> {
     id.map(|i| i.0.to_vec())
 }
@@ -701,13 +703,9 @@ async fn insert_chunk(
     // already supersedes them (versions can arrive in any order).
     for part in findings.chunks(INSERT_CHUNK) {
         let mut qb = QueryBuilder::new(
-            "SELECT DISTINCT supersedes FROM records WHERE supersedes IS NOT NULL AND supersedes IN (",
+            "SELECT DISTINCT supersedes FROM records WHERE supersedes IS NOT NULL AND supersedes IN ",
         );
-        let mut sep = qb.separated(", ");
-        for (r, _) in part {
-            sep.push_bind(r.id.0.to_vec());
-        }
-        qb.push(")");
+        push_id_list(&mut qb, part.iter().map(|(r, _)| &r.id));
         let already: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
         touched.extend(already);
     }
