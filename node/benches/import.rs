@@ -179,6 +179,46 @@ fn measure_one_core(min: Duration, mut f: impl FnMut(usize)) -> (u64, Duration) 
     }
 }
 
+/// CPU seconds used so far by each thread of this process, summed by thread name (Linux
+/// `/proc/self/task/*/stat`; empty elsewhere). Threads that ended are not counted.
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    // Clock ticks are 100 per second (USER_HZ) on every Linux this runs on.
+    let tick = 100.0;
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+            f.iter().filter_map(|x| x.parse::<f64>().ok()).sum()
+        });
+        *out.entry(name).or_insert(0.0) += ticks / tick;
+    }
+    out
+}
+
+/// CPU seconds each thread name used between two `cpu_by_thread` readings.
+fn cpu_between(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> String {
+    after
+        .iter()
+        .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v >= 0.05)
+        .map(|(k, v)| format!("{k} {v:.1} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -297,9 +337,14 @@ fn main() {
         let (node, _identity) = Node::init(home, "Bench Org", "RS", "bench passphrase")
             .await
             .expect("Node::init");
+        let cpu = cpu_by_thread();
         let t = Instant::now();
         let report = node.import(&bundle_path).await.expect("import");
         let el = t.elapsed();
+        println!(
+            "    import CPU by thread: {}",
+            cpu_between(&cpu, &cpu_by_thread())
+        );
         node.store().clone().close().await;
         (el, report)
     });
@@ -363,11 +408,16 @@ fn main() {
         let store = Store::create(&dir.path().join("insert-only.db"))
             .await
             .expect("store");
+        let cpu = cpu_by_thread();
         let t = Instant::now();
         for batch in prepared.chunks(INSERT_BATCH) {
             store.insert(batch).await.expect("insert");
         }
         let el = t.elapsed();
+        println!(
+            "    insert-only CPU by thread: {}",
+            cpu_between(&cpu, &cpu_by_thread())
+        );
         store.close().await;
         el
     });

@@ -55,6 +55,38 @@ pub enum IdentityError {
 /// Minimum passphrase length accepted by `init`.
 pub const MIN_PASSPHRASE_LEN: usize = 8;
 
+/// Keys each thread has decompressed and checked, at most this many before it starts over.
+const CHECKED_KEYS: usize = 256;
+
+thread_local! {
+    static CHECKED: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Decompresses `bytes` as an ed25519 point and refuses weak (small-order) keys.
+///
+/// Decompression costs about a third of a signature check, and an import or a sync checks
+/// many records by a few authors, so each thread remembers the last keys it accepted
+/// (bounded; cleared when full). Rejected keys are never remembered: they are checked again
+/// each time, so hostile input cannot fill the cache with anything but valid keys.
+fn checked_key(bytes: &[u8; 32]) -> Result<VerifyingKey, &'static str> {
+    if let Some(vk) = CHECKED.with(|c| c.borrow().get(bytes).copied()) {
+        return Ok(vk);
+    }
+    let vk = VerifyingKey::from_bytes(bytes).map_err(|_| "not a valid ed25519 public key")?;
+    if vk.is_weak() {
+        return Err("weak (small-order) ed25519 public key");
+    }
+    CHECKED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= CHECKED_KEYS {
+            c.clear();
+        }
+        c.insert(*bytes, vk);
+    });
+    Ok(vk)
+}
+
 /// An organisation's public key: the identity other members and auditors know it by.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OrgKey([u8; 32]);
@@ -62,12 +94,14 @@ pub struct OrgKey([u8; 32]);
 impl OrgKey {
     /// Parses and checks raw key bytes: must be a valid, non-weak ed25519 point.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, &'static str> {
+        Self::with_verifying_key(bytes).map(|(key, _)| key)
+    }
+
+    /// As [`OrgKey::from_bytes`], also returning the decompressed verifying key, so a
+    /// caller about to check a signature does not decompress the point a second time.
+    pub fn with_verifying_key(bytes: &[u8]) -> Result<(Self, VerifyingKey), &'static str> {
         let arr: [u8; 32] = bytes.try_into().map_err(|_| "not 32 bytes")?;
-        let vk = VerifyingKey::from_bytes(&arr).map_err(|_| "not a valid ed25519 public key")?;
-        if vk.is_weak() {
-            return Err("weak (small-order) ed25519 public key");
-        }
-        Ok(Self(arr))
+        Ok((Self(arr), checked_key(&arr)?))
     }
 
     /// The raw 32 bytes.
@@ -78,7 +112,7 @@ impl OrgKey {
     /// The ed25519 verifying key.
     pub fn verifying_key(&self) -> VerifyingKey {
         // Checked in `from_bytes`, the only constructor.
-        VerifyingKey::from_bytes(&self.0).expect("OrgKey holds a valid point")
+        checked_key(&self.0).expect("OrgKey holds a valid point")
     }
 
     /// Lowercase hex form.

@@ -666,7 +666,7 @@ pub struct Aggregate {
 
 /// Counts findings matching `q`, grouped by `group_by`.
 ///
-/// Answered from `finding_rollup` (counts kept by triggers, migration 0005) when the
+/// Answered from `finding_rollup` (counts kept by the store, migrations 0005 and 0006) when the
 /// filters are on country and category only and every grouping is one of country,
 /// category, month, quarter and year; from `findings` otherwise. Both give the same result.
 pub async fn aggregate(
@@ -1247,7 +1247,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
-        /// The rollup the triggers maintain gives exactly what counting the finding rows
+        /// The rollup the store maintains gives exactly what counting the finding rows
         /// gives, whatever order versions arrive in and however they are batched.
         #[test]
         fn rollup_matches_counting_the_rows(

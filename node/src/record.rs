@@ -300,15 +300,15 @@ pub fn verify(bytes: &[u8]) -> Result<Record, RecordError> {
     }
     let body = RecordBody::decode(env.body.as_ref())
         .map_err(|e| RecordError::Malformed(format!("body: {e}")))?;
-    let author = OrgKey::from_bytes(&body.author).map_err(|r| bad("author", r))?;
+    let (author, author_key) =
+        OrgKey::with_verifying_key(&body.author).map_err(|r| bad("author", r))?;
     let sig: [u8; 64] = env.signature.as_ref().try_into().map_err(|_| {
         bad(
             "signature",
             format!("{} bytes, expected 64", env.signature.len()),
         )
     })?;
-    author
-        .verifying_key()
+    author_key
         .verify_strict(&signing_message(&env.body), &Signature::from_bytes(&sig))
         .map_err(|_| RecordError::BadSignature {
             author: author.to_hex(),

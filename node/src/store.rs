@@ -163,6 +163,8 @@ fn options(path: &Path) -> SqliteConnectOptions {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
+        // Statement journals (each multi-row INSERT keeps one) in memory, not temp files.
+        .pragma("temp_store", "memory")
         // 32 MiB of page cache per connection: ids are random, so inserts touch index
         // pages all over the file; the 2 MiB default made large imports I/O-bound.
         .pragma("cache_size", "-32768")
@@ -271,10 +273,7 @@ impl Store {
     /// the ids that were new.
     pub async fn insert(&self, batch: &[Prepared]) -> Result<Vec<RecordId>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut new = Vec::new();
-        for chunk in batch.chunks(INSERT_CHUNK) {
-            new.extend(insert_chunk(&mut tx, chunk).await?);
-        }
+        let new = insert_all(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(new)
     }
@@ -301,9 +300,7 @@ impl Store {
                 .map_err(StoreError::from)?
                 .map(|r| (r.get::<i64, _>(0) as u64, id_col(&r, 1)));
         let prepared = build(head)?;
-        for chunk in prepared.chunks(INSERT_CHUNK) {
-            insert_chunk(&mut tx, chunk).await?;
-        }
+        insert_all(&mut tx, &prepared).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(prepared.into_iter().map(|p| p.record).collect())
     }
@@ -632,10 +629,83 @@ fn opt_blob(id: Option<RecordId>) -> Option<Vec<u8>> {
     id.map(|i| i.0.to_vec())
 }
 
+/// What one chunk inserted, and the findings whose flags may have changed.
+struct Inserted {
+    new: Vec<RecordId>,
+    touched: Vec<Vec<u8>>,
+}
+
+/// Inserts `batch` inside `tx`: every record row and side table, then, once for the whole
+/// transaction, the full-text index and the rollup for the new findings and the
+/// supersession flags of every finding the batch touched.
+///
+/// Once per transaction matters: FTS5 writes its pending terms to disk at every statement
+/// savepoint, so indexing in each multi-row statement (as an insert trigger did) made a
+/// tiny segment per statement and spent a third of the import merging them.
+async fn insert_all(
+    tx: &mut Transaction<'_, Sqlite>,
+    batch: &[Prepared],
+) -> Result<Vec<RecordId>, StoreError> {
+    let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM findings")
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut new = Vec::new();
+    let mut touched = Vec::new();
+    for chunk in batch.chunks(INSERT_CHUNK) {
+        let done = insert_chunk(tx, chunk).await?;
+        new.extend(done.new);
+        touched.extend(done.touched);
+    }
+    if new.is_empty() {
+        return Ok(new);
+    }
+    // New finding rows are current until the flag update below says otherwise, so they
+    // are counted here and uncounted by the update trigger when a flag turns them off.
+    sqlx::query(
+        "INSERT INTO finding_fts (rowid, title, summary) \
+         SELECT rowid, title, summary FROM findings WHERE rowid > ? ORDER BY rowid",
+    )
+    .bind(before)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO finding_rollup (country, category, month, findings, affected) \
+         SELECT country, category, substr(occurred_start, 1, 7), COUNT(*), \
+                COALESCE(SUM(affected_count), 0) \
+         FROM findings WHERE rowid > ? AND is_head = 1 AND retracted = 0 \
+         GROUP BY 1, 2, 3 \
+         ON CONFLICT (country, category, month) DO UPDATE SET \
+             findings = findings + excluded.findings, \
+             affected = affected + excluded.affected",
+    )
+    .bind(before)
+    .execute(&mut **tx)
+    .await?;
+    touched.sort();
+    touched.dedup();
+    for part in touched.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::new(format!(
+            "UPDATE findings SET \
+             is_head = NOT EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
+                AND s.author = findings.author AND s.schema = '{FINDING_SCHEMA}'), \
+             retracted = EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
+                AND s.author = findings.author AND s.schema = '{RETRACTION_SCHEMA}') \
+             WHERE id IN ("
+        ));
+        let mut sep = qb.separated(", ");
+        for id in part {
+            sep.push_bind(id.as_slice());
+        }
+        qb.push(")");
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(new)
+}
+
 async fn insert_chunk(
     tx: &mut Transaction<'_, Sqlite>,
     chunk: &[Prepared],
-) -> Result<Vec<RecordId>, StoreError> {
+) -> Result<Inserted, StoreError> {
     let received = now_ms();
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
         "INSERT OR IGNORE INTO records (id, bytes, author, seq, prev, created_at, schema, \
@@ -663,7 +733,10 @@ async fn insert_chunk(
         .filter_map(|b| RecordId::from_slice(b))
         .collect();
     if new.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Inserted {
+            new: Vec::new(),
+            touched: Vec::new(),
+        });
     }
     // A record listed twice in one batch is inserted (and reported) once.
     let mut seen = std::collections::HashSet::new();
@@ -709,25 +782,10 @@ async fn insert_chunk(
         let already: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
         touched.extend(already);
     }
-    touched.sort();
-    touched.dedup();
-    for part in touched.chunks(INSERT_CHUNK) {
-        let mut qb = QueryBuilder::new(format!(
-            "UPDATE findings SET \
-             is_head = NOT EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
-                AND s.author = findings.author AND s.schema = '{FINDING_SCHEMA}'), \
-             retracted = EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
-                AND s.author = findings.author AND s.schema = '{RETRACTION_SCHEMA}') \
-             WHERE id IN ("
-        ));
-        let mut sep = qb.separated(", ");
-        for id in part {
-            sep.push_bind(id.as_slice());
-        }
-        qb.push(")");
-        qb.build().execute(&mut **tx).await?;
-    }
-    Ok(fresh.iter().map(|p| p.record.id).collect())
+    Ok(Inserted {
+        new: fresh.iter().map(|p| p.record.id).collect(),
+        touched,
+    })
 }
 
 async fn insert_findings(
@@ -886,6 +944,83 @@ mod tests {
             assert!(with_retracted[0].retracted);
             assert_eq!(store.count().await.unwrap(), 3);
         }
+    }
+
+    /// One transaction of several statements' worth of records, corrections included,
+    /// leaves the full-text index and the rollup exactly as the rows say.
+    #[tokio::test]
+    async fn a_large_batch_is_indexed_and_counted_once() {
+        let org = Identity::from_seed(&[7; 32]);
+        let mut all = Vec::new();
+        let mut prev = None;
+        for i in 1..=(INSERT_CHUNK as u64 * 2) {
+            let r = rec(
+                &org,
+                i,
+                prev,
+                FINDING_SCHEMA,
+                finding_json(&format!("Orig{i}x checkpoint")),
+                None,
+            );
+            prev = Some(r.id);
+            all.push(r);
+        }
+        // Corrections of the first 50 findings, in the last statement of the batch.
+        for i in 0..50 {
+            let seq = all.len() as u64 + 1;
+            let r = rec(
+                &org,
+                seq,
+                prev,
+                FINDING_SCHEMA,
+                finding_json(&format!("Corr{i}x checkpoint")),
+                Some(all[i].id),
+            );
+            prev = Some(r.id);
+            all.push(r);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("s.db")).await.unwrap();
+        let prepared: Vec<Prepared> = all.iter().map(|r| prepare(&r.bytes).unwrap()).collect();
+        assert_eq!(store.insert(&prepared).await.unwrap().len(), all.len());
+        let current = INSERT_CHUNK as i64 * 2;
+        assert_eq!(store.findings(false).await.unwrap().len() as i64, current);
+        let counted: i64 = sqlx::query_scalar("SELECT SUM(findings) FROM finding_rollup")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(counted, current, "the rollup counts current findings once");
+        let search = |text: &str| crate::query::Query {
+            q: Some(text.into()),
+            ..Default::default()
+        };
+        let page = crate::query::Page {
+            limit: 1000,
+            cursor: None,
+            with_total: false,
+        };
+        let hits = |text: &'static str| {
+            let pool = store.pool().clone();
+            let q = search(text);
+            let page = page.clone();
+            async move {
+                crate::query::findings(&pool, &q, &page)
+                    .await
+                    .unwrap()
+                    .items
+                    .len()
+            }
+        };
+        assert_eq!(hits("checkpoint").await as i64, current);
+        assert_eq!(hits("orig7x").await, 0, "a corrected version is not found");
+        assert_eq!(hits("corr7x").await, 1);
+        assert_eq!(hits("orig799x").await, 1);
+        // Segments: one per transaction, not one per statement.
+        let segments: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT segid) FROM finding_fts_idx")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(segments, 1, "one full-text segment for one transaction");
     }
 
     #[tokio::test]
