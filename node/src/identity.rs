@@ -470,6 +470,26 @@ mod tests {
         assert_eq!(k.to_hex().parse::<OrgKey>().unwrap(), k);
     }
 
+    /// The per-thread cache of checked keys never turns a rejected key into an accepted
+    /// one, and keeps answering correctly after it fills up and starts over.
+    #[test]
+    fn checked_key_cache_is_bounded_and_never_accepts_a_rejected_key() {
+        let mut identity_point = [0u8; 32];
+        identity_point[0] = 1;
+        let keys: Vec<OrgKey> = (0..CHECKED_KEYS as u8 + 10)
+            .map(|i| Identity::from_seed(&[i; 32]).key())
+            .collect();
+        for _ in 0..2 {
+            for k in &keys {
+                let (again, vk) = OrgKey::with_verifying_key(k.as_bytes()).unwrap();
+                assert_eq!(again, *k);
+                assert_eq!(vk.to_bytes(), *k.as_bytes());
+                assert!(OrgKey::from_bytes(&identity_point).is_err());
+            }
+        }
+        assert!(CHECKED.with(|c| c.borrow().len()) <= CHECKED_KEYS);
+    }
+
     #[test]
     fn short_passphrase_is_refused() {
         let dir = tempfile::tempdir().unwrap();
