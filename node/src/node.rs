@@ -23,6 +23,8 @@ use crate::store::{self, IngestError, Prepared, Store, StoreError};
 
 /// Records handled per parallel verify + insert step of an import.
 const IMPORT_BATCH: usize = 8192;
+/// Records in the first batch of an import (see `Node::import`).
+const IMPORT_FIRST_BATCH: usize = 256;
 
 /// Errors from node operations.
 #[derive(Debug, thiserror::Error)]
@@ -679,9 +681,13 @@ impl Node {
         let membership = membership.map(std::sync::Arc::new);
         let mut entries = open()?;
         let mut writing: Option<Vec<Prepared>> = None;
+        // The first batch is verified while the writer has nothing to do, so batches
+        // start small and double up to IMPORT_BATCH: the writer starts within
+        // milliseconds instead of waiting for a whole batch.
+        let mut size = IMPORT_FIRST_BATCH;
         loop {
-            let mut batch = Vec::with_capacity(IMPORT_BATCH);
-            for e in entries.by_ref().take(IMPORT_BATCH) {
+            let mut batch = Vec::with_capacity(size);
+            for e in entries.by_ref().take(size) {
                 match e {
                     Ok(e) if is_membership(&e.bytes) => {}
                     Ok(e) => batch.push(e),
@@ -696,6 +702,7 @@ impl Node {
                 break;
             }
             report.read += batch.len() as u64;
+            size = (size * 2).min(IMPORT_BATCH);
             let m = membership.clone();
             let checking = tokio::task::spawn_blocking(move || {
                 check_pool().install(|| check_batch(&batch, m.as_deref()))

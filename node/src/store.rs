@@ -444,7 +444,12 @@ impl Store {
         for s in schemas {
             sep.push_bind(*s);
         }
-        qb.push(") ORDER BY rowid");
+        qb.push(")");
+        if !schemas.contains(&FINDING_SCHEMA) {
+            // Lets SQLite use the partial index `records_schema` (migration 0006).
+            qb.push(format_args!(" AND schema <> '{FINDING_SCHEMA}'"));
+        }
+        qb.push(" ORDER BY rowid");
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
@@ -651,8 +656,9 @@ async fn insert_all(
         .await?;
     let mut new = Vec::new();
     let mut touched = Vec::new();
+    let mut next_key = before + 1;
     for chunk in batch.chunks(INSERT_CHUNK) {
-        let done = insert_chunk(tx, chunk).await?;
+        let done = insert_chunk(tx, chunk, &mut next_key).await?;
         new.extend(done.new);
         touched.extend(done.touched);
     }
@@ -705,6 +711,7 @@ async fn insert_all(
 async fn insert_chunk(
     tx: &mut Transaction<'_, Sqlite>,
     chunk: &[Prepared],
+    next_key: &mut i64,
 ) -> Result<Inserted, StoreError> {
     let received = now_ms();
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -764,7 +771,7 @@ async fn insert_chunk(
         .iter()
         .filter_map(|p| p.finding.as_ref().map(|f| (&p.record, f)))
         .collect();
-    insert_findings(tx, &findings).await?;
+    insert_findings(tx, &findings, next_key).await?;
 
     // Supersession, whichever order the versions arrive in: the targets of new records,
     // and new findings that older-arrived records already supersede.
@@ -791,18 +798,28 @@ async fn insert_chunk(
 async fn insert_findings(
     tx: &mut Transaction<'_, Sqlite>,
     findings: &[(&Record, &FindingIndex)],
+    next_key: &mut i64,
 ) -> Result<(), StoreError> {
-    // Rows are appended in arrival order (integer key); the side tables refer to that key.
-    let mut keys: std::collections::HashMap<RecordId, i64> =
-        std::collections::HashMap::with_capacity(findings.len());
-    for part in findings.chunks(INSERT_CHUNK / 2) {
+    // Rows are appended in arrival order under integer keys this transaction assigns
+    // (it holds the write lock, so nobody else can take them); the side tables refer to
+    // the same keys.
+    let first = *next_key;
+    *next_key += findings.len() as i64;
+    let keys: std::collections::HashMap<RecordId, i64> = findings
+        .iter()
+        .zip(first..)
+        .map(|((r, _), k)| (r.id, k))
+        .collect();
+    for (n, part) in findings.chunks(INSERT_CHUNK / 2).enumerate() {
+        let base = first + (n * (INSERT_CHUNK / 2)) as i64;
         let mut qb = QueryBuilder::new(
-            "INSERT INTO findings (id, author, title, summary, language, country, \
+            "INSERT INTO findings (rowid, id, author, title, summary, language, country, \
              region, municipality, category, confidence, occurred_start, occurred_end, \
              date_precision, affected_count, lat, lon, created_at) ",
         );
-        qb.push_values(part, |mut b, (r, f)| {
-            b.push_bind(r.id.0.as_slice())
+        qb.push_values(part.iter().zip(base..), |mut b, ((r, f), key)| {
+            b.push_bind(key)
+                .push_bind(r.id.0.as_slice())
                 .push_bind(r.author.as_bytes().as_slice())
                 .push_bind(f.title.as_str())
                 .push_bind(f.summary.as_str())
@@ -820,10 +837,7 @@ async fn insert_findings(
                 .push_bind(f.lon)
                 .push_bind(r.created_at_ms);
         });
-        qb.push(" RETURNING rowid, id");
-        for row in qb.build().fetch_all(&mut **tx).await? {
-            keys.insert(id_col(&row, 1), row.get(0));
-        }
+        qb.build().execute(&mut **tx).await?;
     }
     let multi = |pick: fn(&FindingIndex) -> &Vec<String>| -> Vec<(i64, &str)> {
         findings
