@@ -134,6 +134,14 @@ impl VerifyReport {
     }
 }
 
+/// Records from a peer that passed every check, waiting to be stored
+/// ([`Node::check_from_peer`], then [`Node::store_from_peer`]).
+#[derive(Debug, Default)]
+pub struct CheckedRecords {
+    ok: Vec<Prepared>,
+    report: ImportReport,
+}
+
 /// Outcome of an import.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ImportReport {
@@ -724,6 +732,18 @@ impl Node {
     /// Stores records received from a peer: membership records first, then the rest
     /// judged against the membership they define. Returns what was stored and refused.
     pub async fn ingest_from_peer(&self, records: Vec<Vec<u8>>) -> Result<ImportReport, NodeError> {
+        let checked = self.check_from_peer(records).await?;
+        self.store_from_peer(checked).await
+    }
+
+    /// The first half of [`Node::ingest_from_peer`]: skips records already held, stores
+    /// membership records at once (later records are judged by them), and verifies the
+    /// rest against the membership, on the verification threads (one core fewer than the
+    /// machine), so that a sync can store one page while it checks the next.
+    pub async fn check_from_peer(
+        &self,
+        records: Vec<Vec<u8>>,
+    ) -> Result<CheckedRecords, NodeError> {
         let read = records.len() as u64;
         // Records already held (another peer or a concurrent sync brought them) are
         // counted as duplicates without being verified again.
@@ -746,8 +766,30 @@ impl Node {
             ..Default::default()
         };
         self.ingest(&governance, None, &mut report).await?;
+        if data.is_empty() {
+            return Ok(CheckedRecords {
+                ok: Vec::new(),
+                report,
+            });
+        }
         let membership = self.membership().await?;
-        self.ingest(&data, membership.as_ref(), &mut report).await?;
+        let (ok, failures) = tokio::task::spawn_blocking(move || {
+            check_pool().install(|| check_batch(&data, membership.as_ref()))
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        report.failures.extend(failures);
+        Ok(CheckedRecords { ok, report })
+    }
+
+    /// The second half of [`Node::ingest_from_peer`]: stores what passed, in one
+    /// transaction (committed with `synchronous=FULL`, like every write).
+    pub async fn store_from_peer(
+        &self,
+        checked: CheckedRecords,
+    ) -> Result<ImportReport, NodeError> {
+        let mut report = checked.report;
+        self.store_checked(&checked.ok, &mut report).await?;
         Ok(report)
     }
 

@@ -151,7 +151,13 @@ pub struct Holding {
 /// The store handle (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Readers (up to 4 connections).
     pool: SqlitePool,
+    /// The one write connection: every write goes through it, so writers queue here
+    /// instead of contending for SQLite's lock, and its page cache stays warm from one
+    /// transaction to the next (with writes spread over the pool, each transaction
+    /// started on a connection whose cache the others had made stale).
+    writer: SqlitePool,
     path: PathBuf,
 }
 
@@ -174,6 +180,24 @@ fn options(path: &Path) -> SqliteConnectOptions {
         .foreign_keys(true)
 }
 
+/// The single write connection (see [`Store`]).
+async fn writer_pool(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        // A write may wait for another one (an import batch takes a second or two).
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(options)
+        .await
+}
+
+/// Connections for reading; they never write.
+async fn reader_pool(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -189,19 +213,18 @@ impl Store {
                 path: path.to_path_buf(),
             });
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options(path).create_if_missing(true))
-            .await?;
+        let writer = writer_pool(options(path).create_if_missing(true)).await?;
         sqlx::query(&format!("PRAGMA application_id = {APPLICATION_ID}"))
-            .execute(&pool)
+            .execute(&writer)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations").run(&writer).await?;
         sqlx::query("INSERT INTO meta (key, value) VALUES ('format', 'coalition-store/1')")
-            .execute(&pool)
+            .execute(&writer)
             .await?;
+        let pool = reader_pool(options(path)).await?;
         Ok(Self {
             pool,
+            writer,
             path: path.to_path_buf(),
         })
     }
@@ -236,16 +259,15 @@ impl Store {
             }
             sqlx::Connection::close(probe).await.ok();
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options(path))
+        let writer = writer_pool(options(path))
             .await
             .map_err(|e| not_store(e.to_string()))?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations").run(&writer).await?;
+        let pool = reader_pool(options(path)).await?;
         // Planner statistics for the query indexes, refreshed when SQLite thinks they are
         // stale; analysis_limit bounds the work to a sample, so a large store opens fast.
         {
-            let mut c = pool.acquire().await?;
+            let mut c = writer.acquire().await?;
             sqlx::query("PRAGMA analysis_limit = 1000")
                 .execute(&mut *c)
                 .await?;
@@ -255,6 +277,7 @@ impl Store {
         }
         Ok(Self {
             pool,
+            writer,
             path: path.to_path_buf(),
         })
     }
@@ -267,12 +290,13 @@ impl Store {
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// Inserts records in one transaction. Records already held are skipped. Returns
     /// the ids that were new.
     pub async fn insert(&self, batch: &[Prepared]) -> Result<Vec<RecordId>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let new = insert_all(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(new)
@@ -288,7 +312,7 @@ impl Store {
         build: impl FnOnce(Option<(u64, RecordId)>) -> Result<Vec<Prepared>, E>,
     ) -> Result<Vec<Record>, E> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(StoreError::from)?;
@@ -550,7 +574,7 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

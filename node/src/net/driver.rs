@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::charter::{Membership, MEMBERSHIP_SCHEMAS, NODE_CERT_SCHEMA};
 use crate::identity::{Identity, OrgKey};
-use crate::node::{now_ms, Node, NodeError};
+use crate::node::{now_ms, CheckedRecords, Node, NodeError};
 use crate::record::{self, RecordId};
 use crate::store;
 
@@ -146,18 +146,43 @@ impl SyncStats {
     }
 }
 
-/// Verifies and stores one page of records pulled from `peer` (nothing if `None`).
+/// A page of pulled records that passed verification, waiting for the writer.
+struct CheckedPage {
+    records: CheckedRecords,
+    has_membership: bool,
+}
+
+/// Verifies one page of records pulled from `peer` (nothing if `None`); membership
+/// records in it are stored at once, so the pages after it are judged by them.
+async fn check_page(
+    node: &Node,
+    records: Option<Vec<Vec<u8>>>,
+) -> Result<Option<CheckedPage>, String> {
+    let Some(records) = records else {
+        return Ok(None);
+    };
+    let has_membership = records.iter().any(|r| is_membership_bytes(r));
+    let records = node
+        .check_from_peer(records)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(CheckedPage {
+        records,
+        has_membership,
+    }))
+}
+
+/// Stores a checked page (nothing if `None`) and logs what was refused.
 async fn store_page(
     node: &Node,
     peer: PeerId,
-    records: Option<Vec<Vec<u8>>>,
+    page: Option<CheckedPage>,
 ) -> Result<PageOutcome, String> {
-    let Some(records) = records else {
+    let Some(page) = page else {
         return Ok(PageOutcome::default());
     };
-    let has_membership = records.iter().any(|r| is_membership_bytes(r));
     let report = node
-        .ingest_from_peer(records)
+        .store_from_peer(page.records)
         .await
         .map_err(|e| e.to_string())?;
     for f in &report.failures {
@@ -173,7 +198,7 @@ async fn store_page(
             .iter()
             .filter(|f| !f.reason.contains("not in this coalition's history"))
             .count() as u64,
-        membership_stored: has_membership && report.stored > 0,
+        membership_stored: page.has_membership && report.stored > 0,
     })
 }
 
@@ -239,7 +264,10 @@ pub(super) async fn drive(
     };
     let todo = set.buckets_to_reconcile(&buckets);
     let mut wanted: HashSet<RecordId> = HashSet::new();
+    // Three pages in flight: one fetched, the one before it verified, the one before
+    // that stored, so the network, the verification threads and SQLite work at once.
     let mut pending: Option<Vec<Vec<u8>>> = None;
+    let mut checked: Option<CheckedPage> = None;
     for chunk in todo.chunks(BUCKETS_PER_RECONCILE) {
         let mine: Vec<RecordId> = set.ids_in(chunk);
         // What earlier pages of this chunk brought; records of other chunks lie in other
@@ -252,13 +280,14 @@ pub(super) async fn drive(
                 buckets: bucket_refs(chunk),
                 ids: ids.iter().map(|i| i.0.to_vec().into()).collect(),
             };
-            // The previous page is verified and stored while this one is fetched: the
-            // request needs only the ids of what arrived, not its outcome.
-            let (result, stored) = tokio::join!(
+            // The request needs only the ids of what arrived, not its outcome.
+            let (result, next_checked, stored) = tokio::join!(
                 client.call(pb::sync_request::Kind::Reconcile(request)),
-                store_page(node, peer, pending.take()),
+                check_page(node, pending.take()),
+                store_page(node, peer, checked.take()),
             );
             client.stats.add(stored?);
+            checked = next_checked?;
             let result = match result? {
                 pb::sync_response::Kind::Result(r) => r,
                 _ => return Err("unexpected response to reconcile".into()),
@@ -283,7 +312,12 @@ pub(super) async fn drive(
             }
         }
     }
-    let stored = store_page(node, peer, pending.take()).await?;
+    let (next_checked, stored) = tokio::join!(
+        check_page(node, pending.take()),
+        store_page(node, peer, checked.take()),
+    );
+    client.stats.add(stored?);
+    let stored = store_page(node, peer, next_checked?).await?;
     client.stats.add(stored);
     // What the responder wants from us it pulls in its own sync (both sides sync when
     // they verify each other and every sync_interval); pushing it as well sent every
