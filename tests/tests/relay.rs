@@ -3,6 +3,10 @@
 //! (C) knows only R and A's circuit address through R, never A's direct address, and
 //! still receives what A shares with it, while R, which is not in the audience, never
 //! holds it.
+//!
+//! Each node logs to `node.log` in its directory (printed on failure). To keep the logs,
+//! set `RELAY_TEST_LOG_DIR=DIR`; `RELAY_TEST_COALITION_LOG` overrides the log filter
+//! (default `info,libp2p=warn`).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -48,6 +52,9 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Ok(d) = std::env::var("RELAY_TEST_LOG_DIR") {
+            let _ = std::fs::copy(&self.log, format!("{d}/{}.log", self.name));
+        }
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
@@ -86,7 +93,10 @@ fn start(org: &Org, name: &'static str, extra: &str) -> Running {
         .arg(org.home())
         .arg("run")
         .env("COALITION_PASSPHRASE", PASSPHRASE)
-        .env("COALITION_LOG", "info,libp2p=warn")
+        .env(
+            "COALITION_LOG",
+            std::env::var("RELAY_TEST_COALITION_LOG").unwrap_or("info,libp2p=warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log file"))
@@ -278,7 +288,7 @@ fn a_member_behind_a_relay_is_reached_through_its_circuit_address_only() {
     let mut at_c = Value::Null;
     eventually(
         "`peers --json` at C lists A as verified",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || {
             at_c = peer_entry(&c, &na.peer).unwrap_or_default();
             !at_c["organisation_key"].is_null()

@@ -332,7 +332,6 @@ impl EventLoop {
                 peer_id,
                 connection_id,
                 endpoint,
-                num_established,
                 ..
             } => {
                 let relayed = endpoint.is_relayed();
@@ -343,10 +342,12 @@ impl EventLoop {
                     e => e.get_remote_address().to_string(),
                 };
                 tracing::debug!(%peer_id, %address, relayed, "connection established");
-                if num_established.get() > 1 {
-                    if let Some(p) = self.peers.get_mut(&peer_id) {
-                        p.connections.insert(connection_id, (address, relayed));
-                    }
+                // Another connection to a known peer (e.g. direct after a hole punch) adds
+                // to it; otherwise this is the first connection, or the first since the
+                // peer was dropped while a connection was still being set up, and the
+                // certificate gate starts.
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.connections.insert(connection_id, (address, relayed));
                     return;
                 }
                 self.peers.insert(
@@ -362,17 +363,7 @@ impl EventLoop {
                         connections: HashMap::from([(connection_id, (address, relayed))]),
                     },
                 );
-                let hello = pb::SyncRequest {
-                    kind: Some(pb::sync_request::Kind::Hello(pb::Hello {
-                        certificate: self.cert.clone().into(),
-                    })),
-                };
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer_id, hello.encode_to_vec());
-                self.pending.insert(id, Pending::Hello(peer_id));
+                self.send_hello(peer_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -544,7 +535,20 @@ impl EventLoop {
                 Some(Pending::Reply(tx)) => {
                     let _ = tx.send(Err(error.to_string()));
                 }
-                Some(Pending::Hello(_)) => tracing::debug!(%peer, %error, "hello failed"),
+                Some(Pending::Hello(_)) => {
+                    tracing::debug!(%peer, %error, "hello failed");
+                    // Sent on a connection that closed while another remains (a relayed
+                    // one replaced by a direct one): send it again.
+                    let unverified = self
+                        .peers
+                        .get(&peer)
+                        .is_some_and(|p| p.org.is_none() && !p.connections.is_empty());
+                    if unverified
+                        && matches!(error, request_response::OutboundFailure::ConnectionClosed)
+                    {
+                        self.send_hello(peer);
+                    }
+                }
                 None => {}
             },
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -552,6 +556,21 @@ impl EventLoop {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+
+    /// Sends this node's certificate; the answer is handled by `on_hello_response`.
+    fn send_hello(&mut self, peer: PeerId) {
+        let hello = pb::SyncRequest {
+            kind: Some(pb::sync_request::Kind::Hello(pb::Hello {
+                certificate: self.cert.clone().into(),
+            })),
+        };
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, hello.encode_to_vec());
+        self.pending.insert(id, Pending::Hello(peer));
     }
 
     fn respond(&mut self, channel: ResponseChannel<Vec<u8>>, response: pb::SyncResponse) {
