@@ -550,10 +550,15 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 }
                 for p in list {
                     out(format!(
-                        "{}  {}  {}  last sync {}",
+                        "{}  {}  {}{}  last sync {}",
                         p["peer_id"].as_str().unwrap_or("?"),
                         p["organisation"].as_str().unwrap_or("(not verified)"),
                         p["address"].as_str().unwrap_or(""),
+                        if p["relayed"].as_bool() == Some(true) {
+                            " (relayed)"
+                        } else {
+                            ""
+                        },
                         p["last_sync_ms"]
                             .as_i64()
                             .map(|t| format!("{} s ago", (node::now_ms() - t) / 1000))
@@ -593,6 +598,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                     "peers        {}",
                     s["peers"].as_array().map(Vec::len).unwrap_or(0)
                 ))?;
+                for a in s["relayed_addrs"].as_array().into_iter().flatten() {
+                    out(format!("relayed at   {}", a.as_str().unwrap_or("?")))?;
+                }
                 if let Some(m) = s["records_per_author"].as_object() {
                     for (k, n) in m {
                         out(format!("  author {}  {n} records", &k[..12.min(k.len())]))?;

@@ -103,8 +103,15 @@ pub struct Config {
 pub struct Network {
     /// libp2p multiaddresses to listen on (default TCP and QUIC on port 7400).
     pub listen: Option<Vec<String>>,
-    /// Peers to dial at start and after disconnections (`/ip4/…/tcp/…/p2p/PEERID`).
+    /// Peers to dial at start and after disconnections (`/ip4/…/tcp/…/p2p/PEERID`, or a
+    /// member reachable through a relay: `…/p2p/RELAYID/p2p-circuit/p2p/PEERID`).
     pub bootstrap: Option<Vec<String>>,
+    /// Members serving as relays to hold a reservation with, for a node behind NAT
+    /// (`/ip4/…/tcp/…/p2p/RELAYID`).
+    pub relays: Option<Vec<String>>,
+    /// Addresses at which others reach this node directly, e.g. a public address in
+    /// front of a NAT that forwards the port (a relay server needs one).
+    pub external_addresses: Option<Vec<String>>,
     /// Find peers on the local network with mDNS (default false).
     pub mdns: Option<bool>,
     /// Serve as a relay for members behind NAT (default false).
@@ -140,21 +147,59 @@ impl Config {
     pub fn net_config(&self) -> Result<crate::net::NetConfig, ConfigError> {
         let mut c = crate::net::NetConfig::default();
         let n = self.network.clone().unwrap_or_default();
-        let parse = |list: Vec<String>| -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+        let invalid = |field: &str, a: &str, why: String| ConfigError::Invalid {
+            path: PathBuf::from("config.toml"),
+            reason: format!("[network] {field} entry {a:?} {why}"),
+        };
+        let parse = |field: &str,
+                     list: Vec<String>,
+                     check: fn(&libp2p::Multiaddr) -> Result<(), String>|
+         -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
             list.iter()
                 .map(|a| {
-                    a.parse().map_err(|e| ConfigError::Invalid {
-                        path: PathBuf::from("config.toml"),
-                        reason: format!("[network] address {a:?}: {e}"),
-                    })
+                    let addr: libp2p::Multiaddr = a
+                        .parse()
+                        .map_err(|e| invalid(field, a, format!("is not a multiaddress ({e})")))?;
+                    check(&addr).map_err(|why| invalid(field, a, why))?;
+                    Ok(addr)
                 })
                 .collect()
         };
+        let direct = |a: &libp2p::Multiaddr| {
+            if crate::net::relay::is_circuit(a) {
+                Err("may not be a /p2p-circuit address".to_string())
+            } else {
+                Ok(())
+            }
+        };
         if let Some(l) = n.listen {
-            c.listen = parse(l)?;
+            c.listen = parse("listen", l, |a| {
+                if crate::net::relay::is_circuit(a) {
+                    Err("is a /p2p-circuit address; list the relay in `relays` instead".into())
+                } else {
+                    Ok(())
+                }
+            })?;
         }
         if let Some(b) = n.bootstrap {
-            c.bootstrap = parse(b)?;
+            c.bootstrap = parse("bootstrap", b, crate::net::relay::check_bootstrap)?;
+        }
+        if let Some(r) = n.relays {
+            c.relays = parse("relays", r, |a| crate::net::relay::check_relay(a).map(drop))?;
+            let mut seen = std::collections::HashSet::new();
+            for a in &c.relays {
+                let peer = crate::net::relay::target(a).expect("checked");
+                if !seen.insert(peer) {
+                    return Err(invalid(
+                        "relays",
+                        &a.to_string(),
+                        "names a relay listed before; list one address per relay".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(e) = n.external_addresses {
+            c.external_addresses = parse("external_addresses", e, direct)?;
         }
         c.mdns = n.mdns.unwrap_or(c.mdns);
         c.relay_server = n.relay_server.unwrap_or(c.relay_server);
@@ -209,5 +254,75 @@ impl Config {
             .open(&path)
             .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
             .map_err(|source| ConfigError::Io { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(network: &str) -> Result<crate::net::NetConfig, ConfigError> {
+        let key = crate::identity::Identity::from_seed(&[7; 32])
+            .key()
+            .to_hex();
+        let text = format!(
+            "[organisation]\nname = \"Org\"\ncountry = \"RS\"\nkey = \"{key}\"\n\n[network]\n{network}\n"
+        );
+        let c: Config = toml::from_str(&text).expect("config parses");
+        c.net_config()
+    }
+
+    fn peer(n: u8) -> String {
+        libp2p::identity::Keypair::ed25519_from_bytes([n; 32])
+            .expect("key")
+            .public()
+            .to_peer_id()
+            .to_string()
+    }
+
+    #[test]
+    fn relays_and_circuit_bootstrap_entries_resolve() {
+        let (relay, target) = (peer(1), peer(2));
+        let c = config(&format!(
+            "relays = [\"/ip4/198.51.100.7/tcp/7400/p2p/{relay}\"]\n\
+             bootstrap = [\"/ip4/198.51.100.7/tcp/7400/p2p/{relay}/p2p-circuit/p2p/{target}\"]\n\
+             external_addresses = [\"/ip4/203.0.113.4/tcp/7400\"]"
+        ))
+        .expect("valid");
+        assert_eq!(c.relays.len(), 1);
+        assert_eq!(c.bootstrap.len(), 1);
+        assert_eq!(c.external_addresses.len(), 1);
+    }
+
+    #[test]
+    fn malformed_relay_entries_say_what_to_write() {
+        let cases = [
+            ("relays = [\"/ip4/198.51.100.7/tcp/7400\"]", "append /p2p/PEERID"),
+            ("relays = [\"198.51.100.7:7400\"]", "not a multiaddress"),
+            (
+                "relays = [\"/ip4/198.51.100.7/tcp/7400/p2p/RELAY/p2p-circuit\"]",
+                "list the relay's own address",
+            ),
+            (
+                "relays = [\"/ip4/198.51.100.7/tcp/7400/p2p/RELAY\", \"/ip4/198.51.100.8/tcp/7400/p2p/RELAY\"]",
+                "one address per relay",
+            ),
+            (
+                "bootstrap = [\"/ip4/198.51.100.7/tcp/7400/p2p-circuit/p2p/TARGET\"]",
+                "/p2p/RELAYID/p2p-circuit/p2p/TARGETID",
+            ),
+            (
+                "listen = [\"/ip4/198.51.100.7/tcp/7400/p2p/RELAY/p2p-circuit\"]",
+                "list the relay in `relays`",
+            ),
+        ];
+        for (network, expected) in cases {
+            let network = network
+                .replace("RELAY", &peer(1))
+                .replace("TARGET", &peer(2));
+            let e = config(&network).expect_err(&network).to_string();
+            assert!(e.contains(expected), "{network}: {e}");
+            assert!(e.contains("[network]"), "{e}");
+        }
     }
 }

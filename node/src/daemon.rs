@@ -106,6 +106,23 @@ async fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Daem
     })
 }
 
+/// Prints `reachable through relay ADDR` for each new relayed address, until shutdown.
+async fn print_relayed_addrs(mut net: Network, mut stop: watch::Receiver<bool>) {
+    let mut printed = std::collections::BTreeSet::new();
+    loop {
+        let now: std::collections::BTreeSet<String> =
+            net.status().relayed_addrs.into_iter().collect();
+        for addr in now.difference(&printed) {
+            say(&format!("reachable through relay {addr}"));
+        }
+        printed = now;
+        tokio::select! {
+            _ = stop.changed() => return,
+            alive = net.changed() => if !alive { return },
+        }
+    }
+}
+
 fn say(line: &str) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
@@ -115,7 +132,9 @@ fn say(line: &str) {
 
 /// Runs the node until SIGINT or SIGTERM. Prints `peer PEERID`, one
 /// `listening on ADDR/p2p/PEERID` line per network address, and `api listening on
-/// http://ADDR` on stdout, so scripts and tests can find it.
+/// http://ADDR` on stdout, so scripts and tests can find it; later, one `reachable
+/// through relay ADDR` line each time a relay (`[network] relays`) accepts a reservation
+/// (ADDR is the full address others can use as a bootstrap entry).
 pub async fn run(
     home: &Home,
     node: Node,
@@ -161,6 +180,7 @@ pub async fn run(
             say(&format!("listening on {addr}/p2p/{}", net.peer_id));
         }
         info.peer_id = Some(net.peer_id.to_string());
+        tokio::spawn(print_relayed_addrs(net.clone(), stop_rx.clone()));
         network = Some((net, handle));
     }
     let listen = match args.listen {

@@ -1,6 +1,7 @@
 //! The coalition network: libp2p over TCP and QUIC (Noise, Yamux), identify and ping,
 //! the `/coalition/sync/1` request-response protocol for anti-entropy, gossipsub
-//! announcements of new records, mDNS on a LAN, relay and DCUtR for nodes behind NAT.
+//! announcements of new records, mDNS on a LAN, relay and DCUtR for nodes behind NAT
+//! ([`relay`]).
 //!
 //! Promises: a peer that has not presented a valid node certificate for a current member
 //! gets nothing and is listened to for nothing, and is disconnected after
@@ -13,6 +14,7 @@ pub mod codec;
 mod driver;
 mod event_loop;
 pub mod index;
+pub mod relay;
 pub mod sync;
 
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     allow_block_list, connection_limits, dcutr, gossipsub, identify, identity, mdns, noise, ping,
-    relay, request_response, tcp, yamux, Multiaddr, PeerId, SwarmBuilder,
+    request_response, tcp, yamux, Multiaddr, PeerId, SwarmBuilder,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -63,8 +65,16 @@ fn setup(e: impl std::fmt::Display) -> NetError {
 pub struct NetConfig {
     /// Addresses to listen on.
     pub listen: Vec<Multiaddr>,
-    /// Peers to dial at start and whenever disconnected.
+    /// Peers to dial at start and whenever disconnected (direct, or circuit addresses
+    /// `<relay>/p2p/RELAYID/p2p-circuit/p2p/TARGETID`).
     pub bootstrap: Vec<Multiaddr>,
+    /// Relays (members with `relay_server`) to hold a reservation with, so that others
+    /// reach this node at `<relay>/p2p-circuit/p2p/<peer id>`; each ends with `/p2p/ID`.
+    pub relays: Vec<Multiaddr>,
+    /// Addresses at which others reach this node directly (announced; a relay server
+    /// gives them to the nodes that reserve with it). A relay server without any
+    /// announces its listen addresses.
+    pub external_addresses: Vec<Multiaddr>,
     /// Discover peers on the LAN with mDNS.
     pub mdns: bool,
     /// Serve as a relay for nodes behind NAT.
@@ -83,6 +93,8 @@ impl Default for NetConfig {
                 "/ip4/0.0.0.0/udp/7400/quic-v1".parse().expect("valid"),
             ],
             bootstrap: Vec::new(),
+            relays: Vec::new(),
+            external_addresses: Vec::new(),
             mdns: false,
             relay_server: false,
             sync_interval: Duration::from_secs(30),
@@ -100,8 +112,12 @@ pub struct PeerStatus {
     pub organisation_key: Option<String>,
     /// Organisation name from the charter.
     pub organisation: Option<String>,
-    /// Remote address.
+    /// Remote address (of a direct connection when there is one; for a relayed
+    /// connection the circuit through the relay).
     pub address: String,
+    /// Whether every connection to the peer goes through a relay (no direct one, e.g.
+    /// before or without a DCUtR hole punch).
+    pub relayed: bool,
     /// Last completed sync, ms since the Unix epoch.
     pub last_sync_ms: Option<i64>,
     /// Figures of the last completed sync this node initiated with the peer.
@@ -115,6 +131,9 @@ pub struct NetStatus {
     pub peer_id: String,
     /// Addresses it listens on.
     pub listen_addrs: Vec<String>,
+    /// Addresses at which others reach it through a relay that holds a reservation for
+    /// it (`<relay>/p2p-circuit/p2p/<peer id>`; usable as their bootstrap entries).
+    pub relayed_addrs: Vec<String>,
     /// Connected peers.
     pub peers: Vec<PeerStatus>,
     /// Records held per author key.
@@ -139,8 +158,8 @@ pub(crate) struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     sync: request_response::Behaviour<codec::Codec>,
     mdns: Toggle<mdns::tokio::Behaviour>,
-    relay_client: relay::client::Behaviour,
-    relay_server: Toggle<relay::Behaviour>,
+    relay_client: libp2p::relay::client::Behaviour,
+    relay_server: Toggle<libp2p::relay::Behaviour>,
     dcutr: dcutr::Behaviour,
 }
 
@@ -164,6 +183,11 @@ impl Network {
         tokio::time::timeout(timeout, self.status.wait_for(|s| f(s)))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until the status changes; false once the network has stopped.
+    pub async fn changed(&mut self) -> bool {
+        self.status.changed().await.is_ok()
     }
 
     /// Asks the event loop to sync with every verified peer now.
@@ -280,7 +304,7 @@ pub async fn start(
                     relay_client,
                     relay_server: Toggle::from(
                         relay_server
-                            .then(|| relay::Behaviour::new(local, relay::Config::default())),
+                            .then(|| libp2p::relay::Behaviour::new(local, relay::server_config())),
                     ),
                     dcutr: dcutr::Behaviour::new(local),
                 })
@@ -293,6 +317,9 @@ pub async fn start(
         swarm
             .listen_on(addr.clone())
             .map_err(|e| setup(format!("cannot listen on {addr}: {e}")))?;
+    }
+    for addr in &config.external_addresses {
+        swarm.add_external_address(addr.clone());
     }
     let topic = gossipsub::IdentTopic::new(coalition_topic);
     swarm

@@ -9,8 +9,9 @@ use coalition_proto::v1 as pb;
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{gossipsub, mdns, PeerId, Swarm};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{gossipsub, mdns, Multiaddr, PeerId, Swarm};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinSet;
@@ -22,6 +23,7 @@ use crate::record::RecordId;
 
 use super::driver::{self, SyncStats};
 use super::index::Index;
+use super::relay::{self, Reservations};
 use super::{
     Behaviour, BehaviourEvent, NetConfig, NetError, NetStatus, PeerStatus, MAX_VIOLATIONS,
 };
@@ -68,13 +70,31 @@ struct Peer {
     resync: bool,
     last_sync: Option<i64>,
     last_stats: Option<SyncStats>,
-    address: String,
+    /// Open connections: remote address (for a relayed inbound one, the circuit it came
+    /// through) and whether it is relayed.
+    connections: HashMap<ConnectionId, (String, bool)>,
+}
+
+impl Peer {
+    /// The address to show (a direct connection's when there is one) and whether every
+    /// connection is relayed.
+    fn address(&self) -> (String, bool) {
+        let mut conns: Vec<&(String, bool)> = self.connections.values().collect();
+        conns.sort_by_key(|(addr, relayed)| (*relayed, addr.clone()));
+        conns
+            .first()
+            .map(|(a, r)| (a.clone(), *r))
+            .unwrap_or_default()
+    }
 }
 
 /// Concurrent answers to inbound requests.
 const MAX_INFLIGHT_ANSWERS: usize = 32;
 /// Announcements waiting for a sync to resolve them.
 const MAX_PENDING_ANNOUNCES: usize = 4096;
+/// How long a peer that uses this node's relay server (reservation or circuit) before its
+/// certificate verified may stay connected without one.
+const RELAY_UNVERIFIED_GRACE: Duration = Duration::from_secs(2);
 
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -103,6 +123,12 @@ pub(super) struct EventLoop {
     received: u64,
     refused: u64,
     last_dial: Option<Instant>,
+    /// Reservations with the relays of `[network] relays`.
+    reservations: Reservations,
+    /// Peers that used the relay server before they were verified, and since when.
+    relay_unverified: HashMap<PeerId, Instant>,
+    /// A relay server without `external_addresses` announces its listen addresses.
+    announce_listen: bool,
 }
 
 impl EventLoop {
@@ -130,6 +156,11 @@ impl EventLoop {
             .await
             .map_err(crate::node::NodeError::from)?;
         let (work_tx, work_rx) = mpsc::channel(256);
+        let reservations = Reservations::new(&config.relays, Instant::now());
+        let announce_listen = config.relay_server && config.external_addresses.is_empty();
+        if announce_listen {
+            tracing::warn!("relay server without [network] external_addresses: announcing its listen addresses to the nodes that reserve with it");
+        }
         Ok(Self {
             swarm,
             node,
@@ -155,6 +186,9 @@ impl EventLoop {
             received: 0,
             refused: 0,
             last_dial: None,
+            reservations,
+            relay_unverified: HashMap::new(),
+            announce_listen,
         })
     }
 
@@ -187,37 +221,135 @@ impl EventLoop {
         }
     }
 
+    fn is_verified(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.org.is_some())
+    }
+
+    /// Dials the bootstrap peers and relays that are not connected. A circuit address
+    /// is dialled once its relay is connected and verified; until then the relay is.
     fn dial_bootstrap(&mut self) {
         self.last_dial = Some(Instant::now());
-        for addr in self.config.bootstrap.clone() {
-            let target = addr.iter().find_map(|p| match p {
-                Protocol::P2p(id) => Some(id),
-                _ => None,
-            });
-            if target.is_some_and(|t| {
-                self.peers.contains_key(&t) || self.blocked.contains(&t) || self.banned.contains(&t)
-            }) {
-                continue;
+        let relays: Vec<Multiaddr> = self.reservations.addrs().cloned().collect();
+        for mut addr in self.config.bootstrap.clone().into_iter().chain(relays) {
+            if let Some((relay_addr, relay_peer)) = relay::via(&addr) {
+                if !self.is_verified(&relay_peer) {
+                    if self.peers.contains_key(&relay_peer) {
+                        continue; // certificates are being exchanged
+                    }
+                    addr = relay_addr;
+                }
             }
-            if let Err(e) = self.swarm.dial(addr.clone()) {
+            // The peer an address leads to is its last /p2p (behind a relay, the target).
+            let opts = match relay::target(&addr) {
+                Some(t)
+                    if self.peers.contains_key(&t)
+                        || self.blocked.contains(&t)
+                        || self.banned.contains(&t) =>
+                {
+                    continue
+                }
+                Some(t) => DialOpts::peer_id(t)
+                    .addresses(vec![addr.clone()])
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build(),
+                None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+            };
+            if let Err(e) = self.swarm.dial(opts) {
                 tracing::debug!(%addr, error = %e, "dial failed");
             }
         }
     }
 
+    /// Requests a reservation with every configured relay that is connected, verified,
+    /// holds none for this node and is not backing off.
+    fn reserve(&mut self) {
+        let now = Instant::now();
+        let due = self
+            .reservations
+            .due(now, |p| self.peers.get(p).is_some_and(|x| x.org.is_some()));
+        for circuit in due {
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    tracing::info!(relay = %circuit, "requesting a relay reservation");
+                    self.reservations.requested(&circuit, listener);
+                }
+                Err(e) => {
+                    let retry_in = self.reservations.request_failed(&circuit, now);
+                    tracing::warn!(relay = %circuit, error = %error_chain(&e), ?retry_in, "cannot request a relay reservation");
+                }
+            }
+        }
+    }
+
+    fn publish_relayed(&mut self) {
+        let addrs = self.reservations.reachable(*self.swarm.local_peer_id());
+        self.status.send_modify(|s| s.relayed_addrs = addrs);
+    }
+
     async fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
+            SwarmEvent::NewListenAddr { address, .. } if relay::is_circuit(&address) => {
+                tracing::debug!(%address, "relay listener address");
+            }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                if self.announce_listen {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.status
                     .send_modify(|s| s.listen_addrs.push(address.to_string()));
             }
+            SwarmEvent::ExpiredListenAddr { address, .. } if !relay::is_circuit(&address) => {
+                tracing::info!(%address, "no longer listening");
+                if self.announce_listen {
+                    self.swarm.remove_external_address(&address);
+                }
+                let gone = address.to_string();
+                self.status
+                    .send_modify(|s| s.listen_addrs.retain(|a| *a != gone));
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let now = Instant::now();
+                if let Some(c) = self.reservations.closed(listener_id, reason.is_err(), now) {
+                    match &reason {
+                        Err(e) => {
+                            tracing::warn!(relay = %c.addr, error = %error_chain(e), retry_in = ?c.retry_in, "relay reservation failed")
+                        }
+                        Ok(()) => {
+                            tracing::info!(relay = %c.addr, was_accepted = c.was_accepted, retry_in = ?c.retry_in, "relay reservation closed (connection to the relay ended)")
+                        }
+                    }
+                    if c.was_accepted {
+                        self.publish_relayed();
+                    }
+                }
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
-                num_established,
                 ..
-            } if num_established.get() == 1 => {
+            } => {
+                let relayed = endpoint.is_relayed();
+                let address = match &endpoint {
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. } if relayed => {
+                        local_addr.to_string()
+                    }
+                    e => e.get_remote_address().to_string(),
+                };
+                tracing::debug!(%peer_id, %address, relayed, "connection established");
+                // Another connection to a known peer (e.g. direct after a hole punch) adds
+                // to it; otherwise this is the first connection, or the first since the
+                // peer was dropped while a connection was still being set up, and the
+                // certificate gate starts.
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.connections.insert(connection_id, (address, relayed));
+                    return;
+                }
                 self.peers.insert(
                     peer_id,
                     Peer {
@@ -228,27 +360,24 @@ impl EventLoop {
                         resync: false,
                         last_sync: None,
                         last_stats: None,
-                        address: endpoint.get_remote_address().to_string(),
+                        connections: HashMap::from([(connection_id, (address, relayed))]),
                     },
                 );
-                let hello = pb::SyncRequest {
-                    kind: Some(pb::sync_request::Kind::Hello(pb::Hello {
-                        certificate: self.cert.clone().into(),
-                    })),
-                };
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer_id, hello.encode_to_vec());
-                self.pending.insert(id, Pending::Hello(peer_id));
+                self.send_hello(peer_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
-            } => {
+            } if num_established > 0 => {
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.connections.remove(&connection_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, .. } => {
                 self.peers.remove(&peer_id);
+                self.relay_unverified.remove(&peer_id);
                 for (msg, _) in self.announces.remove(&peer_id).unwrap_or_default() {
                     self.swarm
                         .behaviour_mut()
@@ -273,10 +402,110 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => {
-                tracing::info!(peer = %e.remote_peer_id, ok = e.result.is_ok(), "hole punch");
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => match e.result {
+                Ok(_) => tracing::info!(peer = %e.remote_peer_id, "hole punch: direct connection"),
+                Err(err) => {
+                    tracing::info!(peer = %e.remote_peer_id, error = %error_chain(&err), "hole punch failed; staying relayed")
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.on_relay_client(e),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) => self.on_relay_server(e),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, error = %error_chain(&error), "outgoing connection failed");
             }
             _ => {}
+        }
+    }
+
+    fn on_relay_client(&mut self, event: libp2p::relay::client::Event) {
+        use libp2p::relay::client::Event;
+        match event {
+            Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                limit,
+            } => match self.reservations.accepted(&relay_peer_id) {
+                Some(relay) => {
+                    let me = *self.swarm.local_peer_id();
+                    let reachable = relay.with(Protocol::P2pCircuit).with(Protocol::P2p(me));
+                    tracing::info!(%reachable, limit = ?limit.as_ref().map(|l| (l.duration(), l.data_in_bytes())), "relay reservation accepted; reachable through the relay");
+                    self.publish_relayed();
+                }
+                None => {
+                    tracing::debug!(relay = %relay_peer_id, renewal, "relay reservation renewed")
+                }
+            },
+            Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
+                tracing::debug!(relay = %relay_peer_id, "relayed connection opened");
+            }
+            Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                tracing::debug!(peer = %src_peer_id, "relayed connection accepted");
+            }
+        }
+    }
+
+    /// The relay server serves members: a peer that uses it before its certificate
+    /// verified has [`RELAY_UNVERIFIED_GRACE`] to present one (see `housekeeping`).
+    fn on_relay_server(&mut self, event: libp2p::relay::Event) {
+        use libp2p::relay::Event;
+        match event {
+            Event::ReservationReqAccepted {
+                src_peer_id,
+                renewed,
+            } => {
+                let member = self.is_verified(&src_peer_id);
+                tracing::info!(peer = %src_peer_id, renewed, member, "relay server: reservation accepted");
+                self.relay_used_by(src_peer_id);
+            }
+            Event::ReservationReqDenied {
+                src_peer_id,
+                status,
+            } => {
+                tracing::info!(peer = %src_peer_id, ?status, "relay server: reservation denied");
+            }
+            Event::ReservationClosed { src_peer_id }
+            | Event::ReservationTimedOut { src_peer_id } => {
+                tracing::debug!(peer = %src_peer_id, "relay server: reservation ended");
+            }
+            Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                let member = self.is_verified(&src_peer_id);
+                tracing::info!(src = %src_peer_id, dst = %dst_peer_id, member, "relay server: circuit opened");
+                self.relay_used_by(src_peer_id);
+            }
+            Event::CircuitReqDenied {
+                src_peer_id,
+                dst_peer_id,
+                status,
+            } => {
+                tracing::info!(src = %src_peer_id, dst = %dst_peer_id, ?status, "relay server: circuit denied");
+            }
+            Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                error,
+            } => {
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, error = ?error, "relay server: circuit closed");
+            }
+            Event::StatusChanged { status } => match status {
+                libp2p::relay::Status::Enable => {
+                    tracing::info!("relay server: serving reservations")
+                }
+                libp2p::relay::Status::Disable => tracing::warn!(
+                    "relay server: not serving reservations (no external address; set [network] external_addresses)"
+                ),
+            },
+            _ => {}
+        }
+    }
+
+    fn relay_used_by(&mut self, peer: PeerId) {
+        if !self.is_verified(&peer) && self.peers.contains_key(&peer) {
+            self.relay_unverified
+                .entry(peer)
+                .or_insert_with(Instant::now);
         }
     }
 
@@ -306,7 +535,20 @@ impl EventLoop {
                 Some(Pending::Reply(tx)) => {
                     let _ = tx.send(Err(error.to_string()));
                 }
-                Some(Pending::Hello(_)) => tracing::debug!(%peer, %error, "hello failed"),
+                Some(Pending::Hello(_)) => {
+                    tracing::debug!(%peer, %error, "hello failed");
+                    // Sent on a connection that closed while another remains (a relayed
+                    // one replaced by a direct one): send it again.
+                    let unverified = self
+                        .peers
+                        .get(&peer)
+                        .is_some_and(|p| p.org.is_none() && !p.connections.is_empty());
+                    if unverified
+                        && matches!(error, request_response::OutboundFailure::ConnectionClosed)
+                    {
+                        self.send_hello(peer);
+                    }
+                }
                 None => {}
             },
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -314,6 +556,21 @@ impl EventLoop {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+
+    /// Sends this node's certificate; the answer is handled by `on_hello_response`.
+    fn send_hello(&mut self, peer: PeerId) {
+        let hello = pb::SyncRequest {
+            kind: Some(pb::sync_request::Kind::Hello(pb::Hello {
+                certificate: self.cert.clone().into(),
+            })),
+        };
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, hello.encode_to_vec());
+        self.pending.insert(id, Pending::Hello(peer));
     }
 
     fn respond(&mut self, channel: ResponseChannel<Vec<u8>>, response: pb::SyncResponse) {
@@ -423,7 +680,19 @@ impl EventLoop {
         p.org = Some((org, expires));
         if first {
             tracing::info!(%peer, org = %org.short(), "peer verified as a current member");
+            self.relay_unverified.remove(&peer);
             self.start_sync(peer);
+            if self.reservations.is_relay(&peer) {
+                self.reserve();
+            }
+            let via_peer = self
+                .config
+                .bootstrap
+                .iter()
+                .any(|a| relay::via(a).is_some_and(|(_, r)| r == peer));
+            if via_peer {
+                self.dial_bootstrap();
+            }
         }
     }
 
@@ -716,6 +985,22 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(peer);
             self.peers.remove(&peer);
         }
+        // The relay server is not for strangers: a peer that reserved or opened a circuit
+        // before it verified gets a short grace, not the whole hello timeout.
+        let strangers: Vec<PeerId> = self
+            .relay_unverified
+            .iter()
+            .filter(|(_, since)| since.elapsed() > RELAY_UNVERIFIED_GRACE)
+            .map(|(k, _)| *k)
+            .collect();
+        for peer in strangers {
+            self.relay_unverified.remove(&peer);
+            if !self.is_verified(&peer) {
+                tracing::info!(%peer, "used the relay without a valid certificate; disconnecting");
+                let _ = self.swarm.disconnect_peer_id(peer);
+                self.peers.remove(&peer);
+            }
+        }
         // Membership can also change through the CLI (approvals) or imports.
         if let Ok(m) = self.node.membership().await {
             let changed = m.as_ref().map(|m| m.current().epoch)
@@ -730,6 +1015,7 @@ impl EventLoop {
         {
             self.dial_bootstrap();
         }
+        self.reserve();
         let per_author = match self.index.try_lock() {
             Ok(mut ix) => {
                 let _ = ix.refresh(self.node.store()).await;
@@ -751,13 +1037,17 @@ impl EventLoop {
         let peers: Vec<PeerStatus> = self
             .peers
             .iter()
-            .map(|(id, p)| PeerStatus {
-                peer_id: id.to_string(),
-                organisation_key: p.org.map(|(k, _)| k.to_hex()),
-                organisation: p.org.and_then(|(k, _)| names.get(&k).cloned()),
-                address: p.address.clone(),
-                last_sync_ms: p.last_sync,
-                last_sync: p.last_stats,
+            .map(|(id, p)| {
+                let (address, relayed) = p.address();
+                PeerStatus {
+                    peer_id: id.to_string(),
+                    organisation_key: p.org.map(|(k, _)| k.to_hex()),
+                    organisation: p.org.and_then(|(k, _)| names.get(&k).cloned()),
+                    address,
+                    relayed,
+                    last_sync_ms: p.last_sync,
+                    last_sync: p.last_stats,
+                }
             })
             .collect();
         let (epoch, coalition) = match &self.membership {
@@ -776,4 +1066,16 @@ impl EventLoop {
             s.refused = refused;
         });
     }
+}
+
+/// An error with its sources, for logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
