@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wait_timeout::ChildExt;
@@ -494,4 +494,60 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Founds a coalition named `name` of `orgs` (threshold `t`) through the CLI, as founders
+/// would by exchanging files; every member ends up holding the charter.
+pub fn found(name: &str, orgs: &[&Org], t: u32) {
+    let mut args: Vec<String> = vec![
+        "charter".into(),
+        "draft".into(),
+        "--name".into(),
+        name.into(),
+        "--threshold".into(),
+        t.to_string(),
+    ];
+    for (i, o) in orgs.iter().enumerate() {
+        let card = o.write(
+            &format!("card{i}.json"),
+            o.run(["identity", "export"]).ok().stdout.clone(),
+        );
+        args.extend(["--member".into(), card.display().to_string()]);
+    }
+    let draft = orgs[0].path("draft.json");
+    args.extend(["-o".into(), draft.display().to_string()]);
+    orgs[0].run(&args).ok();
+    for o in orgs {
+        o.run(["charter".as_ref(), "sign".as_ref(), draft.as_os_str()])
+            .ok();
+    }
+    orgs[0]
+        .run(["charter".as_ref(), "adopt".as_ref(), draft.as_os_str()])
+        .ok();
+    let bundle = orgs[0].export("bundle", "charter.bundle", &[]);
+    for o in &orgs[1..] {
+        o.import(&bundle).ok();
+    }
+}
+
+/// Ids of every record `org`'s store holds.
+pub fn held(org: &Org) -> BTreeSet<String> {
+    org.all_records()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Polls `f` every 250 ms until it is true (returning how long that took), or panics
+/// after `timeout` naming `what` was awaited.
+#[track_caller]
+pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("timed out after {timeout:?} waiting until {what}");
 }

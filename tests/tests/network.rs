@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use coalition_tests::{coalition_bin, example, Org, PASSPHRASE};
+use coalition_tests::{coalition_bin, eventually, example, found, held, Org, PASSPHRASE};
 
 struct Running {
     child: Child,
@@ -99,58 +99,6 @@ fn stop(mut node: Running) {
     panic!("node did not stop on SIGTERM within 20 s");
 }
 
-/// Founds a coalition of `orgs` (threshold `t`) through the CLI, as founders would by
-/// exchanging files; every member ends up holding the charter.
-fn found(orgs: &[&Org], t: u32) {
-    let mut args: Vec<String> = vec![
-        "charter".into(),
-        "draft".into(),
-        "--name".into(),
-        "Test Coalition".into(),
-    ];
-    args.extend(["--threshold".into(), t.to_string()]);
-    for (i, o) in orgs.iter().enumerate() {
-        let card = o.write(
-            &format!("card{i}.json"),
-            o.run(["identity", "export"]).ok().stdout.clone(),
-        );
-        args.extend(["--member".into(), card.display().to_string()]);
-    }
-    let draft = orgs[0].path("draft.json");
-    args.extend(["-o".into(), draft.display().to_string()]);
-    orgs[0].run(&args).ok();
-    for o in orgs {
-        o.run(["charter".as_ref(), "sign".as_ref(), draft.as_os_str()])
-            .ok();
-    }
-    orgs[0]
-        .run(["charter".as_ref(), "adopt".as_ref(), draft.as_os_str()])
-        .ok();
-    let bundle = orgs[0].export("bundle", "charter.bundle", &[]);
-    for o in &orgs[1..] {
-        o.import(&bundle).ok();
-    }
-}
-
-fn held(org: &Org) -> BTreeSet<String> {
-    org.all_records()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-#[track_caller]
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("timed out after {timeout:?} waiting until {what}");
-}
-
 fn peers(org: &Org) -> serde_json::Value {
     org.run(["peers", "--json"]).ok().json()
 }
@@ -162,7 +110,7 @@ fn records_travel_only_to_their_audience_across_a_line() {
         Org::init("Org B", "XK"),
         Org::init("Org C", "MK"),
     );
-    found(&[&a, &b, &c], 2);
+    found("Test Coalition", &[&a, &b, &c], 2);
     let nb = start(&b, &[]);
     let na = start(&a, &[&nb.tcp]);
     let nc = start(&c, &[&nb.tcp]);
@@ -217,11 +165,11 @@ fn records_travel_only_to_their_audience_across_a_line() {
 #[test]
 fn a_non_member_gets_nothing_and_gives_nothing() {
     let (a, b) = (Org::init("Org A", "RS"), Org::init("Org B", "XK"));
-    found(&[&a, &b], 2);
+    found("Test Coalition", &[&a, &b], 2);
     // The outsider runs a real node of its own coalition: valid libp2p, a certificate
     // that is valid in its coalition and worthless in ours.
     let outsider = Org::init("Outsider", "AL");
-    found(&[&outsider], 1);
+    found("Test Coalition", &[&outsider], 1);
     let na = start(&a, &[]);
     let nb = start(&b, &[&na.tcp]);
     let no = start(&outsider, &[&na.tcp, &nb.tcp]);
@@ -262,7 +210,7 @@ fn a_member_removed_by_threshold_is_cut_off() {
         Org::init("Org B", "XK"),
         Org::init("Org C", "MK"),
     );
-    found(&[&a, &b, &c], 2);
+    found("Test Coalition", &[&a, &b, &c], 2);
     let na = start(&a, &[]);
     let nb = start(&b, &[&na.tcp]);
     let nc = start(&c, &[&na.tcp, &nb.tcp]);
@@ -308,7 +256,7 @@ fn a_member_removed_by_threshold_is_cut_off() {
 #[test]
 fn partition_heal_and_kill_9_lose_nothing_and_duplicate_nothing() {
     let (a, b) = (Org::init("Org A", "RS"), Org::init("Org B", "XK"));
-    found(&[&a, &b], 2);
+    found("Test Coalition", &[&a, &b], 2);
     let examples: Vec<_> = std::fs::read_dir(coalition_tests::examples_dir())
         .unwrap()
         .map(|e| e.unwrap().path())

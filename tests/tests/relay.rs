@@ -8,14 +8,13 @@
 //! set `RELAY_TEST_LOG_DIR=DIR`; `RELAY_TEST_COALITION_LOG` overrides the log filter
 //! (default `info,libp2p=warn`).
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use coalition_tests::{coalition_bin, example, Org, PASSPHRASE};
+use coalition_tests::{coalition_bin, eventually, example, found, held, Org, PASSPHRASE};
 use serde_json::Value;
 
 struct Running {
@@ -150,59 +149,6 @@ fn stop(mut node: Running) {
     panic!("{} did not stop on SIGTERM within 20 s", node.name);
 }
 
-/// Founds a coalition of `orgs` (threshold `t`) through the CLI; every member ends up
-/// holding the charter.
-fn found(orgs: &[&Org], t: u32) {
-    let mut args: Vec<String> = vec![
-        "charter".into(),
-        "draft".into(),
-        "--name".into(),
-        "Relay Coalition".into(),
-        "--threshold".into(),
-        t.to_string(),
-    ];
-    for (i, o) in orgs.iter().enumerate() {
-        let card = o.write(
-            &format!("card{i}.json"),
-            o.run(["identity", "export"]).ok().stdout.clone(),
-        );
-        args.extend(["--member".into(), card.display().to_string()]);
-    }
-    let draft = orgs[0].path("draft.json");
-    args.extend(["-o".into(), draft.display().to_string()]);
-    orgs[0].run(&args).ok();
-    for o in orgs {
-        o.run(["charter".as_ref(), "sign".as_ref(), draft.as_os_str()])
-            .ok();
-    }
-    orgs[0]
-        .run(["charter".as_ref(), "adopt".as_ref(), draft.as_os_str()])
-        .ok();
-    let bundle = orgs[0].export("bundle", "charter.bundle", &[]);
-    for o in &orgs[1..] {
-        o.import(&bundle).ok();
-    }
-}
-
-fn held(org: &Org) -> BTreeSet<String> {
-    org.all_records()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-#[track_caller]
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("timed out after {timeout:?} waiting until {what}");
-}
-
 fn status(org: &Org) -> Value {
     org.run(["status", "--json"]).ok().json()
 }
@@ -240,7 +186,7 @@ fn a_member_behind_a_relay_is_reached_through_its_circuit_address_only() {
         Org::init("Org A", "XK"),
         Org::init("Org C", "MK"),
     );
-    found(&[&r, &a, &c], 2);
+    found("Relay Coalition", &[&r, &a, &c], 2);
     let nr = start(&r, "R", "relay_server = true");
     let na = start(
         &a,
