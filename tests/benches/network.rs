@@ -211,7 +211,11 @@ fn start(bin: &Path, home: &Home, log: &Path) -> Daemon {
         .arg(home.dir())
         .arg("run")
         .env("COALITION_PASSPHRASE", PASSPHRASE)
-        .env("COALITION_LOG", "warn,coalition::net=info")
+        .env(
+            "COALITION_LOG",
+            std::env::var("COALITION_BENCH_LOG")
+                .unwrap_or_else(|_| "warn,coalition::net=info".into()),
+        )
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -295,16 +299,24 @@ async fn reader(home: &Home) -> SqlitePool {
         .expect("open store read-only")
 }
 
-/// Findings held and the latest `received_at` among them.
-async fn findings_held(pool: &SqlitePool) -> (i64, i64) {
-    sqlx::query_as::<_, (i64, Option<i64>)>(
-        "SELECT COUNT(*), MAX(received_at) FROM records WHERE schema = ?",
-    )
-    .bind(FINDING_SCHEMA)
-    .fetch_one(pool)
-    .await
-    .map(|(n, t)| (n, t.unwrap_or(0)))
-    .expect("query store")
+/// Findings held (the `findings` table's smallest index: a few MB for 100k, so polling
+/// it every 200 ms costs the nodes next to nothing) and, once `want` are held, the latest
+/// `received_at` among them (a scan of `records`, done once).
+async fn findings_held(pool: &SqlitePool, want: i64) -> (i64, i64) {
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM findings")
+        .fetch_one(pool)
+        .await
+        .expect("query store");
+    if held < want {
+        return (held, 0);
+    }
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(received_at) FROM records WHERE schema = ?")
+            .bind(FINDING_SCHEMA)
+            .fetch_one(pool)
+            .await
+            .expect("query store");
+    (held, last.unwrap_or(0))
 }
 
 async fn received_at(pool: &SqlitePool, id: &RecordId) -> Option<i64> {
@@ -628,7 +640,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
             report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        (held, last) = findings_held(&pool).await;
+        (held, last) = findings_held(&pool, n as i64).await;
     }
     let secs = (last - dst.started_ms) as f64 / 1000.0;
     let rate = n as f64 / secs;
@@ -690,7 +702,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
             "incremental sync: {held} of {want} records after 60 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-        (held, last) = findings_held(&pool).await;
+        (held, last) = findings_held(&pool, want).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let runs_dst = synced_lines(&dst.log_lines()[mark_dst..]);

@@ -2,6 +2,7 @@
 //! the event loop hands requests to these functions and carries their messages.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use coalition_proto::v1 as pb;
 use libp2p::{gossipsub, PeerId};
@@ -342,7 +343,7 @@ async fn common(
     index: &Mutex<Index>,
     me: &OrgKey,
     peer: &OrgKey,
-) -> Result<SyncSet, String> {
+) -> Result<Arc<SyncSet>, String> {
     let mut ix = index.lock().await;
     ix.refresh(node.store()).await.map_err(|e| e.to_string())?;
     Ok(ix.common(me, peer))
@@ -412,16 +413,21 @@ pub(super) async fn answer(
                 .filter(|id| !mine_set.contains(id) && !held.holds(id))
                 .map(|id| id.0.to_vec().into())
                 .collect();
+            // Read in storage order (see `Store::bytes_at`).
+            let mut to_send: Vec<(i64, RecordId)> = mine
+                .into_iter()
+                .filter(|id| !theirs.contains(id))
+                .filter_map(|id| held.rowid(&id).map(|r| (r, id)))
+                .collect();
             drop(held);
-            let to_send: Vec<RecordId> =
-                mine.into_iter().filter(|id| !theirs.contains(id)).collect();
+            to_send.sort_unstable_by_key(|(rowid, _)| *rowid);
             // Read only about what fits in one page (records are ~1-2 KB; a chunk can
             // hold thousands more than a page carries).
             let mut records = Vec::new();
             let (mut read, mut consumed) = (0, 0);
             for part in to_send.chunks(PAGE_READ) {
                 consumed += part.len();
-                match node.store().bytes_of(part).await {
+                match node.store().bytes_at(part).await {
                     Ok(r) => {
                         read += r.iter().map(|(_, b)| b.len() + 8).sum::<usize>();
                         records.extend(r.into_iter().map(|(_, b)| b));

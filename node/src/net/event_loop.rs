@@ -866,14 +866,19 @@ impl EventLoop {
 
     /// Announces this organisation's new shareable records.
     async fn announce_new(&mut self) {
-        let rows = match self.node.store().holdings_since(self.announced_upto).await {
+        let (upto, rows) = match self
+            .node
+            .store()
+            .authored_since(&self.me, self.announced_upto)
+            .await
+        {
             Ok(r) => r,
             Err(e) => return tracing::warn!(error = %e, "cannot read new records"),
         };
+        self.announced_upto = upto;
         let mut direct = false;
         for h in rows {
-            self.announced_upto = self.announced_upto.max(h.rowid);
-            if h.author != self.me || h.audience == 0 {
+            if h.audience == 0 {
                 continue;
             }
             if h.audience != 1 {
@@ -883,7 +888,7 @@ impl EventLoop {
             }
             let msg = pb::Announce {
                 id: h.id.0.to_vec().into(),
-                author: h.author.as_bytes().to_vec().into(),
+                author: self.me.as_bytes().to_vec().into(),
                 seq: h.seq,
             };
             match self

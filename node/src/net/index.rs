@@ -3,6 +3,7 @@
 //! both sides may hold without rescanning the database.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::finding::GRANT_SCHEMA;
 use crate::identity::OrgKey;
@@ -14,10 +15,14 @@ use super::sync::{Entry, SyncSet};
 
 #[derive(Debug, Clone)]
 struct Held {
+    rowid: i64,
     author: OrgKey,
     seq: u64,
     audience: Audience,
 }
+
+/// Common sets kept between requests (a sync asks for its set once per page).
+const COMMON_CACHE: usize = 4;
 
 /// In-memory index of held records.
 #[derive(Debug, Default)]
@@ -26,6 +31,9 @@ pub struct Index {
     held: HashMap<RecordId, Held>,
     /// Grants by (target, grant author): audiences to add.
     grants: HashMap<RecordId, Vec<(OrgKey, Audience)>>,
+    /// Recently computed common sets by (me, peer), newest last; emptied whenever a
+    /// refresh loads anything, since new records or grants can change every set.
+    common: Vec<((OrgKey, OrgKey), Arc<SyncSet>)>,
 }
 
 impl Index {
@@ -33,6 +41,9 @@ impl Index {
     pub async fn refresh(&mut self, store: &Store) -> Result<usize, StoreError> {
         let rows = store.holdings_since(self.last_rowid).await?;
         let n = rows.len();
+        if n > 0 {
+            self.common.clear();
+        }
         for h in rows {
             self.last_rowid = self.last_rowid.max(h.rowid);
             let audience = match h.audience {
@@ -53,6 +64,7 @@ impl Index {
             self.held.insert(
                 h.id,
                 Held {
+                    rowid: h.rowid,
                     author: h.author,
                     seq: h.seq,
                     audience,
@@ -75,6 +87,11 @@ impl Index {
     /// Whether `id` is held.
     pub fn holds(&self, id: &RecordId) -> bool {
         self.held.contains_key(id)
+    }
+
+    /// Where `id` is stored (its rowid), if held.
+    pub fn rowid(&self, id: &RecordId) -> Option<i64> {
+        self.held.get(id).map(|h| h.rowid)
     }
 
     /// A record's audience including same-author grants.
@@ -118,9 +135,17 @@ impl Index {
     }
 
     /// The records held that both `me` and `peer` may receive: what a sync between the
-    /// two compares.
-    pub fn common(&self, me: &OrgKey, peer: &OrgKey) -> SyncSet {
-        SyncSet::new(
+    /// two compares. Computed once per peer until the next refresh that loads anything
+    /// (a full sync of 100,000 records asks for it on every page).
+    pub fn common(&mut self, me: &OrgKey, peer: &OrgKey) -> Arc<SyncSet> {
+        let key = (*me, *peer);
+        if let Some(i) = self.common.iter().position(|(k, _)| *k == key) {
+            let hit = self.common.remove(i);
+            let set = hit.1.clone();
+            self.common.push(hit);
+            return set;
+        }
+        let set = Arc::new(SyncSet::new(
             self.held
                 .iter()
                 .filter(|(id, _)| self.entitled(id, me) && self.entitled(id, peer))
@@ -129,7 +154,12 @@ impl Index {
                     seq: h.seq,
                     id: *id,
                 }),
-        )
+        ));
+        if self.common.len() == COMMON_CACHE {
+            self.common.remove(0);
+        }
+        self.common.push((key, set.clone()));
+        set
     }
 
     /// Records per author.

@@ -183,15 +183,22 @@ impl SyncSet {
         out
     }
 
-    /// Ids this side holds in the given buckets.
+    /// Ids this side holds in the given buckets, bucket by bucket (each found by binary
+    /// search in its author's entries, which are sorted by sequence number).
     pub fn ids_in(&self, buckets: &[(OrgKey, u64)]) -> Vec<RecordId> {
         let wanted: BTreeSet<(OrgKey, u64)> = buckets.iter().copied().collect();
-        self.by_author
-            .values()
-            .flat_map(|v| v.iter())
-            .filter(|e| wanted.contains(&(e.author, e.seq / BUCKET_SPAN)))
-            .map(|e| e.id)
-            .collect()
+        let mut out = Vec::new();
+        for (author, index) in wanted {
+            let Some(v) = self.by_author.get(&author) else {
+                continue;
+            };
+            let start = index.saturating_mul(BUCKET_SPAN);
+            let end = index.saturating_add(1).saturating_mul(BUCKET_SPAN);
+            let from = v.partition_point(|e| e.seq < start);
+            let to = v.partition_point(|e| e.seq < end);
+            out.extend(v[from..to].iter().map(|e| e.id));
+        }
+        out
     }
 }
 
@@ -249,6 +256,38 @@ mod tests {
         let missing: Vec<_> = theirs_ids.iter().filter(|i| !have.contains(i)).collect();
         assert_eq!(missing.len(), 10);
         assert!(have.len() <= 2 * BUCKET_SPAN as usize);
+    }
+
+    #[test]
+    fn ids_in_returns_exactly_the_entries_of_the_buckets_asked_for() {
+        let a = Identity::from_seed(&[1; 32]).key();
+        let b = Identity::from_seed(&[2; 32]).key();
+        let mut entries: Vec<Entry> = set(a, (1..1000).filter(|s| s % 7 != 0))
+            .by_author
+            .into_values()
+            .flatten()
+            .collect();
+        entries.extend(set(b, 500..700).by_author.into_values().flatten());
+        let x = SyncSet::new(entries.clone());
+        let asked = [
+            (a, 0),
+            (a, 3),
+            (a, 7),
+            (b, 4),
+            (b, 3),
+            (a, EMPTY_AUTHOR),
+            (b, u64::MAX / 2),
+        ];
+        let mut got = x.ids_in(&asked);
+        let mut expected: Vec<RecordId> = entries
+            .iter()
+            .filter(|e| asked.contains(&(e.author, e.seq / BUCKET_SPAN)))
+            .map(|e| e.id)
+            .collect();
+        assert!(!expected.is_empty());
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected);
     }
 
     #[test]
