@@ -153,35 +153,22 @@ struct CheckedPage {
     has_membership: bool,
 }
 
-/// Verifies one page of records pulled from `peer` (nothing if `None`); membership
-/// records in it are stored at once, so the pages after it are judged by them.
-async fn check_page(
-    node: &Node,
-    records: Option<Vec<Vec<u8>>>,
-) -> Result<Option<CheckedPage>, String> {
-    let Some(records) = records else {
-        return Ok(None);
-    };
+/// Verifies one page of records pulled from a peer; membership records in it are
+/// stored at once, so the pages after it are judged by them.
+async fn check_page(node: &Node, records: Vec<Vec<u8>>) -> Result<CheckedPage, String> {
     let has_membership = records.iter().any(|r| is_membership_bytes(r));
     let records = node
         .check_from_peer(records)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Some(CheckedPage {
+    Ok(CheckedPage {
         records,
         has_membership,
-    }))
+    })
 }
 
-/// Stores a checked page (nothing if `None`) and logs what was refused.
-async fn store_page(
-    node: &Node,
-    peer: PeerId,
-    page: Option<CheckedPage>,
-) -> Result<PageOutcome, String> {
-    let Some(page) = page else {
-        return Ok(PageOutcome::default());
-    };
+/// Stores a checked page and logs what was refused.
+async fn store_page(node: &Node, peer: PeerId, page: CheckedPage) -> Result<PageOutcome, String> {
     let report = node
         .store_from_peer(page.records)
         .await
@@ -264,66 +251,87 @@ pub(super) async fn drive(
         _ => return Err("unexpected response to summary".into()),
     };
     let todo = set.buckets_to_reconcile(&buckets);
-    let mut wanted: HashSet<RecordId> = HashSet::new();
-    // Three pages in flight: one fetched, the one before it verified, the one before
-    // that stored, so the network, the verification threads and SQLite work at once.
-    let mut pending: Option<Vec<Vec<u8>>> = None;
-    let mut checked: Option<CheckedPage> = None;
-    for chunk in todo.chunks(BUCKETS_PER_RECONCILE) {
-        let mine: Vec<RecordId> = set.ids_in(chunk);
-        // What earlier pages of this chunk brought; records of other chunks lie in other
-        // buckets, so the request never carries more ids than the chunk holds.
-        let mut received: HashSet<RecordId> = HashSet::new();
-        for _ in 0..MAX_ROUNDS {
-            let mut ids: Vec<RecordId> = mine.clone();
-            ids.extend(received.iter().copied());
-            let request = pb::Reconcile {
-                buckets: bucket_refs(chunk),
-                ids: ids.iter().map(|i| i.0.to_vec().into()).collect(),
-            };
-            // The request needs only the ids of what arrived, not its outcome.
-            let (result, next_checked, stored) = tokio::join!(
-                client.call(pb::sync_request::Kind::Reconcile(request)),
-                check_page(node, pending.take()),
-                store_page(node, peer, checked.take()),
-            );
-            client.stats.add(stored?);
-            checked = next_checked?;
-            let result = match result? {
-                pb::sync_response::Kind::Result(r) => r,
-                _ => return Err("unexpected response to reconcile".into()),
-            };
-            wanted.extend(
-                result
-                    .wanted
-                    .iter()
-                    .filter_map(|b| RecordId::from_slice(b))
-                    .filter(|id| set.contains(id)),
-            );
-            let records: Vec<Vec<u8>> = result.records.iter().map(|b| b.to_vec()).collect();
-            let count = records.len();
-            for r in &records {
-                received.insert(RecordId::of(r));
+    // Three stages, each running as soon as it has work: fetching pages, verifying them
+    // (on the verification threads), and storing them (on the write connection). They
+    // pass pages through queues of one, so at most five pages (~40 MB) are in memory and
+    // no stage waits for a slower one to finish a page that it does not need. A stage
+    // that fails closes its queues, which ends the stages before it; pages already
+    // fetched are still verified and stored on their own merits.
+    let (page_tx, mut page_rx) = mpsc::channel::<Vec<Vec<u8>>>(1);
+    let (checked_tx, mut checked_rx) = mpsc::channel::<CheckedPage>(1);
+    let fetch = async {
+        let pages = page_tx;
+        let mut wanted: HashSet<RecordId> = HashSet::new();
+        for chunk in todo.chunks(BUCKETS_PER_RECONCILE) {
+            let mine: Vec<RecordId> = set.ids_in(chunk);
+            // What earlier pages of this chunk brought; records of other chunks lie in
+            // other buckets, so the request never carries more ids than the chunk holds.
+            let mut received: HashSet<RecordId> = HashSet::new();
+            for _ in 0..MAX_ROUNDS {
+                let mut ids: Vec<RecordId> = mine.clone();
+                ids.extend(received.iter().copied());
+                let request = pb::Reconcile {
+                    buckets: bucket_refs(chunk),
+                    ids: ids.iter().map(|i| i.0.to_vec().into()).collect(),
+                };
+                let result = match client
+                    .call(pb::sync_request::Kind::Reconcile(request))
+                    .await?
+                {
+                    pb::sync_response::Kind::Result(r) => r,
+                    _ => return Err("unexpected response to reconcile".to_string()),
+                };
+                wanted.extend(
+                    result
+                        .wanted
+                        .iter()
+                        .filter_map(|b| RecordId::from_slice(b))
+                        .filter(|id| set.contains(id)),
+                );
+                let records: Vec<Vec<u8>> = result.records.iter().map(|b| b.to_vec()).collect();
+                let count = records.len();
+                for r in &records {
+                    received.insert(RecordId::of(r));
+                }
+                if count > 0 && pages.send(records).await.is_err() {
+                    // Verification or storage failed; their error is the one to report.
+                    return Ok(wanted.len() as u64);
+                }
+                if !result.more || count == 0 {
+                    break;
+                }
             }
-            if count > 0 {
-                pending = Some(records);
-            }
-            if !result.more || count == 0 {
+        }
+        Ok(wanted.len() as u64)
+    };
+    let check = async {
+        let checked = checked_tx;
+        while let Some(records) = page_rx.recv().await {
+            let page = check_page(node, records).await?;
+            if checked.send(page).await.is_err() {
                 break;
             }
         }
-    }
-    let (next_checked, stored) = tokio::join!(
-        check_page(node, pending.take()),
-        store_page(node, peer, checked.take()),
-    );
-    client.stats.add(stored?);
-    let stored = store_page(node, peer, next_checked?).await?;
-    client.stats.add(stored);
+        Ok::<(), String>(())
+    };
+    let store = async {
+        let mut outcome = SyncStats::default();
+        while let Some(page) = checked_rx.recv().await {
+            outcome.add(store_page(node, peer, page).await?);
+        }
+        Ok::<SyncStats, String>(outcome)
+    };
+    let (fetched, checked, stored) = tokio::join!(fetch, check, store);
+    let stored = stored?;
+    checked?;
     // What the responder wants from us it pulls in its own sync (both sides sync when
     // they verify each other and every sync_interval); pushing it as well sent every
     // record of a first sync twice (docs/PROTOCOL.md §4.2).
-    client.stats.wanted = wanted.len() as u64;
+    client.stats.wanted = fetched?;
+    client.stats.stored = stored.stored;
+    client.stats.refused = stored.refused;
+    client.stats.invalid = stored.invalid;
+    client.stats.membership_stored = stored.membership_stored;
     Ok(client.stats)
 }
 
