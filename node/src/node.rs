@@ -142,6 +142,39 @@ pub struct CheckedRecords {
     report: ImportReport,
 }
 
+impl CheckedRecords {
+    /// How many records passed the checks.
+    pub fn len(&self) -> usize {
+        self.ok.len()
+    }
+
+    /// Records stored so far: the membership records that the check stores at once.
+    pub fn stored(&self) -> u64 {
+        self.report.stored
+    }
+
+    /// Whether no record passed.
+    pub fn is_empty(&self) -> bool {
+        self.ok.is_empty()
+    }
+
+    /// Adds `other` (checked after `self`), so that both are stored in one transaction.
+    /// Failure indexes of `other` are shifted past the records of `self`.
+    pub fn append(&mut self, other: CheckedRecords) {
+        let shift = self.report.read;
+        self.ok.extend(other.ok);
+        self.report.read += other.report.read;
+        self.report.stored += other.report.stored;
+        self.report.duplicates += other.report.duplicates;
+        self.report
+            .failures
+            .extend(other.report.failures.into_iter().map(|mut f| {
+                f.index += shift;
+                f
+            }));
+    }
+}
+
 /// Outcome of an import.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ImportReport {
@@ -732,29 +765,32 @@ impl Node {
     /// Stores records received from a peer: membership records first, then the rest
     /// judged against the membership they define. Returns what was stored and refused.
     pub async fn ingest_from_peer(&self, records: Vec<Vec<u8>>) -> Result<ImportReport, NodeError> {
-        let checked = self.check_from_peer(records).await?;
+        let records: Vec<(RecordId, Vec<u8>)> =
+            records.into_iter().map(|b| (RecordId::of(&b), b)).collect();
+        let ids: Vec<RecordId> = records.iter().map(|(id, _)| *id).collect();
+        let held = self.store.held(&ids).await?;
+        let checked = self.check_from_peer(records, &held).await?;
         self.store_from_peer(checked).await
     }
 
-    /// The first half of [`Node::ingest_from_peer`]: skips records already held, stores
-    /// membership records at once (later records are judged by them), and verifies the
-    /// rest against the membership, on the verification threads (one core fewer than the
-    /// machine), so that a sync can store one page while it checks the next.
+    /// The first half of [`Node::ingest_from_peer`]: skips records in `held` (the caller
+    /// knows them to be stored already), stores membership records at once (later
+    /// records are judged by them), and verifies the rest against the membership, on the
+    /// verification threads (one core fewer than the machine), so that a sync can store
+    /// one page while it checks the next. `records` come with their ids
+    /// ([`RecordId::of`] of the bytes). A record held but not listed in `held` is
+    /// verified and then counted as a duplicate by the store.
     pub async fn check_from_peer(
         &self,
-        records: Vec<Vec<u8>>,
+        records: Vec<(RecordId, Vec<u8>)>,
+        held: &std::collections::HashSet<RecordId>,
     ) -> Result<CheckedRecords, NodeError> {
         let read = records.len() as u64;
-        // Records already held (another peer or a concurrent sync brought them) are
-        // counted as duplicates without being verified again.
-        let ids: Vec<RecordId> = records.iter().map(|b| RecordId::of(b)).collect();
-        let held = self.store.held(&ids).await?;
         let (governance, data): (Vec<_>, Vec<_>) = records
             .into_iter()
-            .zip(ids)
             .enumerate()
-            .filter(|(_, (_, id))| !held.contains(id))
-            .map(|(i, (bytes, _))| bundle::Entry {
+            .filter(|(_, (id, _))| !held.contains(id))
+            .map(|(i, (_, bytes))| bundle::Entry {
                 index: i as u64 + 1,
                 offset: 0,
                 bytes,

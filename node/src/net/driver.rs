@@ -29,6 +29,10 @@ const CERT_VALIDITY_MS: i64 = 90 * 86_400_000;
 const FRAME_SLACK: usize = 64 * 1024;
 /// Records read from the store at a time while filling a page.
 const PAGE_READ: usize = 400;
+/// Checked pages that may wait for the writer.
+const CHECKED_QUEUE: usize = 2;
+/// Records at which the writer stops taking waiting pages into one transaction.
+const STORE_BATCH: usize = 8_000;
 /// Reconcile rounds per bucket chunk before giving up (a peer that keeps sending).
 const MAX_ROUNDS: usize = 10_000;
 
@@ -150,24 +154,39 @@ impl SyncStats {
 /// A page of pulled records that passed verification, waiting for the writer.
 struct CheckedPage {
     records: CheckedRecords,
-    has_membership: bool,
+    /// Membership records of the page, stored during the check.
+    membership_stored: bool,
 }
 
 /// Verifies one page of records pulled from a peer; membership records in it are
-/// stored at once, so the pages after it are judged by them.
-async fn check_page(node: &Node, records: Vec<Vec<u8>>) -> Result<CheckedPage, String> {
-    let has_membership = records.iter().any(|r| is_membership_bytes(r));
+/// stored at once, so the pages after it are judged by them. Records the sync set
+/// already lists as held are skipped.
+async fn check_page(
+    node: &Node,
+    index: &Mutex<Index>,
+    records: Vec<(RecordId, Vec<u8>)>,
+) -> Result<CheckedPage, String> {
+    let held: HashSet<RecordId> = {
+        let ix = index.lock().await;
+        records
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| ix.holds(id))
+            .collect()
+    };
     let records = node
-        .check_from_peer(records)
+        .check_from_peer(records, &held)
         .await
         .map_err(|e| e.to_string())?;
+    // Nothing of the page but its membership records is stored yet.
+    let membership_stored = records.stored() > 0;
     Ok(CheckedPage {
         records,
-        has_membership,
+        membership_stored,
     })
 }
 
-/// Stores a checked page and logs what was refused.
+/// Stores checked pages (one transaction) and logs what was refused.
 async fn store_page(node: &Node, peer: PeerId, page: CheckedPage) -> Result<PageOutcome, String> {
     let report = node
         .store_from_peer(page.records)
@@ -186,7 +205,7 @@ async fn store_page(node: &Node, peer: PeerId, page: CheckedPage) -> Result<Page
             .iter()
             .filter(|f| !f.reason.contains("not in this coalition's history"))
             .count() as u64,
-        membership_stored: page.has_membership && report.stored > 0,
+        membership_stored: page.membership_stored,
     })
 }
 
@@ -215,7 +234,8 @@ impl Client<'_> {
             .map_err(|_| "network stopped".to_string())?;
         let bytes = rx.await.map_err(|_| "network stopped".to_string())??;
         self.stats.bytes_received += bytes.len() as u64 + 4;
-        let resp = pb::SyncResponse::decode(bytes.as_slice())
+        // Decoded from a shared buffer, the records are slices of it, not copies.
+        let resp = pb::SyncResponse::decode(prost::bytes::Bytes::from(bytes))
             .map_err(|e| format!("malformed response: {e}"))?;
         match resp.kind {
             Some(pb::sync_response::Kind::Error(e)) => Err(format!("peer refused: {}", e.message)),
@@ -253,12 +273,12 @@ pub(super) async fn drive(
     let todo = set.buckets_to_reconcile(&buckets);
     // Three stages, each running as soon as it has work: fetching pages, verifying them
     // (on the verification threads), and storing them (on the write connection). They
-    // pass pages through queues of one, so at most five pages (~40 MB) are in memory and
+    // pass pages through short queues, so at most seven pages (~56 MB) are in memory and
     // no stage waits for a slower one to finish a page that it does not need. A stage
     // that fails closes its queues, which ends the stages before it; pages already
     // fetched are still verified and stored on their own merits.
-    let (page_tx, mut page_rx) = mpsc::channel::<Vec<Vec<u8>>>(1);
-    let (checked_tx, mut checked_rx) = mpsc::channel::<CheckedPage>(1);
+    let (page_tx, mut page_rx) = mpsc::channel::<Vec<(RecordId, Vec<u8>)>>(1);
+    let (checked_tx, mut checked_rx) = mpsc::channel::<CheckedPage>(CHECKED_QUEUE);
     let fetch = async {
         let pages = page_tx;
         let mut wanted: HashSet<RecordId> = HashSet::new();
@@ -274,6 +294,7 @@ pub(super) async fn drive(
                     buckets: bucket_refs(chunk),
                     ids: ids.iter().map(|i| i.0.to_vec().into()).collect(),
                 };
+                let asked = std::time::Instant::now();
                 let result = match client
                     .call(pb::sync_request::Kind::Reconcile(request))
                     .await?
@@ -288,11 +309,14 @@ pub(super) async fn drive(
                         .filter_map(|b| RecordId::from_slice(b))
                         .filter(|id| set.contains(id)),
                 );
-                let records: Vec<Vec<u8>> = result.records.iter().map(|b| b.to_vec()).collect();
+                let records: Vec<(RecordId, Vec<u8>)> = result
+                    .records
+                    .iter()
+                    .map(|b| (RecordId::of(b), b.to_vec()))
+                    .collect();
                 let count = records.len();
-                for r in &records {
-                    received.insert(RecordId::of(r));
-                }
+                tracing::debug!(%peer, count, took_us = asked.elapsed().as_micros() as u64, "sync page fetched");
+                received.extend(records.iter().map(|(id, _)| *id));
                 if count > 0 && pages.send(records).await.is_err() {
                     // Verification or storage failed; their error is the one to report.
                     return Ok(wanted.len() as u64);
@@ -307,7 +331,9 @@ pub(super) async fn drive(
     let check = async {
         let checked = checked_tx;
         while let Some(records) = page_rx.recv().await {
-            let page = check_page(node, records).await?;
+            let t = std::time::Instant::now();
+            let page = check_page(node, index, records).await?;
+            tracing::debug!(%peer, took_us = t.elapsed().as_micros() as u64, "sync page checked");
             if checked.send(page).await.is_err() {
                 break;
             }
@@ -316,8 +342,22 @@ pub(super) async fn drive(
     };
     let store = async {
         let mut outcome = SyncStats::default();
-        while let Some(page) = checked_rx.recv().await {
+        while let Some(mut page) = checked_rx.recv().await {
+            // Pages that were checked while the last one was being written go into the
+            // same transaction: fewer commits, and each commit rewrites the index pages
+            // that random record ids touch all over the file.
+            while page.records.len() < STORE_BATCH {
+                match checked_rx.try_recv() {
+                    Ok(next) => {
+                        page.records.append(next.records);
+                        page.membership_stored |= next.membership_stored;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let t = std::time::Instant::now();
             outcome.add(store_page(node, peer, page).await?);
+            tracing::debug!(%peer, took_us = t.elapsed().as_micros() as u64, "sync page stored");
         }
         Ok::<SyncStats, String>(outcome)
     };
@@ -563,8 +603,16 @@ mod tests {
         }))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn forged_tampered_and_garbage_pushes_store_nothing() {
+    /// A node whose charter has two members: itself and `peer`.
+    struct TwoMembers {
+        _dir: tempfile::TempDir,
+        node: Node,
+        me: Identity,
+        peer: Identity,
+        epoch: [u8; 32],
+    }
+
+    async fn two_members() -> TwoMembers {
         let dir = tempfile::tempdir().unwrap();
         let (node, me) = Node::init(
             Home::new(Some(dir.path().join("h"))),
@@ -588,14 +636,91 @@ mod tests {
         sc.sign(&peer).unwrap();
         node.adopt_charter(&me, &sc).await.unwrap();
         let epoch = node.membership().await.unwrap().unwrap().current().epoch;
-        let draft = || Draft {
+        TwoMembers {
+            _dir: dir,
+            node,
+            me,
+            peer,
+            epoch,
+        }
+    }
+
+    fn draft(epoch: [u8; 32]) -> Draft {
+        Draft {
             schema: "finding/v1".into(),
             audience: Audience::Coalition,
             supersedes: None,
             epoch: Some(epoch),
             payload: finding(),
             created_at_ms: 0,
-        };
+        }
+    }
+
+    fn with_ids(records: &[&[u8]]) -> Vec<(RecordId, Vec<u8>)> {
+        records
+            .iter()
+            .map(|b| (RecordId::of(b), b.to_vec()))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_stored_together_keep_each_record_once_and_every_refusal() {
+        let TwoMembers {
+            _dir,
+            node,
+            peer,
+            epoch,
+            ..
+        } = two_members().await;
+        let r1 = record::sign(&peer, 1, None, draft(epoch));
+        let r2 = record::sign(&peer, 2, Some(r1.id), draft(epoch));
+        let r3 = record::sign(&peer, 3, Some(r2.id), draft(epoch));
+        let mut tampered = r3.bytes.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        node.ingest_from_peer(vec![r1.bytes.clone()]).await.unwrap();
+        let before = node.store().count().await.unwrap();
+        // Page one: r1 (the caller knows it is held) and r2. Page two: r2 again (held by
+        // now, but nobody said so), a tampered record, and r3.
+        let held: HashSet<RecordId> = [r1.id].into();
+        let mut first = node
+            .check_from_peer(with_ids(&[&r1.bytes, &r2.bytes]), &held)
+            .await
+            .unwrap();
+        let second = node
+            .check_from_peer(
+                with_ids(&[&r2.bytes, &tampered, &r3.bytes]),
+                &HashSet::new(),
+            )
+            .await
+            .unwrap();
+        first.append(second);
+        assert_eq!(first.len(), 3, "r2 twice and r3 passed the checks");
+        let report = node.store_from_peer(first).await.unwrap();
+        assert_eq!(report.read, 5);
+        assert_eq!(report.stored, 2, "r2 and r3, once each");
+        assert_eq!(report.duplicates, 2, "r1 skipped, r2's second copy ignored");
+        assert_eq!(report.failures.len(), 1);
+        assert_eq!(
+            report.failures[0].index, 4,
+            "the tampered record is the 4th of the two pages"
+        );
+        assert_eq!(node.store().count().await.unwrap(), before + 2);
+        for r in [&r1, &r2, &r3] {
+            assert_eq!(node.store().record(&r.id).await.unwrap().bytes, r.bytes);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forged_tampered_and_garbage_pushes_store_nothing() {
+        let TwoMembers {
+            _dir,
+            node,
+            me,
+            peer,
+            epoch,
+        } = two_members().await;
+        let draft = || draft(epoch);
         let good = record::sign(&peer, 1, None, draft());
         let mut tampered = good.bytes.clone();
         let last = tampered.len() - 1;
