@@ -23,6 +23,11 @@
 //! assertions: the bench fails only if something does not arrive at all. Without
 //! `--bench` (`cargo test --benches`/`--all-targets`) it runs a tiny smoke version with the
 //! debug binary.
+//!
+//! `COALITION_BENCH_LOG` sets the nodes' log filter (default `warn,coalition::net=info`);
+//! `warn,coalition=debug` adds each sync page's fetch, check and store times and each
+//! background checkpoint, to see which stage bounds a run (the logs are in the
+//! temporary root, removed at the end).
 
 use std::fs::OpenOptions;
 use std::hint::black_box;
