@@ -1097,6 +1097,23 @@ mod tests {
         })
     }
 
+    /// `n` findings of one chain, seq `first..`, after `prev`; `title(i)` names each.
+    fn finding_chain(
+        org: &Identity,
+        first: u64,
+        n: u64,
+        mut prev: Option<RecordId>,
+        title: impl Fn(u64) -> String,
+    ) -> Vec<Record> {
+        (first..first + n)
+            .map(|i| {
+                let r = rec(org, i, prev, FINDING_SCHEMA, finding_json(&title(i)), None);
+                prev = Some(r.id);
+                r
+            })
+            .collect()
+    }
+
     fn rec(
         id: &Identity,
         seq: u64,
@@ -1176,20 +1193,10 @@ mod tests {
     #[tokio::test]
     async fn a_large_batch_is_indexed_and_counted_once() {
         let org = Identity::from_seed(&[7; 32]);
-        let mut all = Vec::new();
-        let mut prev = None;
-        for i in 1..=(INSERT_CHUNK as u64 * 2) {
-            let r = rec(
-                &org,
-                i,
-                prev,
-                FINDING_SCHEMA,
-                finding_json(&format!("Orig{i}x checkpoint")),
-                None,
-            );
-            prev = Some(r.id);
-            all.push(r);
-        }
+        let mut all = finding_chain(&org, 1, INSERT_CHUNK as u64 * 2, None, |i| {
+            format!("Orig{i}x checkpoint")
+        });
+        let mut prev = all.last().map(|r| r.id);
         // Corrections of the first 50 findings, in the last statement of the batch.
         for i in 0..50 {
             let seq = all.len() as u64 + 1;
@@ -1299,26 +1306,61 @@ mod tests {
             before.iter().all(|p| p.contains("SCAN records")),
             "the premise: one-row statistics make SQLite scan; {before:?}"
         );
-        let mut prev = Some(first.id);
-        let mut batch = Vec::new();
-        for i in 2..=(STATS_MIN_ROWS as u64 + 10) {
-            let r = rec(
-                &org,
-                i,
-                prev,
-                FINDING_SCHEMA,
-                finding_json(&format!("Finding {i}")),
-                None,
-            );
-            prev = Some(r.id);
-            batch.push(prepare(&r.bytes).unwrap());
-        }
+        let batch: Vec<Prepared> =
+            finding_chain(&org, 2, STATS_MIN_ROWS as u64 + 9, Some(first.id), |i| {
+                format!("Finding {i}")
+            })
+            .iter()
+            .map(|r| prepare(&r.bytes).unwrap())
+            .collect();
         store.insert(&batch).await.unwrap();
+        drop(batch);
         let after = plans().await;
         assert!(
             after.iter().all(|p| p.contains(": SEARCH records")),
             "{after:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_reach_the_database_file_without_waiting_for_the_writers_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::create(&path).await.unwrap();
+        let org = Identity::from_seed(&[4; 32]);
+        // ~5 KB records, CHECKPOINT_BYTES and a bit more: far from the writer's automatic
+        // checkpoint (10 000 pages, ~80 MB of WAL), so only the background one copies.
+        let n = CHECKPOINT_BYTES / 4_900 + 100;
+        let mut prev = None;
+        let batch: Vec<Prepared> = (1..=n)
+            .map(|i| {
+                let mut v = finding_json(&format!("Long finding {i}"));
+                v["summary"] = "Repeated identity checks at the checkpoint. "
+                    .repeat(110)
+                    .into();
+                let r = rec(&org, i, prev, FINDING_SCHEMA, v, None);
+                prev = Some(r.id);
+                prepare(&r.bytes).unwrap()
+            })
+            .collect();
+        let bytes: u64 = batch.iter().map(|p| p.record.bytes.len() as u64).sum();
+        assert!(bytes >= CHECKPOINT_BYTES, "the premise: {bytes} bytes");
+        let file_len = || std::fs::metadata(&path).unwrap().len();
+        let before = file_len();
+        store.insert(&batch).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while file_len() < before + bytes {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file is still {} bytes after 20 s ({bytes} bytes of records committed)",
+                file_len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(store.count().await.unwrap(), n);
+        // Readers see every record, whether it is in the WAL or the file.
+        let last = store.record(&prev.unwrap()).await.unwrap();
+        assert_eq!(last.seq, n);
     }
 
     #[tokio::test]
