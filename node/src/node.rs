@@ -1146,12 +1146,9 @@ fn check_batch(
     (ok, failures)
 }
 
-fn is_membership(bytes: &[u8]) -> bool {
-    use prost::Message;
-    coalition_proto::v1::SignedRecord::decode(bytes)
-        .ok()
-        .and_then(|env| coalition_proto::v1::RecordBody::decode(env.body.as_ref()).ok())
-        .is_some_and(|b| MEMBERSHIP_SCHEMAS.contains(&b.schema.as_str()))
+/// Whether `bytes` name a membership schema (read before verification, to order them).
+pub(crate) fn is_membership(bytes: &[u8]) -> bool {
+    record::schema_of(bytes).is_some_and(|s| MEMBERSHIP_SCHEMAS.contains(&s.as_str()))
 }
 
 /// Verifies a bundle offline: every record's encoding, signature and schema, and, when

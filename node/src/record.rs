@@ -282,6 +282,27 @@ fn signing_message(body: &[u8]) -> Vec<u8> {
     m
 }
 
+/// The envelope's body alone (`SignedRecord.body`; other fields are skipped).
+#[derive(Clone, PartialEq, prost::Message)]
+struct BodyOnly {
+    #[prost(bytes = "vec", tag = "1")]
+    body: Vec<u8>,
+}
+
+/// The body's schema alone (`RecordBody.schema`; other fields are skipped).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SchemaOnly {
+    #[prost(string, tag = "5")]
+    schema: String,
+}
+
+/// The schema that `bytes` name, read without decoding or checking anything else: for
+/// ordering and routing records before they are verified, never for trusting them.
+pub fn schema_of(bytes: &[u8]) -> Option<String> {
+    let env = BodyOnly::decode(bytes).ok()?;
+    Some(SchemaOnly::decode(env.body.as_slice()).ok()?.schema)
+}
+
 /// Decodes `bytes` as a record, checks every field and the signature (`verify_strict`).
 /// Does not check the payload against its schema: see [`crate::schema`].
 pub fn verify(bytes: &[u8]) -> Result<Record, RecordError> {
@@ -388,6 +409,26 @@ fn check_chain_fields(r: &Record) -> Result<(), RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_of_reads_what_verify_reads() {
+        let r = sign(
+            &Identity::from_seed(&[1; 32]),
+            1,
+            None,
+            Draft {
+                schema: "charter/v1".into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: None,
+                payload: b"{}".to_vec(),
+                created_at_ms: 5,
+            },
+        );
+        assert_eq!(schema_of(&r.bytes).as_deref(), Some("charter/v1"));
+        assert_eq!(verify(&r.bytes).unwrap().schema, "charter/v1");
+        assert_eq!(schema_of(b"\xff\xff garbage"), None);
+    }
     use proptest::prelude::*;
 
     fn draft(payload: &str) -> Draft {

@@ -10,9 +10,9 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::charter::{Membership, MEMBERSHIP_SCHEMAS, NODE_CERT_SCHEMA};
+use crate::charter::{Membership, NODE_CERT_SCHEMA};
 use crate::identity::{Identity, OrgKey};
-use crate::node::{now_ms, CheckedRecords, Node, NodeError};
+use crate::node::{is_membership, now_ms, CheckedRecords, Node, NodeError};
 use crate::record::{self, RecordId};
 use crate::store;
 
@@ -379,13 +379,6 @@ async fn current_member(node: &Node, org: &OrgKey) -> bool {
     matches!(node.membership().await, Ok(Some(m)) if m.current().is_member(org))
 }
 
-fn is_membership_bytes(bytes: &[u8]) -> bool {
-    pb::SignedRecord::decode(bytes)
-        .ok()
-        .and_then(|e| pb::RecordBody::decode(e.body.as_ref()).ok())
-        .is_some_and(|b| MEMBERSHIP_SCHEMAS.contains(&b.schema.as_str()))
-}
-
 async fn common(
     node: &Node,
     index: &Mutex<Index>,
@@ -489,7 +482,8 @@ pub(super) async fn answer(
                 }
             }
             let unread = consumed < to_send.len();
-            records.sort_by_key(|b| !is_membership_bytes(b));
+            // Cached: the key is read once per record, not once per comparison.
+            records.sort_by_cached_key(|b| !is_membership(b));
             let mut size = 0;
             let mut out = Vec::new();
             let mut more = unread;
