@@ -409,26 +409,6 @@ fn check_chain_fields(r: &Record) -> Result<(), RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn schema_of_reads_what_verify_reads() {
-        let r = sign(
-            &Identity::from_seed(&[1; 32]),
-            1,
-            None,
-            Draft {
-                schema: "charter/v1".into(),
-                audience: Audience::Coalition,
-                supersedes: None,
-                epoch: None,
-                payload: b"{}".to_vec(),
-                created_at_ms: 5,
-            },
-        );
-        assert_eq!(schema_of(&r.bytes).as_deref(), Some("charter/v1"));
-        assert_eq!(verify(&r.bytes).unwrap().schema, "charter/v1");
-        assert_eq!(schema_of(b"\xff\xff garbage"), None);
-    }
     use proptest::prelude::*;
 
     fn draft(payload: &str) -> Draft {
@@ -538,5 +518,25 @@ mod tests {
             prop_assert_eq!(&v.bytes, &r.bytes);
             prop_assert_eq!(v.payload, payload.into_bytes());
         }
+    }
+
+    #[test]
+    fn schema_of_reads_what_verify_reads() {
+        let r = sign(
+            &Identity::from_seed(&[1; 32]),
+            1,
+            None,
+            Draft {
+                schema: "charter/v1".into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: None,
+                payload: b"{}".to_vec(),
+                created_at_ms: 5,
+            },
+        );
+        assert_eq!(schema_of(&r.bytes).as_deref(), Some("charter/v1"));
+        assert_eq!(verify(&r.bytes).unwrap().schema, "charter/v1");
+        assert_eq!(schema_of(b"\xff\xff garbage"), None);
     }
 }

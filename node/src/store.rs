@@ -1097,17 +1097,17 @@ mod tests {
         })
     }
 
-    /// `n` findings of one chain, seq `first..`, after `prev`; `title(i)` names each.
+    /// `n` findings of one chain, seq `first..`, after `prev`; `payload(i)` is each one's.
     fn finding_chain(
         org: &Identity,
         first: u64,
         n: u64,
         mut prev: Option<RecordId>,
-        title: impl Fn(u64) -> String,
+        payload: impl Fn(u64) -> serde_json::Value,
     ) -> Vec<Record> {
         (first..first + n)
             .map(|i| {
-                let r = rec(org, i, prev, FINDING_SCHEMA, finding_json(&title(i)), None);
+                let r = rec(org, i, prev, FINDING_SCHEMA, payload(i), None);
                 prev = Some(r.id);
                 r
             })
@@ -1194,7 +1194,7 @@ mod tests {
     async fn a_large_batch_is_indexed_and_counted_once() {
         let org = Identity::from_seed(&[7; 32]);
         let mut all = finding_chain(&org, 1, INSERT_CHUNK as u64 * 2, None, |i| {
-            format!("Orig{i}x checkpoint")
+            finding_json(&format!("Orig{i}x checkpoint"))
         });
         let mut prev = all.last().map(|r| r.id);
         // Corrections of the first 50 findings, in the last statement of the batch.
@@ -1308,13 +1308,12 @@ mod tests {
         );
         let batch: Vec<Prepared> =
             finding_chain(&org, 2, STATS_MIN_ROWS as u64 + 9, Some(first.id), |i| {
-                format!("Finding {i}")
+                finding_json(&format!("Finding {i}"))
             })
             .iter()
             .map(|r| prepare(&r.bytes).unwrap())
             .collect();
         store.insert(&batch).await.unwrap();
-        drop(batch);
         let after = plans().await;
         assert!(
             after.iter().all(|p| p.contains(": SEARCH records")),
@@ -1331,18 +1330,14 @@ mod tests {
         // ~5 KB records, CHECKPOINT_BYTES and a bit more: far from the writer's automatic
         // checkpoint (10 000 pages, ~80 MB of WAL), so only the background one copies.
         let n = CHECKPOINT_BYTES / 4_900 + 100;
-        let mut prev = None;
-        let batch: Vec<Prepared> = (1..=n)
-            .map(|i| {
-                let mut v = finding_json(&format!("Long finding {i}"));
-                v["summary"] = "Repeated identity checks at the checkpoint. "
-                    .repeat(110)
-                    .into();
-                let r = rec(&org, i, prev, FINDING_SCHEMA, v, None);
-                prev = Some(r.id);
-                prepare(&r.bytes).unwrap()
-            })
-            .collect();
+        let chain = finding_chain(&org, 1, n, None, |i| {
+            let mut v = finding_json(&format!("Long finding {i}"));
+            v["summary"] = "Repeated identity checks at the checkpoint. "
+                .repeat(110)
+                .into();
+            v
+        });
+        let batch: Vec<Prepared> = chain.iter().map(|r| prepare(&r.bytes).unwrap()).collect();
         let bytes: u64 = batch.iter().map(|p| p.record.bytes.len() as u64).sum();
         assert!(bytes >= CHECKPOINT_BYTES, "the premise: {bytes} bytes");
         let file_len = || std::fs::metadata(&path).unwrap().len();
@@ -1359,7 +1354,7 @@ mod tests {
         }
         assert_eq!(store.count().await.unwrap(), n);
         // Readers see every record, whether it is in the WAL or the file.
-        let last = store.record(&prev.unwrap()).await.unwrap();
+        let last = store.record(&chain[chain.len() - 1].id).await.unwrap();
         assert_eq!(last.seq, n);
     }
 
