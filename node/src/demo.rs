@@ -18,8 +18,10 @@ use crate::cli::example_files;
 use crate::config::{Api, Config, Home, Network};
 use crate::finding::FindingInput;
 use crate::identity::Identity;
-use crate::node::{now_ms, verify_bundle, Node};
+use crate::node::Node;
+use crate::now_ms;
 use crate::record::{Audience, RecordId};
+use crate::verify::verify_bundle;
 
 const PASSPHRASE: &str = "demo passphrase, not for real use";
 const ORGS: [(&str, &str); 4] = [

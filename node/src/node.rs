@@ -8,10 +8,12 @@ use coalition_proto::v1::BundleHeader;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
+use crate::audience::{self, grant_target, union};
 use crate::bundle;
 use crate::charter::{
     self, Change, GovernanceError, Member, Membership, SignedCharter, MEMBERSHIP_SCHEMAS,
 };
+use crate::check::{self, IngestError, Prepared};
 use crate::config::{Config, ConfigError, Home, Organisation};
 use crate::finding::{
     annex_payload, retraction_payload, to_payload, FindingInput, ANNEX_SCHEMA, FINDING_SCHEMA,
@@ -19,7 +21,8 @@ use crate::finding::{
 };
 use crate::identity::{Identity, IdentityError, OrgKey};
 use crate::record::{self, Audience, Draft, Record, RecordId};
-use crate::store::{self, IngestError, Prepared, Store, StoreError};
+use crate::store::{Store, StoreError};
+use crate::verify::{is_membership, judge_all, VerifyError};
 
 /// Records handled per parallel verify + insert step of an import.
 const IMPORT_BATCH: usize = 8192;
@@ -42,6 +45,9 @@ pub enum NodeError {
     /// Bundle unreadable.
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
+    /// Bundle unreadable for verification.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     /// A record we made does not pass our own checks (a bug or a bad schema).
     #[error("record rejected: {0}")]
     Ingest(#[from] IngestError),
@@ -68,13 +74,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
     }
 }
 
-/// Current time in ms since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use coalition_core::now_ms;
+pub use coalition_core::verify::{verify_bundle, verify_bundle_for, Failure, VerifyReport};
 
 /// An opened home: its config and store.
 #[derive(Debug)]
@@ -91,47 +92,6 @@ pub struct Added {
     pub finding: RecordId,
     /// The private annex with sensitive details, if any.
     pub annex: Option<RecordId>,
-}
-
-/// A record that failed verification, with its position and reason.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Failure {
-    /// 1-based position in the bundle (or store row order).
-    pub index: u64,
-    /// Record id, when the bytes could be hashed.
-    pub id: Option<String>,
-    /// Why it failed.
-    pub reason: String,
-}
-
-/// Outcome of verifying a bundle or the store.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct VerifyReport {
-    /// Records examined.
-    pub checked: u64,
-    /// Records that verified.
-    pub valid: u64,
-    /// Records that did not, and why.
-    pub failures: Vec<Failure>,
-    /// Authors that signed two different records with one sequence number.
-    pub forks: Vec<String>,
-    /// Records per author (hex key → count) among the valid ones.
-    pub authors: std::collections::BTreeMap<String, u64>,
-    /// Coalition whose membership the records were judged against, if a charter was present.
-    pub coalition: Option<String>,
-    /// Charter id (hex) of that coalition.
-    pub charter: Option<String>,
-    /// Current membership epoch (hex) of that coalition.
-    pub epoch: Option<String>,
-    /// Members that approved two different proposals for one epoch.
-    pub equivocations: Vec<String>,
-}
-
-impl VerifyReport {
-    /// True when every record verified.
-    pub fn ok(&self) -> bool {
-        self.failures.is_empty()
-    }
 }
 
 /// Records from a peer that passed every check, waiting to be stored
@@ -345,7 +305,7 @@ impl Node {
                     let r = record::sign(identity, seq + 1, prev, draft);
                     seq = r.seq;
                     prev = Some(r.id);
-                    prepared.push(store::prepare_verified(r.clone()).map_err(NodeError::from)?);
+                    prepared.push(check::prepare_verified(r.clone()).map_err(NodeError::from)?);
                     made.push(r);
                 }
                 Ok(prepared)
@@ -584,11 +544,7 @@ impl Node {
     /// A record's audience including the grants its author signed for it.
     pub async fn effective_audience(&self, rec: &Record) -> Result<Audience, NodeError> {
         let grants = self.store.about(&rec.id, GRANT_SCHEMA).await?;
-        Ok(grants
-            .iter()
-            .filter(|g| g.author == rec.author)
-            .filter_map(grant_audience)
-            .fold(rec.audience.clone(), |a, g| union(&a, &g)))
+        Ok(audience::effective(rec, &grants))
     }
 
     /// Everything `finding show` presents about a record.
@@ -660,16 +616,11 @@ impl Node {
         Ok(records
             .into_iter()
             .filter(|r| {
-                let a = grants
-                    .get(&(r.id, r.author))
-                    .into_iter()
-                    .flatten()
-                    .fold(r.audience.clone(), |a, g| union(&a, g));
-                match (a, recipient) {
-                    (Audience::Coalition, _) => true,
-                    (Audience::Members(m), Some(k)) => m.contains(&k),
-                    _ => false,
-                }
+                let a = audience::widened(
+                    &r.audience,
+                    grants.get(&(r.id, r.author)).into_iter().flatten(),
+                );
+                audience::shareable_with(&a, recipient.as_ref())
             })
             .collect())
     }
@@ -873,7 +824,7 @@ impl Node {
                 all.par_iter()
                     .enumerate()
                     .map(|(i, (id, bytes))| {
-                        let r = store::prepare(bytes)
+                        let r = check::prepare(bytes)
                             .map_err(|e| e.to_string())
                             .and_then(|p| {
                                 if p.record.id == *id {
@@ -1122,7 +1073,7 @@ fn check_batch(
     let results: Vec<(u64, &[u8], Result<Prepared, String>)> = batch
         .par_iter()
         .map(|e| {
-            let r = store::prepare(&e.bytes)
+            let r = check::prepare(&e.bytes)
                 .map_err(|err| err.to_string())
                 .and_then(|p| match membership {
                     Some(m) => m.judge(&p.record).map(|()| p),
@@ -1144,180 +1095,6 @@ fn check_batch(
         }
     }
     (ok, failures)
-}
-
-/// Whether `bytes` name a membership schema (read before verification, to order them).
-pub(crate) fn is_membership(bytes: &[u8]) -> bool {
-    record::schema_of(bytes).is_some_and(|s| MEMBERSHIP_SCHEMAS.contains(&s.as_str()))
-}
-
-/// Verifies a bundle offline: every record's encoding, signature and schema, and, when
-/// the bundle carries a charter, that every author was a member under the epoch its
-/// record names and that every membership change had enough approvals.
-pub fn verify_bundle(path: &Path) -> Result<VerifyReport, NodeError> {
-    verify_bundle_for(path, None)
-}
-
-/// As [`verify_bundle`], judging membership by the charter with id `charter` (hex as
-/// `coalition charter show` prints it) instead of the one the bundle carries: an auditor
-/// who knows the coalition's charter id is not fooled by a bundle with a charter of its own.
-pub fn verify_bundle_for(
-    path: &Path,
-    charter: Option<[u8; 32]>,
-) -> Result<VerifyReport, NodeError> {
-    let file = std::fs::File::open(path).map_err(io_err(path))?;
-    let reader = bundle::Reader::new(std::io::BufReader::with_capacity(1 << 20, file))?;
-    let mut report = VerifyReport::default();
-    let mut frames = Vec::new();
-    let entries: Vec<_> = reader
-        .filter_map(|e| match e {
-            Ok(e) => Some(e),
-            Err(f) => {
-                frames.push(Failure {
-                    index: f.index,
-                    id: None,
-                    reason: format!("at byte {}: {}", f.offset, f.reason),
-                });
-                None
-            }
-        })
-        .collect();
-    let checked: Vec<(u64, Option<String>, Result<Prepared, String>)> = entries
-        .par_iter()
-        .map(|e| {
-            (
-                e.index,
-                Some(RecordId::of(&e.bytes).to_hex()),
-                store::prepare(&e.bytes).map_err(|err| err.to_string()),
-            )
-        })
-        .collect();
-    judge_all(&mut report, checked, charter);
-    // A record lost to truncation or a broken length prefix counts as checked and failed.
-    report.checked += frames.len() as u64;
-    if let (Some(expected), None) = (charter, &report.coalition) {
-        report.failures.push(Failure {
-            index: 0,
-            id: None,
-            reason: format!(
-                "the bundle does not carry the expected charter {}",
-                hex::encode(expected)
-            ),
-        });
-    }
-    report.failures.extend(frames);
-    report.failures.sort_by_key(|f| f.index);
-    Ok(report)
-}
-
-/// Tallies checked records, then judges the valid ones against the membership their
-/// own membership records define.
-fn judge_all(
-    report: &mut VerifyReport,
-    checked: Vec<(u64, Option<String>, Result<Prepared, String>)>,
-    chosen: Option<[u8; 32]>,
-) {
-    let mut seen: HashMap<(OrgKey, u64), RecordId> = HashMap::new();
-    let mut valid: Vec<(u64, Record)> = Vec::new();
-    for (index, id, r) in checked {
-        report.checked += 1;
-        match r {
-            Ok(p) => {
-                if let Some(other) = seen.insert((p.record.author, p.record.seq), p.record.id) {
-                    if other != p.record.id {
-                        report.forks.push(format!(
-                            "author {} signed two records with seq {}: {} and {}",
-                            p.record.author, p.record.seq, other, p.record.id
-                        ));
-                    }
-                }
-                valid.push((index, p.record));
-            }
-            Err(reason) => report.failures.push(Failure { index, id, reason }),
-        }
-    }
-    let records: Vec<Record> = valid.iter().map(|(_, r)| r.clone()).collect();
-    let membership = match Membership::fold(&records, chosen) {
-        Ok(m) => m,
-        Err(e) => {
-            report.failures.push(Failure {
-                index: 0,
-                id: None,
-                reason: e.to_string(),
-            });
-            None
-        }
-    };
-    if let Some(m) = &membership {
-        report.coalition = Some(m.name.clone());
-        report.charter = Some(hex::encode(m.charter_id));
-        report.epoch = Some(hex::encode(m.current().epoch));
-        report.equivocations = m
-            .equivocations
-            .iter()
-            .map(|e| {
-                format!(
-                    "member {} supported {} different proposals for epoch {} (evidence: {})",
-                    e.member,
-                    e.proposals.len(),
-                    &hex::encode(e.epoch)[..12],
-                    e.evidence
-                        .iter()
-                        .map(|r| r.short())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })
-            .collect();
-    }
-    for (index, r) in valid {
-        let verdict = membership.as_ref().map_or(Ok(()), |m| m.judge(&r));
-        match verdict {
-            Ok(()) => {
-                report.valid += 1;
-                *report.authors.entry(r.author.to_hex()).or_default() += 1;
-            }
-            Err(reason) => report.failures.push(Failure {
-                index,
-                id: Some(r.id.to_hex()),
-                reason,
-            }),
-        }
-    }
-    report.failures.sort_by_key(|f| f.index);
-}
-
-/// The audience a grant record adds, if it is well-formed.
-fn grant_audience(g: &Record) -> Option<Audience> {
-    grant_target(g).map(|(_, a)| a)
-}
-
-pub(crate) fn grant_target(g: &Record) -> Option<(RecordId, Audience)> {
-    let v: Value = serde_json::from_slice(&g.payload).ok()?;
-    let target: RecordId = v["record"].as_str()?.parse().ok()?;
-    let a = match v["audience"]["kind"].as_str()? {
-        "coalition" => Audience::Coalition,
-        "members" => Audience::members(
-            v["audience"]["members"]
-                .as_array()?
-                .iter()
-                .filter_map(|k| k.as_str()?.parse().ok())
-                .collect(),
-        ),
-        _ => return None,
-    };
-    Some((target, a))
-}
-
-/// The wider of two audiences.
-pub fn union(a: &Audience, b: &Audience) -> Audience {
-    match (a, b) {
-        (Audience::Coalition, _) | (_, Audience::Coalition) => Audience::Coalition,
-        (Audience::Private, x) | (x, Audience::Private) => x.clone(),
-        (Audience::Members(x), Audience::Members(y)) => {
-            Audience::members(x.iter().chain(y.iter()).copied().collect())
-        }
-    }
 }
 
 /// Writes `path` via a temporary file in the same directory and a rename, so a crash
@@ -1351,27 +1128,4 @@ pub fn write_atomically(
         std::fs::remove_file(&tmp).ok();
     }
     result.map_err(io_err(path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn audience_union_only_widens() {
-        let a = Identity::from_seed(&[1; 32]).key();
-        let b = Identity::from_seed(&[2; 32]).key();
-        assert_eq!(
-            union(&Audience::Private, &Audience::members(vec![a])),
-            Audience::members(vec![a])
-        );
-        assert_eq!(
-            union(&Audience::members(vec![a]), &Audience::members(vec![b])),
-            Audience::members(vec![a, b])
-        );
-        assert_eq!(
-            union(&Audience::members(vec![a]), &Audience::Coalition),
-            Audience::Coalition
-        );
-    }
 }

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle;
 use crate::identity::{Identity, OrgKey};
-use crate::node::{now_ms, Node};
+use crate::node::Node;
+use crate::now_ms;
 use crate::query::{self, AggregateRow, Dimension, Measures, Query, QueryError};
-use crate::store::{self, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Format name inside every report.
 pub const REPORT_FORMAT: &str = "coalition-report/1";
@@ -292,7 +293,7 @@ async fn load_bundle(store: &Store, path: &Path) -> Result<(u64, u64), ReportErr
         let prepared: Vec<_> = tokio::task::block_in_place(|| {
             batch
                 .par_iter()
-                .map(|e| store::prepare(&e.bytes))
+                .map(|e| crate::check::prepare(&e.bytes))
                 .collect::<Vec<_>>()
         });
         let ok: Vec<_> = prepared

@@ -6,6 +6,10 @@
 //! record already held is a no-op. The file is marked with a SQLite `application_id`, so
 //! a database that is not a Coalition store is refused before anything touches it.
 
+mod reader;
+
+pub use reader::Reader;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -15,10 +19,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use crate::finding::{subject_of, FindingIndex, FINDING_SCHEMA, RETRACTION_SCHEMA};
+use crate::finding::{FindingIndex, FINDING_SCHEMA, RETRACTION_SCHEMA};
 use crate::identity::OrgKey;
-use crate::record::{self, Audience, Record, RecordError, RecordId};
-use crate::schema::{schemas, SchemaError};
+use crate::now_ms;
+use crate::record::{self, Audience, Record, RecordId};
 
 /// SQLite `application_id` of a Coalition store ("COLN").
 pub const APPLICATION_ID: i64 = 0x434F_4C4E;
@@ -65,46 +69,7 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
-/// Why a record offered for ingest was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum IngestError {
-    /// Bad encoding or signature.
-    #[error(transparent)]
-    Record(#[from] RecordError),
-    /// Payload does not match its schema.
-    #[error(transparent)]
-    Schema(#[from] SchemaError),
-}
-
-/// A record checked and ready to insert: verified, schema-valid, columns extracted.
-/// Preparing is CPU-bound and independent per record, so callers run it in parallel.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    /// The verified record.
-    pub record: Record,
-    /// Record it refers to (annex → finding, grant → record).
-    pub subject: Option<RecordId>,
-    /// Query columns, for findings.
-    pub finding: Option<FindingIndex>,
-}
-
-/// Verifies `bytes` (encoding, signature, schema) and extracts its query columns.
-pub fn prepare(bytes: &[u8]) -> Result<Prepared, IngestError> {
-    let record = record::verify(bytes)?;
-    prepare_verified(record)
-}
-
-/// As [`prepare`], for a record whose signature was already checked (own new records).
-pub fn prepare_verified(record: Record) -> Result<Prepared, IngestError> {
-    let value = schemas().check_payload(&record.schema, &record.payload, &record.id.to_hex())?;
-    let finding = (record.schema == FINDING_SCHEMA).then(|| FindingIndex::extract(&value));
-    Ok(Prepared {
-        subject: subject_of(&record.schema, &value),
-        record,
-        finding,
-    })
-}
+pub use crate::check::{prepare, prepare_verified, IngestError, Prepared};
 
 /// A current-or-past finding as listed.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -258,13 +223,6 @@ async fn reader_pool(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::
         .await
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Store {
     /// Creates a new store file at `path`; refuses if anything is already there.
     pub async fn create(path: &Path) -> Result<Self, StoreError> {
@@ -348,6 +306,11 @@ impl Store {
             analyzed_rows: Arc::new(AtomicI64::new(rows)),
             checkpoints: Arc::default(),
         })
+    }
+
+    /// A read-only handle for queries, reports and the API.
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.pool.clone())
     }
 
     /// The database file.

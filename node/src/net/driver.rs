@@ -10,11 +10,13 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use crate::audience;
 use crate::charter::{Membership, NODE_CERT_SCHEMA};
 use crate::identity::{Identity, OrgKey};
-use crate::node::{is_membership, now_ms, CheckedRecords, Node, NodeError};
+use crate::node::{CheckedRecords, Node, NodeError};
+use crate::now_ms;
 use crate::record::{self, RecordId};
-use crate::store;
+use crate::verify::is_membership;
 
 use super::codec::MAX_RESPONSE_BYTES;
 use super::event_loop::Command;
@@ -74,7 +76,8 @@ pub(super) fn verify_certificate(
     peer: &PeerId,
     membership: Option<&Membership>,
 ) -> Result<(OrgKey, i64), String> {
-    let p = store::prepare(bytes).map_err(|e| format!("certificate does not verify: {e}"))?;
+    let p =
+        crate::check::prepare(bytes).map_err(|e| format!("certificate does not verify: {e}"))?;
     if p.record.schema != NODE_CERT_SCHEMA {
         return Err(format!(
             "certificate has schema {}, expected {NODE_CERT_SCHEMA}",
@@ -513,16 +516,15 @@ pub(super) async fn answer(
             let batch_grants: Vec<(RecordId, OrgKey, record::Audience)> = records
                 .iter()
                 .filter_map(|b| record::verify(b).ok())
-                .filter_map(|g| crate::node::grant_target(&g).map(|(t, a)| (t, g.author, a)))
+                .filter_map(|g| audience::grant_target(&g).map(|(t, a)| (t, g.author, a)))
                 .collect();
             let (ok, bad): (Vec<_>, Vec<_>) = {
                 let ix = index.lock().await;
                 records.into_iter().partition(|b| {
                     addressed_to(b, &me, |id, author| {
-                        batch_grants
-                            .iter()
-                            .any(|(t, a, aud)| t == id && a == author && includes(aud, &me))
-                            || ix.granted_to(id, author, &me)
+                        batch_grants.iter().any(|(t, a, aud)| {
+                            t == id && a == author && audience::reaches(aud, &me)
+                        }) || ix.granted_to(id, author, &me)
                     })
                 })
             };
@@ -558,18 +560,10 @@ pub(super) async fn answer(
     }
 }
 
-fn includes(a: &record::Audience, me: &OrgKey) -> bool {
-    match a {
-        record::Audience::Coalition => true,
-        record::Audience::Members(m) => m.contains(me),
-        record::Audience::Private => false,
-    }
-}
-
 /// Whether `me` may receive a pushed record: its author, its own audience, or a grant.
 fn addressed_to(bytes: &[u8], me: &OrgKey, granted: impl Fn(&RecordId, &OrgKey) -> bool) -> bool {
     match record::verify(bytes) {
-        Ok(r) => r.author == *me || includes(&r.audience, me) || granted(&r.id, &r.author),
+        Ok(r) => audience::entitled(&r.author, &r.audience, me) || granted(&r.id, &r.author),
         // Invalid records are refused (and counted) by ingest.
         Err(_) => true,
     }

@@ -18,7 +18,8 @@ use tokio::task::JoinSet;
 
 use crate::charter::Membership;
 use crate::identity::OrgKey;
-use crate::node::{now_ms, Node};
+use crate::node::Node;
+use crate::now_ms;
 use crate::record::RecordId;
 
 use super::driver::{self, SyncStats};

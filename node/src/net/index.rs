@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::audience::{self, grant_target};
 use crate::finding::GRANT_SCHEMA;
 use crate::identity::OrgKey;
-use crate::node::{grant_target, union};
 use crate::record::{self, Audience, RecordId};
 use crate::store::{Store, StoreError};
 
@@ -97,26 +97,24 @@ impl Index {
     /// A record's audience including same-author grants.
     pub fn audience(&self, id: &RecordId) -> Option<Audience> {
         let h = self.held.get(id)?;
-        Some(
+        Some(audience::widened(
+            &h.audience,
             self.grants
                 .get(id)
                 .into_iter()
                 .flatten()
                 .filter(|(author, _)| *author == h.author)
-                .fold(h.audience.clone(), |a, (_, g)| union(&a, g)),
-        )
+                .map(|(_, g)| g),
+        ))
     }
 
     /// Whether `author` granted record `id` to `org` (the record need not be held).
     pub fn granted_to(&self, id: &RecordId, author: &OrgKey, org: &OrgKey) -> bool {
-        self.grants.get(id).into_iter().flatten().any(|(a, aud)| {
-            a == author
-                && match aud {
-                    Audience::Coalition => true,
-                    Audience::Members(m) => m.contains(org),
-                    Audience::Private => false,
-                }
-        })
+        self.grants
+            .get(id)
+            .into_iter()
+            .flatten()
+            .any(|(a, aud)| a == author && audience::reaches(aud, org))
     }
 
     /// Whether organisation `org` may receive record `id`.
@@ -124,14 +122,8 @@ impl Index {
         let Some(h) = self.held.get(id) else {
             return false;
         };
-        if h.author == *org {
-            return true;
-        }
-        match self.audience(id) {
-            Some(Audience::Coalition) => true,
-            Some(Audience::Members(m)) => m.contains(org),
-            _ => false,
-        }
+        self.audience(id)
+            .is_some_and(|a| audience::entitled(&h.author, &a, org))
     }
 
     /// The records held that both `me` and `peer` may receive: what a sync between the

@@ -441,7 +441,7 @@ fn an_auditor_verifies_membership_offline_from_a_bundle() {
         &bytes,
     )
     .unwrap();
-    let report = crate::node::verify_bundle(&path).unwrap();
+    let report = crate::verify::verify_bundle(&path).unwrap();
     assert_eq!(report.coalition.as_deref(), Some("Balkan Watch"));
     assert_eq!(report.epoch.as_deref(), Some(hex::encode(e1).as_str()));
     let failed: Vec<&str> = report
@@ -461,7 +461,7 @@ fn an_auditor_verifies_membership_offline_from_a_bundle() {
     assert!(!failed.contains(&early.id.to_hex().as_str()));
     assert_eq!(report.valid, recs.len() as u64 - 2);
     // Judged by a charter the bundle does not carry, nothing about membership passes.
-    let other = crate::node::verify_bundle_for(&path, Some([9; 32])).unwrap();
+    let other = crate::verify::verify_bundle_for(&path, Some([9; 32])).unwrap();
     assert!(!other.ok());
 }
 

@@ -19,47 +19,50 @@ const SCHEMA_FILES: &[(&str, &str, &str)] = &[
     (
         "finding/v1",
         "finding.v1.json",
-        include_str!("../../schemas/finding.v1.json"),
+        include_str!("../../../schemas/finding.v1.json"),
     ),
     (
         "annex/v1",
         "annex.v1.json",
-        include_str!("../../schemas/annex.v1.json"),
+        include_str!("../../../schemas/annex.v1.json"),
     ),
     (
         "retraction/v1",
         "retraction.v1.json",
-        include_str!("../../schemas/retraction.v1.json"),
+        include_str!("../../../schemas/retraction.v1.json"),
     ),
     (
         "grant/v1",
         "grant.v1.json",
-        include_str!("../../schemas/grant.v1.json"),
+        include_str!("../../../schemas/grant.v1.json"),
     ),
     (
         "charter/v1",
         "charter.v1.json",
-        include_str!("../../schemas/charter.v1.json"),
+        include_str!("../../../schemas/charter.v1.json"),
     ),
     (
         "proposal/v1",
         "proposal.v1.json",
-        include_str!("../../schemas/proposal.v1.json"),
+        include_str!("../../../schemas/proposal.v1.json"),
     ),
     (
         "approval/v1",
         "approval.v1.json",
-        include_str!("../../schemas/approval.v1.json"),
+        include_str!("../../../schemas/approval.v1.json"),
     ),
     (
         "node-cert/v1",
         "node-cert.v1.json",
-        include_str!("../../schemas/node-cert.v1.json"),
+        include_str!("../../../schemas/node-cert.v1.json"),
     ),
 ];
 
 /// Vocabulary document referenced by the record schemas.
-const VOCAB_FILE: (&str, &str) = ("vocab.v1.json", include_str!("../../schemas/vocab.v1.json"));
+const VOCAB_FILE: (&str, &str) = (
+    "vocab.v1.json",
+    include_str!("../../../schemas/vocab.v1.json"),
+);
 
 /// Longest violation message shown (enum lists can be long).
 const MAX_MESSAGE_CHARS: usize = 240;
@@ -286,7 +289,7 @@ mod tests {
 
     #[test]
     fn every_shipped_example_is_valid() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/examples");
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

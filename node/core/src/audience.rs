@@ -1,0 +1,121 @@
+//! Who may receive a record: the one home of the audience and entitlement rules.
+//!
+//! A record's *effective* audience is the audience it was signed with, widened by the
+//! grants its own author signed for it (a grant by anyone else has no effect). Sync,
+//! exports, reports and the API all decide with these functions, so a change to what may
+//! leave a node is made here once.
+
+use serde_json::Value;
+
+use crate::identity::OrgKey;
+use crate::record::{Audience, Record, RecordId};
+
+/// The wider of two audiences.
+pub fn union(a: &Audience, b: &Audience) -> Audience {
+    match (a, b) {
+        (Audience::Coalition, _) | (_, Audience::Coalition) => Audience::Coalition,
+        (Audience::Private, x) | (x, Audience::Private) => x.clone(),
+        (Audience::Members(x), Audience::Members(y)) => {
+            Audience::members(x.iter().chain(y.iter()).copied().collect())
+        }
+    }
+}
+
+/// The record a grant widens and the audience it adds, if the grant is well-formed.
+pub fn grant_target(grant: &Record) -> Option<(RecordId, Audience)> {
+    let v: Value = serde_json::from_slice(&grant.payload).ok()?;
+    let target: RecordId = v["record"].as_str()?.parse().ok()?;
+    let a = match v["audience"]["kind"].as_str()? {
+        "coalition" => Audience::Coalition,
+        "members" => Audience::members(
+            v["audience"]["members"]
+                .as_array()?
+                .iter()
+                .filter_map(|k| k.as_str()?.parse().ok())
+                .collect(),
+        ),
+        _ => return None,
+    };
+    Some((target, a))
+}
+
+/// `base` widened by every audience in `grants` (the same-author grants of one record).
+pub fn widened<'a>(base: &Audience, grants: impl IntoIterator<Item = &'a Audience>) -> Audience {
+    grants.into_iter().fold(base.clone(), |a, g| union(&a, g))
+}
+
+/// The effective audience of `record`, given grant records that may concern it: only
+/// grants signed by the record's own author and naming it count.
+pub fn effective<'a>(record: &Record, grants: impl IntoIterator<Item = &'a Record>) -> Audience {
+    let added: Vec<Audience> = grants
+        .into_iter()
+        .filter(|g| g.author == record.author)
+        .filter_map(grant_target)
+        .filter(|(target, _)| *target == record.id)
+        .map(|(_, a)| a)
+        .collect();
+    widened(&record.audience, &added)
+}
+
+/// Whether an audience names organisation `org` (the coalition names every member; a
+/// private audience names nobody, not even its author's other nodes).
+pub fn reaches(audience: &Audience, org: &OrgKey) -> bool {
+    match audience {
+        Audience::Coalition => true,
+        Audience::Members(m) => m.contains(org),
+        Audience::Private => false,
+    }
+}
+
+/// Whether a peer node of organisation `org` may receive, over the network, a record by
+/// `author` whose effective audience is `audience`.
+pub fn entitled(author: &OrgKey, audience: &Audience, org: &OrgKey) -> bool {
+    *author == *org || reaches(audience, org)
+}
+
+/// Whether a record with effective audience `audience` may be exported for `recipient`
+/// (`None`: anyone in the coalition, e.g. a published report or a bundle for an auditor).
+pub fn shareable_with(audience: &Audience, recipient: Option<&OrgKey>) -> bool {
+    match (audience, recipient) {
+        (Audience::Coalition, _) => true,
+        (Audience::Members(m), Some(k)) => m.contains(k),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn union_only_widens() {
+        let a = Identity::from_seed(&[1; 32]).key();
+        let b = Identity::from_seed(&[2; 32]).key();
+        assert_eq!(
+            union(&Audience::Private, &Audience::members(vec![a])),
+            Audience::members(vec![a])
+        );
+        assert_eq!(
+            union(&Audience::members(vec![a]), &Audience::members(vec![b])),
+            Audience::members(vec![a, b])
+        );
+        assert_eq!(
+            union(&Audience::members(vec![a]), &Audience::Coalition),
+            Audience::Coalition
+        );
+    }
+
+    #[test]
+    fn only_listed_members_are_reached_and_private_reaches_nobody() {
+        let a = Identity::from_seed(&[1; 32]).key();
+        let b = Identity::from_seed(&[2; 32]).key();
+        let members = Audience::members(vec![a]);
+        assert!(reaches(&members, &a) && !reaches(&members, &b));
+        assert!(!reaches(&Audience::Private, &a));
+        assert!(shareable_with(&members, Some(&a)));
+        assert!(!shareable_with(&members, None));
+        assert!(!shareable_with(&Audience::Private, Some(&a)));
+        assert!(shareable_with(&Audience::Coalition, None));
+    }
+}
