@@ -69,8 +69,16 @@ pub fn reaches(audience: &Audience, org: &OrgKey) -> bool {
 
 /// Whether a peer node of organisation `org` may receive, over the network, a record by
 /// `author` whose effective audience is `audience`.
+///
+/// A record shared with anyone may also go to its author's other nodes (a second laptop
+/// of the same organisation catches up on what it shared). A PRIVATE record goes to no
+/// other node at all, not even one holding the same organisation key: a restored backup or
+/// a stolen second laptop with the key must not silently pull every annex.
 pub fn entitled(author: &OrgKey, audience: &Audience, org: &OrgKey) -> bool {
-    *author == *org || reaches(audience, org)
+    match audience {
+        Audience::Private => false,
+        _ => *author == *org || reaches(audience, org),
+    }
 }
 
 /// Whether a record with effective audience `audience` may be exported for `recipient`
@@ -104,6 +112,18 @@ mod tests {
             union(&Audience::members(vec![a]), &Audience::Coalition),
             Audience::Coalition
         );
+    }
+
+    #[test]
+    fn private_records_go_to_no_other_node_not_even_the_authors_own() {
+        let a = Identity::from_seed(&[1; 32]).key();
+        let b = Identity::from_seed(&[2; 32]).key();
+        assert!(!entitled(&a, &Audience::Private, &a));
+        assert!(!entitled(&a, &Audience::Private, &b));
+        // What the author shared, its other nodes may hold.
+        assert!(entitled(&a, &Audience::members(vec![b]), &a));
+        assert!(entitled(&a, &Audience::Coalition, &b));
+        assert!(!entitled(&a, &Audience::members(vec![a]), &b));
     }
 
     #[test]

@@ -280,12 +280,15 @@ struct KdfParams {
 }
 
 impl Default for KdfParams {
-    /// OWASP's recommended argon2id baseline (19 MiB, 2 passes, 1 lane).
+    /// RFC 9106's second recommended argon2id option (64 MiB, 3 passes, 4 lanes), for new
+    /// key files: a seized key file is attacked offline, so each guess should cost what a
+    /// laptop can afford once per unlock. Files written with other parameters (earlier key
+    /// files used OWASP's 19 MiB / 2 passes / 1 lane) open with the ones in their header.
     fn default() -> Self {
         Self {
-            m_cost: 19 * 1024,
-            t_cost: 2,
-            p_cost: 1,
+            m_cost: 64 * 1024,
+            t_cost: 3,
+            p_cost: 4,
         }
     }
 }
@@ -383,6 +386,7 @@ impl KeyFile {
         let key = derive_key(passphrase, &salt, p).map_err(|r| bad(&r))?;
         let cipher = XChaCha20Poly1305::new(key.as_ref().into());
         let aad = self.associated_data();
+        // The decrypted seed is wiped when dropped, whatever happens next.
         let seed = cipher
             .decrypt(
                 XNonce::from_slice(&nonce),
@@ -391,6 +395,7 @@ impl KeyFile {
                     aad: &aad,
                 },
             )
+            .map(Zeroizing::new)
             .map_err(|_| IdentityError::WrongPassphrase {
                 path: path.to_string(),
             })?;
@@ -441,6 +446,38 @@ mod tests {
         assert!(!text.contains(&hex::encode(id.signing.to_bytes())));
         // Never overwritten.
         assert!(id.save(&path, "correct horse battery").is_err());
+    }
+
+    #[test]
+    fn new_key_files_use_rfc9106_costs_and_old_ones_still_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.enc");
+        let id = Identity::generate();
+        id.save(&path, "correct horse battery").unwrap();
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(file["kdf_params"]["m_cost"], 64 * 1024);
+        assert_eq!(file["kdf_params"]["t_cost"], 3);
+        assert_eq!(file["kdf_params"]["p_cost"], 4);
+        // A key file written with the earlier, cheaper parameters opens by its header.
+        let old = KeyFile::seal(
+            &id,
+            "correct horse battery",
+            KdfParams {
+                m_cost: 19 * 1024,
+                t_cost: 2,
+                p_cost: 1,
+            },
+        )
+        .unwrap();
+        let old_path = dir.path().join("old.enc");
+        write_private(&old_path, serde_json::to_string(&old).unwrap().as_bytes()).unwrap();
+        assert_eq!(
+            Identity::load(&old_path, "correct horse battery")
+                .unwrap()
+                .key(),
+            id.key()
+        );
     }
 
     #[test]
