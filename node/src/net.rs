@@ -247,6 +247,10 @@ pub async fn start(
         )
         .map_err(setup)?
         .with_quic()
+        // `/dns4`, `/dns6` and `/dns` bootstrap addresses (compose service names, a
+        // coalition member's host name) resolve through the system resolver and hosts file.
+        .with_dns()
+        .map_err(setup)?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(setup)?
         .with_behaviour(
