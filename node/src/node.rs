@@ -21,7 +21,7 @@ use crate::finding::{
 };
 use crate::identity::{Identity, IdentityError, OrgKey};
 use crate::record::{self, Audience, Draft, Record, RecordId};
-use crate::store::{Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::verify::{is_membership, judge_all, VerifyError};
 
 /// Records handled per parallel verify + insert step of an import.
@@ -292,25 +292,27 @@ impl Node {
             }
             None => None,
         };
-        self.store
-            .append_own(identity.key(), |head| {
-                let (mut seq, mut prev) = head.map(|(s, id)| (s, Some(id))).unwrap_or((0, None));
-                let mut made: Vec<Record> = Vec::with_capacity(count);
-                let mut prepared = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let draft = Draft {
-                        epoch,
-                        ..make(&made)
-                    };
-                    let r = record::sign(identity, seq + 1, prev, draft);
-                    seq = r.seq;
-                    prev = Some(r.id);
-                    prepared.push(check::prepare_verified(r.clone()).map_err(NodeError::from)?);
-                    made.push(r);
-                }
-                Ok(prepared)
-            })
-            .await
+        // The store holds its write transaction (and so the chain head) while the
+        // records are signed on top of that head and checked here; dropped on an error,
+        // it rolls back.
+        let mut own = self.store.own_writer(&identity.key()).await?;
+        let (mut seq, mut prev) = own.head().map(|(s, id)| (s, Some(id))).unwrap_or((0, None));
+        let mut made: Vec<Record> = Vec::with_capacity(count);
+        let mut prepared = Vec::with_capacity(count);
+        for _ in 0..count {
+            let draft = Draft {
+                epoch,
+                ..make(&made)
+            };
+            let r = record::sign(identity, seq + 1, prev, draft);
+            seq = r.seq;
+            prev = Some(r.id);
+            prepared.push(check::prepare_verified(r.clone())?);
+            made.push(r);
+        }
+        own.insert(&prepared).await?;
+        own.commit().await?;
+        Ok(made)
     }
 
     /// Signs and stores one own record made now (epoch and chain added by `append`).
@@ -596,11 +598,7 @@ impl Node {
         let all = self.store.all_records().await?;
         let mut records = Vec::with_capacity(all.len());
         for (id, bytes) in all {
-            let r = record::verify(&bytes).map_err(|e| StoreError::Corrupt {
-                id: id.to_hex(),
-                reason: e.to_string(),
-            })?;
-            records.push(r);
+            records.push(store::reread(&id, &bytes)?);
         }
         // Membership records first, so a reader can judge everything after them.
         records.sort_by_key(|r| !MEMBERSHIP_SCHEMAS.contains(&r.schema.as_str()));
