@@ -10,7 +10,7 @@
 //! * the ratio import rate / single-core verify rate against the target (>= 0.50, using
 //!   every core), and the number of cores;
 //! * a breakdown of where the import time goes: reading the bundle, verify + schema
-//!   check (`store::prepare`, single core and in parallel), and the SQLite inserts.
+//!   check (`check::prepare`, single core and in parallel), and the SQLite inserts.
 //!
 //! These are figures, not assertions: the bench never fails on a threshold.
 
@@ -19,12 +19,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use coalition::bundle;
+use coalition::check::{self, Prepared};
 use coalition::config::Home;
 use coalition::finding::{to_payload, FINDING_SCHEMA};
 use coalition::identity::{Identity, OrgKey};
 use coalition::node::Node;
 use coalition::record::{self, Audience, Draft, Record, RecordId, SIGNING_PREFIX};
-use coalition::store::{self, Prepared, Store};
+use coalition::store::Store;
 use coalition_proto::v1::{BundleHeader, SignedRecord};
 use ed25519_dalek::{Signature, VerifyingKey};
 use prost::Message;
@@ -312,7 +313,7 @@ fn main() {
     });
     let record_verify_rate = rate(calls, el);
     let (calls, el) = measure_one_core(min, |i| {
-        black_box(store::prepare(black_box(&records[i % records.len()]))).expect("valid");
+        black_box(check::prepare(black_box(&records[i % records.len()]))).expect("valid");
     });
     let prepare_rate = rate(calls, el);
     println!(
@@ -321,7 +322,7 @@ fn main() {
         1e6 / record_verify_rate
     );
     println!(
-        "    store::prepare (record::verify + JSON parse + schema check + columns), 1 core: {} records/s ({:.1} µs each; schema part ≈ {:.1} µs)",
+        "    check::prepare (record::verify + JSON parse + schema check + columns), 1 core: {} records/s ({:.1} µs each; schema part ≈ {:.1} µs)",
         fmt_rate(prepare_rate),
         1e6 / prepare_rate,
         1e6 / prepare_rate - 1e6 / record_verify_rate
@@ -392,7 +393,7 @@ fn main() {
         .par_iter()
         .map(|e| {
             let _ = RecordId::of(&e.bytes);
-            store::prepare(&e.bytes).expect("valid")
+            check::prepare(&e.bytes).expect("valid")
         })
         .collect();
     let prepare_time = t.elapsed();

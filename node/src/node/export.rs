@@ -1,0 +1,106 @@
+//! What may leave the node as a bundle: the stored records a recipient may receive under
+//! the audience rules, written atomically so a crash never leaves half a file.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use coalition_proto::v1::BundleHeader;
+
+use super::{io_err, Node, NodeError};
+use crate::audience::{self, grant_target};
+use crate::bundle;
+use crate::charter::MEMBERSHIP_SCHEMAS;
+use crate::finding::GRANT_SCHEMA;
+use crate::identity::OrgKey;
+use crate::now_ms;
+use crate::record::{Audience, Record, RecordId};
+use crate::store;
+
+/// Writes `path` via a temporary file in the same directory and a rename, so a crash
+/// never leaves a half-written export under the final name.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), NodeError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("export"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        {
+            let mut w = std::io::BufWriter::new(&file);
+            write(&mut w)?;
+            std::io::Write::flush(&mut w)?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    result.map_err(io_err(path))
+}
+
+impl Node {
+    /// Stored records that may leave this node for `recipient` (`None`: the whole
+    /// coalition), or all of them when `include_private`.
+    pub async fn shareable(
+        &self,
+        include_private: bool,
+        recipient: Option<OrgKey>,
+    ) -> Result<Vec<Record>, NodeError> {
+        let all = self.store.all_records().await?;
+        let mut records = Vec::with_capacity(all.len());
+        for (id, bytes) in all {
+            records.push(store::reread(&id, &bytes)?);
+        }
+        // Membership records first, so a reader can judge everything after them.
+        records.sort_by_key(|r| !MEMBERSHIP_SCHEMAS.contains(&r.schema.as_str()));
+        if include_private {
+            return Ok(records);
+        }
+        let mut grants: HashMap<(RecordId, OrgKey), Vec<Audience>> = HashMap::new();
+        for g in records.iter().filter(|r| r.schema == GRANT_SCHEMA) {
+            if let Some((target, a)) = grant_target(g) {
+                grants.entry((target, g.author)).or_default().push(a);
+            }
+        }
+        Ok(records
+            .into_iter()
+            .filter(|r| {
+                let a = audience::widened(
+                    &r.audience,
+                    grants.get(&(r.id, r.author)).into_iter().flatten(),
+                );
+                audience::shareable_with(&a, recipient.as_ref())
+            })
+            .collect())
+    }
+
+    /// Writes a bundle of the shareable records to `path`. Returns the record count.
+    pub async fn export_bundle(
+        &self,
+        path: &Path,
+        include_private: bool,
+        recipient: Option<OrgKey>,
+    ) -> Result<usize, NodeError> {
+        let records = self.shareable(include_private, recipient).await?;
+        let bytes: Vec<Vec<u8>> = records.into_iter().map(|r| r.bytes).collect();
+        let header = BundleHeader {
+            created_at_ms: now_ms(),
+            exporter: self.key().as_bytes().to_vec().into(),
+            note: format!("exported by {}", self.config.organisation.name),
+            ..Default::default()
+        };
+        write_atomically(path, |w| bundle::write(w, header, &bytes))?;
+        Ok(bytes.len())
+    }
+}

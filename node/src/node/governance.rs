@@ -1,0 +1,151 @@
+//! Governance records this organisation signs: adopting the charter, proposing and
+//! approving membership changes, and certificates binding a libp2p node to it. Each is
+//! refused here when it could not take effect or would be equivocation.
+
+use serde_json::json;
+
+use super::membership::CHARTER_META;
+use super::{Node, NodeError};
+use crate::charter::{self, Change, SignedCharter};
+use crate::finding::to_payload;
+use crate::identity::Identity;
+use crate::record::{Audience, Record, RecordId};
+
+impl Node {
+    /// Adopts a fully signed charter: stores it as a record by this organisation.
+    pub async fn adopt_charter(
+        &self,
+        identity: &Identity,
+        charter: &SignedCharter,
+    ) -> Result<RecordId, NodeError> {
+        charter.check()?;
+        if !charter
+            .charter
+            .members
+            .iter()
+            .any(|m| m.key == identity.key())
+        {
+            return Err(NodeError::Refused(format!(
+                "organisation {} is not a founder of {:?}; only founders adopt a charter (others import it)",
+                identity.key(),
+                charter.charter.name
+            )));
+        }
+        let id = charter.charter.id();
+        if let Some(current) = self.chosen_charter().await? {
+            if current != id {
+                return Err(NodeError::Refused(format!(
+                    "this node already belongs to the coalition with charter {}; a node belongs to one coalition (use another --home)",
+                    hex::encode(current)
+                )));
+            }
+        }
+        let payload = to_payload(&serde_json::to_value(charter).expect("charter serialises"));
+        let r = self
+            .sign_for_coalition(identity, charter::CHARTER_SCHEMA, payload)
+            .await?;
+        self.store.set_meta(CHARTER_META, &hex::encode(id)).await?;
+        Ok(r.id)
+    }
+
+    /// Proposes a membership change for the current epoch (counts as this member's approval).
+    pub async fn propose(
+        &self,
+        identity: &Identity,
+        change: Change,
+        note: Option<&str>,
+    ) -> Result<RecordId, NodeError> {
+        let m = self.require_membership().await?;
+        m.current().apply(&change, &RecordId([0; 32]))?;
+        if let Some(other) = m
+            .pending
+            .iter()
+            .find(|q| q.approvers.contains(&identity.key()))
+        {
+            return Err(NodeError::Refused(format!(
+                "this organisation already supports proposal {} for the current epoch; proposing another would be equivocation, which every node records as evidence",
+                other.proposal
+            )));
+        }
+        let mut payload = json!({ "change": change });
+        if let Some(n) = note {
+            payload["note"] = n.into();
+        }
+        let payload = to_payload(&payload);
+        let r = self
+            .sign_for_coalition(identity, charter::PROPOSAL_SCHEMA, payload)
+            .await?;
+        Ok(r.id)
+    }
+
+    /// Approves a proposal for the current epoch.
+    pub async fn approve(
+        &self,
+        identity: &Identity,
+        proposal: &str,
+    ) -> Result<RecordId, NodeError> {
+        let m = self.require_membership().await?;
+        let id = self.store.resolve(proposal).await?;
+        let p = self.store.record(&id).await?;
+        if p.schema != charter::PROPOSAL_SCHEMA {
+            return Err(NodeError::Refused(format!(
+                "record {id} is a {} record, not a proposal",
+                p.schema
+            )));
+        }
+        if p.epoch != Some(m.current().epoch) {
+            return Err(NodeError::Refused(format!(
+                "proposal {id} applies to an earlier membership epoch and can no longer take effect; propose the change again"
+            )));
+        }
+        if m.applied.iter().any(|a| a.proposal == id) {
+            return Err(NodeError::Refused(format!(
+                "proposal {id} has already taken effect"
+            )));
+        }
+        if let Some(other) = m
+            .pending
+            .iter()
+            .find(|q| q.proposal != id && q.approvers.contains(&identity.key()))
+        {
+            return Err(NodeError::Refused(format!(
+                "this organisation already supports proposal {} for the current epoch; approving another would be equivocation, which every node records as evidence",
+                other.proposal
+            )));
+        }
+        let payload = to_payload(&json!({ "proposal": id.to_hex() }));
+        let r = self
+            .sign_for_coalition(identity, charter::APPROVAL_SCHEMA, payload)
+            .await?;
+        Ok(r.id)
+    }
+
+    /// Issues a node certificate binding `peer_id` to this organisation until `expires_at_ms`.
+    pub async fn issue_node_cert(
+        &self,
+        identity: &Identity,
+        peer_id: &str,
+        expires_at_ms: i64,
+    ) -> Result<Record, NodeError> {
+        let payload = to_payload(&json!({ "peer_id": peer_id, "expires_at_ms": expires_at_ms }));
+        crate::schema::schemas()
+            .check_payload(charter::NODE_CERT_SCHEMA, &payload, "--peer-id")
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let r = self
+            .sign_for_coalition(identity, charter::NODE_CERT_SCHEMA, payload)
+            .await?;
+        Ok(r)
+    }
+
+    /// Signs and stores a governance record for the whole coalition (every member must
+    /// be able to count it).
+    async fn sign_for_coalition(
+        &self,
+        identity: &Identity,
+        schema: &str,
+        payload: Vec<u8>,
+    ) -> Result<Record, NodeError> {
+        self.append_one(identity, schema, Audience::Coalition, None, payload)
+            .await
+    }
+}
