@@ -5,6 +5,10 @@
 //! of a sync (`driver`, `answer`, in tasks of their own), the status (`status`). It never
 //! waits on the store; the poller (`poller`) and the tasks read it.
 //!
+//! Its handlers live beside it: `gate` (hellos, certificates, violations, blocks,
+//! membership changes), `gossiping` (announcements in and out), `relaying` (dialling,
+//! relay reservations).
+//!
 //! Cancel safety: every branch of the `select!` in [`EventLoop::run`] is a channel
 //! receive, a timer tick, a swarm poll or a task join, each cancel safe; handlers run to
 //! completion between polls and do not await. All channels are bounded.
@@ -19,9 +23,8 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{mdns, Multiaddr, PeerId, Swarm};
+use libp2p::{mdns, PeerId, Swarm};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 use tokio::task::JoinSet;
@@ -33,17 +36,20 @@ use crate::now_ms;
 
 use super::answer::{self, error_response};
 use super::behaviour::{Behaviour, BehaviourEvent};
-use super::cert::verify_certificate;
 use super::client::Command;
 use super::config::NetConfig;
 use super::driver;
-use super::error::{error_chain, CertError, NetError, SyncError, Violation};
-use super::gossip::{self, Outgoing};
+use super::error::{error_chain, NetError, SyncError, Violation};
+use super::gossip;
 use super::index::Index;
 use super::peers::PeerTable;
 use super::poller::{Polled, Poller, POLLED_QUEUE};
 use super::relay::{self, Reservations};
 use super::status::{member_names, Publisher, SyncStats};
+
+mod gate;
+mod gossiping;
+mod relaying;
 
 /// Results of the event loop's tasks.
 enum Work {
@@ -76,9 +82,6 @@ enum Pending {
 const MAX_INFLIGHT_ANSWERS: usize = 32;
 /// Results of tasks waiting for the event loop.
 const WORK_QUEUE: usize = 256;
-/// How long a peer that uses this node's relay server (reservation or circuit) before its
-/// certificate verified may stay connected without one.
-const RELAY_UNVERIFIED_GRACE: Duration = Duration::from_secs(2);
 /// Between dials of disconnected bootstrap peers and relays.
 const REDIAL_AFTER: Duration = Duration::from_secs(3);
 /// How long running tasks may take to finish at shutdown.
@@ -221,59 +224,6 @@ impl EventLoop {
         }
     }
 
-    /// Dials the bootstrap peers and relays that are not connected. A circuit address
-    /// is dialled once its relay is connected and verified; until then the relay is.
-    fn dial_bootstrap(&mut self) {
-        self.last_dial = Some(Instant::now());
-        let relays: Vec<Multiaddr> = self.reservations.addrs().cloned().collect();
-        for mut addr in self.config.bootstrap.clone().into_iter().chain(relays) {
-            if let Some((relay_addr, relay_peer)) = relay::via(&addr) {
-                if !self.peers.is_verified(&relay_peer) {
-                    if self.peers.contains(&relay_peer) {
-                        continue; // certificates are being exchanged
-                    }
-                    addr = relay_addr;
-                }
-            }
-            // The peer an address leads to is its last /p2p (behind a relay, the target).
-            let opts = match relay::target(&addr) {
-                Some(t) if !self.peers.may_dial(&t) => continue,
-                Some(t) => DialOpts::peer_id(t)
-                    .addresses(vec![addr.clone()])
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build(),
-                None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
-            };
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(%addr, error = %e, "dial failed");
-            }
-        }
-    }
-
-    /// Requests a reservation with every configured relay that is connected, verified,
-    /// holds none for this node and is not backing off.
-    fn reserve(&mut self) {
-        let now = Instant::now();
-        let due = self.reservations.due(now, |p| self.peers.is_verified(p));
-        for circuit in due {
-            match self.swarm.listen_on(circuit.clone()) {
-                Ok(listener) => {
-                    tracing::info!(relay = %circuit, "requesting a relay reservation");
-                    self.reservations.requested(&circuit, listener);
-                }
-                Err(e) => {
-                    let retry_in = self.reservations.request_failed(&circuit, now);
-                    tracing::warn!(relay = %circuit, error = %error_chain(&e), ?retry_in, "cannot request a relay reservation");
-                }
-            }
-        }
-    }
-
-    fn publish_relayed(&mut self) {
-        let addrs = self.reservations.reachable(*self.swarm.local_peer_id());
-        self.status.relayed(addrs);
-    }
-
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } if relay::is_circuit(&address) => {
@@ -297,22 +247,7 @@ impl EventLoop {
                 listener_id,
                 reason,
                 ..
-            } => {
-                let now = Instant::now();
-                if let Some(c) = self.reservations.closed(listener_id, reason.is_err(), now) {
-                    match &reason {
-                        Err(e) => {
-                            tracing::warn!(relay = %c.addr, error = %error_chain(e), retry_in = ?c.retry_in, "relay reservation failed")
-                        }
-                        Ok(()) => {
-                            tracing::info!(relay = %c.addr, was_accepted = c.was_accepted, retry_in = ?c.retry_in, "relay reservation closed (connection to the relay ended)")
-                        }
-                    }
-                    if c.was_accepted {
-                        self.publish_relayed();
-                    }
-                }
-            }
+            } => self.on_listener_closed(listener_id, reason),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -381,33 +316,6 @@ impl EventLoop {
         }
     }
 
-    fn on_relay_client(&mut self, event: libp2p::relay::client::Event) {
-        use libp2p::relay::client::Event;
-        match event {
-            Event::ReservationReqAccepted {
-                relay_peer_id,
-                renewal,
-                limit,
-            } => match self.reservations.accepted(&relay_peer_id) {
-                Some(relay) => {
-                    let me = *self.swarm.local_peer_id();
-                    let reachable = relay.with(Protocol::P2pCircuit).with(Protocol::P2p(me));
-                    tracing::info!(%reachable, limit = ?limit.as_ref().map(|l| (l.duration(), l.data_in_bytes())), "relay reservation accepted; reachable through the relay");
-                    self.publish_relayed();
-                }
-                None => {
-                    tracing::debug!(relay = %relay_peer_id, renewal, "relay reservation renewed")
-                }
-            },
-            Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
-                tracing::debug!(relay = %relay_peer_id, "relayed connection opened");
-            }
-            Event::InboundCircuitEstablished { src_peer_id, .. } => {
-                tracing::debug!(peer = %src_peer_id, "relayed connection accepted");
-            }
-        }
-    }
-
     fn on_sync(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
@@ -453,27 +361,11 @@ impl EventLoop {
         }
     }
 
-    /// Sends this node's certificate; the answer is handled by `on_hello_response`.
-    fn send_hello(&mut self, peer: PeerId) {
-        let hello = pb::SyncRequest {
-            kind: Some(pb::sync_request::Kind::Hello(self.hello())),
-        };
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .sync
-            .send_request(&peer, hello.encode_to_vec());
-        self.pending.insert(id, Pending::Hello(peer));
-    }
-
-    /// This node's certificate, as a hello.
-    fn hello(&self) -> pb::Hello {
-        pb::Hello {
-            certificate: self.cert.clone().into(),
-        }
-    }
-
-    fn respond(&mut self, channel: ResponseChannel<Vec<u8>>, response: pb::SyncResponse) {
+    pub(super) fn respond(
+        &mut self,
+        channel: ResponseChannel<Vec<u8>>,
+        response: pb::SyncResponse,
+    ) {
         let _ = self
             .swarm
             .behaviour_mut()
@@ -490,20 +382,7 @@ impl EventLoop {
             return self.violation(peer, Violation::MalformedRequest);
         };
         if let pb::sync_request::Kind::Hello(hello) = &kind {
-            match verify_certificate(&hello.certificate, &peer, self.membership.as_ref()) {
-                Ok((org, expires)) => {
-                    let reply = pb::SyncResponse {
-                        kind: Some(pb::sync_response::Kind::Hello(self.hello())),
-                    };
-                    self.respond(channel, reply);
-                    self.verified(peer, org, expires);
-                }
-                Err(e) => {
-                    self.respond(channel, error_response(format!("certificate refused: {e}")));
-                    self.refuse_certificate(peer, e);
-                }
-            }
-            return;
+            return self.on_hello(peer, hello, channel);
         }
         let Some(org) = self.peers.org(&peer) else {
             self.respond(
@@ -536,40 +415,6 @@ impl EventLoop {
                 })
                 .await;
         });
-    }
-
-    fn on_hello_response(&mut self, peer: PeerId, response: &[u8]) {
-        match pb::SyncResponse::decode(response).ok().and_then(|r| r.kind) {
-            Some(pb::sync_response::Kind::Hello(h)) => {
-                match verify_certificate(&h.certificate, &peer, self.membership.as_ref()) {
-                    Ok((org, expires)) => self.verified(peer, org, expires),
-                    Err(e) => self.refuse_certificate(peer, e),
-                }
-            }
-            Some(pb::sync_response::Kind::Error(e)) => {
-                tracing::warn!(%peer, reason = %e.message, "peer refused this node's certificate");
-            }
-            _ => self.violation(peer, Violation::MalformedHello),
-        }
-    }
-
-    fn verified(&mut self, peer: PeerId, org: OrgKey, expires: i64) {
-        if !self.peers.verify(peer, org, expires) {
-            return;
-        }
-        tracing::info!(%peer, org = %org.short(), "peer verified as a current member");
-        self.start_sync(peer);
-        if self.reservations.is_relay(&peer) {
-            self.reserve();
-        }
-        let via_peer = self
-            .config
-            .bootstrap
-            .iter()
-            .any(|a| relay::via(a).is_some_and(|(_, r)| r == peer));
-        if via_peer {
-            self.dial_bootstrap();
-        }
     }
 
     fn start_sync(&mut self, peer: PeerId) {
@@ -664,51 +509,6 @@ impl EventLoop {
         }
     }
 
-    /// Reports a gossip message's validation result: forwarded only if accepted.
-    fn report(&mut self, msg: &MessageId, source: &PeerId, verdict: MessageAcceptance) {
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(msg, source, verdict);
-    }
-
-    /// Resolves the announcements that waited for a sync with `peer` (in a task: it
-    /// refreshes the holdings from the store).
-    fn resolve_announces(&mut self, peer: PeerId) {
-        let pending = self.announces.take(&peer);
-        if pending.is_empty() {
-            return;
-        }
-        let (node, index, tx) = (self.node.clone(), self.index.clone(), self.work_tx.clone());
-        self.tasks.spawn(async move {
-            let verdicts = gossip::resolve(&node, &index, pending).await;
-            let _ = tx.send(Work::Resolved { peer, verdicts }).await;
-        });
-    }
-
-    fn on_gossip(&mut self, source: PeerId, msg_id: MessageId, message: gossipsub::Message) {
-        if !self.peers.is_verified(&source) {
-            self.report(&msg_id, &source, MessageAcceptance::Reject);
-            return self.violation(source, Violation::GossipUnverified);
-        }
-        let Some(id) = gossip::announced(&message.data) else {
-            self.report(&msg_id, &source, MessageAcceptance::Reject);
-            return self.violation(source, Violation::MalformedAnnounce);
-        };
-        let held = self
-            .index
-            .try_lock()
-            .map(|ix| ix.holds(&id))
-            .unwrap_or(false);
-        if held {
-            self.report(&msg_id, &source, MessageAcceptance::Accept);
-        } else if self.announces.wait(source, msg_id.clone(), id) {
-            self.start_sync(source);
-        } else {
-            self.report(&msg_id, &source, MessageAcceptance::Ignore);
-        }
-    }
-
     fn on_polled(&mut self, polled: Polled) {
         match polled {
             Polled::Own(out) => self.announce(out),
@@ -717,89 +517,8 @@ impl EventLoop {
         }
     }
 
-    /// Announces this organisation's new shareable records.
-    fn announce(&mut self, out: Outgoing) {
-        for (id, msg) in out.announce {
-            match self
-                .swarm
-                .behaviour_mut()
-                .gossipsub
-                .publish(self.topic.clone(), msg)
-            {
-                Ok(_) => tracing::debug!(record = %id.short(), "announced"),
-                Err(e) => {
-                    tracing::debug!(record = %id.short(), error = %e, "not announced (peers will sync)")
-                }
-            }
-        }
-        if out.sync_now {
-            // Members-only: not announced to the whole topic; sync with peers now.
-            self.sync_all();
-        }
-    }
-
-    fn violation(&mut self, peer: PeerId, violation: Violation) {
-        tracing::warn!(%peer, reason = %violation, "protocol violation");
-        if self.peers.violation(&peer) {
-            self.reject(peer, "too many protocol violations");
-            self.peers.ban(peer);
-        }
-    }
-
-    /// A certificate naming a membership epoch this node has not seen may be valid: the
-    /// peer is disconnected but not blocked, and tries again later.
-    fn refuse_certificate(&mut self, peer: PeerId, error: CertError) {
-        if error.is_violation() {
-            self.reject(peer, &format!("certificate refused: {error}"));
-        } else {
-            tracing::info!(%peer, reason = %error, "certificate names an unknown epoch; disconnecting");
-            self.disconnect(peer);
-        }
-    }
-
-    /// Disconnects `peer`; it may come back.
-    fn disconnect(&mut self, peer: PeerId) {
-        let _ = self.swarm.disconnect_peer_id(peer);
-        self.peers.drop_peer(&peer);
-    }
-
-    /// Disconnects and blocks `peer` (until membership changes).
-    fn reject(&mut self, peer: PeerId, reason: &str) {
-        tracing::warn!(%peer, reason, "disconnecting and blocking peer");
-        self.swarm.behaviour_mut().blocked.block_peer(peer);
-        self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
-        self.peers.block(peer);
-        let _ = self.swarm.disconnect_peer_id(peer);
-    }
-
-    fn membership_changed(&mut self, membership: Option<Membership>) {
-        self.membership = membership;
-        // Members may have been added: give blocked peers another chance to present a
-        // certificate; members removed or rotated away are cut off now.
-        for peer in self.peers.unblock_all() {
-            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .remove_blacklisted_peer(&peer);
-        }
-        for peer in self.peers.not_members(self.membership.as_ref()) {
-            self.reject(peer, "organisation is no longer a current member");
-        }
-    }
-
     fn housekeeping(&mut self) {
-        let now = Instant::now();
-        for peer in self.peers.late(now, now_ms(), self.config.hello_timeout) {
-            tracing::info!(%peer, "no valid certificate in time; disconnecting");
-            self.disconnect(peer);
-        }
-        // The relay server is not for strangers: a peer that reserved or opened a circuit
-        // before it verified gets a short grace, not the whole hello timeout.
-        for peer in self.peers.relay_strangers(now, RELAY_UNVERIFIED_GRACE) {
-            tracing::info!(%peer, "used the relay without a valid certificate; disconnecting");
-            self.disconnect(peer);
-        }
+        self.close_gate(Instant::now());
         if self.last_dial.is_none_or(|t| t.elapsed() > REDIAL_AFTER) {
             self.dial_bootstrap();
         }

@@ -128,7 +128,13 @@ impl Poller {
                 self.send(Polled::Membership(m)).await
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot compute membership");
+                // Asked for after a sync stored membership records: worth a warning; the
+                // fold every second retries quietly.
+                if always {
+                    tracing::warn!(error = %e, "cannot compute membership");
+                } else {
+                    tracing::debug!(error = %e, "cannot compute membership");
+                }
                 true
             }
         }
