@@ -114,7 +114,7 @@ pub enum SyncError {
 }
 
 /// A peer's breach of the protocol. Each one counts towards
-/// [`MAX_VIOLATIONS`](super::peers::MAX_VIOLATIONS); the text goes to the log only.
+/// `peers::MAX_VIOLATIONS`; the text goes to the log only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Violation {

@@ -1,5 +1,5 @@
 //! The event loop: the one task that owns the swarm, and a router. It takes swarm events,
-//! commands from the [`Network`](super::Network) handle and sync runs, results of its own
+//! commands from the `Network` handle and sync runs, results of its own
 //! tasks, and what the store poller found, and hands each to the part that decides: the
 //! certificate checks (`cert`), the peer table (`peers`), gossip (`gossip`), the two sides
 //! of a sync (`driver`, `answer`, in tasks of their own), the status (`status`). It never
