@@ -1,6 +1,7 @@
 //! The daemon's HTTP server on 127.0.0.1: the node routes (`/api/v1/status`,
 //! `/api/v1/peers`) that the CLI's `status` and `peers` use while the daemon runs, merged
-//! with the analysis API and dashboard.
+//! with the analysis API and dashboard. The daemon starts it; it knows nothing of the
+//! daemon.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,25 @@ use tokio::sync::oneshot;
 
 use crate::net::Network;
 use crate::node::Node;
+
+/// Why the HTTP server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiServerError {
+    /// The listen address is taken or not ours.
+    #[error(
+        "cannot listen on {addr}: {source} (choose another address with --listen or [api] listen)"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The bound socket cannot be inspected.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
 
 #[derive(Clone)]
 struct AppState {
@@ -83,7 +103,7 @@ pub async fn bind(
     addr: SocketAddr,
     node: Arc<Node>,
     network: Option<Network>,
-) -> Result<ApiServer, crate::daemon::DaemonError> {
+) -> Result<ApiServer, ApiServerError> {
     if !addr.ip().is_loopback() {
         eprintln!(
             "warning: the API on {addr} is reachable from other machines and has no authentication"
@@ -91,7 +111,7 @@ pub async fn bind(
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| crate::daemon::DaemonError::Bind { addr, source })?;
+        .map_err(|source| ApiServerError::Bind { addr, source })?;
     let bound = listener.local_addr()?;
     let app = crate::api::router(node.clone(), bound.ip()).merge(node_router(node, network));
     let (stop, stopped) = oneshot::channel::<()>();

@@ -3,6 +3,9 @@
 //! A home holds `config.toml`, the encrypted key file `key.enc` and the store
 //! `coalition.db`. Resolution order for the home: `--home` flag, then `COALITION_HOME`,
 //! then `coalition/` under the user's data directory.
+//!
+//! The file holds plain settings; the layers that use them resolve and check them
+//! (`net::NetConfig::from_config` for `[network]`), so this module depends on none of them.
 
 use std::path::{Path, PathBuf};
 
@@ -143,75 +146,6 @@ pub struct Organisation {
 }
 
 impl Config {
-    /// The resolved network settings.
-    pub fn net_config(&self) -> Result<crate::net::NetConfig, ConfigError> {
-        let mut c = crate::net::NetConfig::default();
-        let n = self.network.clone().unwrap_or_default();
-        let invalid = |field: &str, a: &str, why: String| ConfigError::Invalid {
-            path: PathBuf::from("config.toml"),
-            reason: format!("[network] {field} entry {a:?} {why}"),
-        };
-        let parse = |field: &str,
-                     list: Vec<String>,
-                     check: fn(&libp2p::Multiaddr) -> Result<(), String>|
-         -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
-            list.iter()
-                .map(|a| {
-                    let addr: libp2p::Multiaddr = a
-                        .parse()
-                        .map_err(|e| invalid(field, a, format!("is not a multiaddress ({e})")))?;
-                    check(&addr).map_err(|why| invalid(field, a, why))?;
-                    Ok(addr)
-                })
-                .collect()
-        };
-        let direct = |a: &libp2p::Multiaddr| {
-            if crate::net::relay::is_circuit(a) {
-                Err("may not be a /p2p-circuit address".to_string())
-            } else {
-                Ok(())
-            }
-        };
-        if let Some(l) = n.listen {
-            c.listen = parse("listen", l, |a| {
-                if crate::net::relay::is_circuit(a) {
-                    Err("is a /p2p-circuit address; list the relay in `relays` instead".into())
-                } else {
-                    Ok(())
-                }
-            })?;
-        }
-        if let Some(b) = n.bootstrap {
-            c.bootstrap = parse("bootstrap", b, crate::net::relay::check_bootstrap)?;
-        }
-        if let Some(r) = n.relays {
-            c.relays = parse("relays", r, |a| crate::net::relay::check_relay(a).map(drop))?;
-            let mut seen = std::collections::HashSet::new();
-            for a in &c.relays {
-                let peer = crate::net::relay::target(a).expect("checked");
-                if !seen.insert(peer) {
-                    return Err(invalid(
-                        "relays",
-                        &a.to_string(),
-                        "names a relay listed before; list one address per relay".into(),
-                    ));
-                }
-            }
-        }
-        if let Some(e) = n.external_addresses {
-            c.external_addresses = parse("external_addresses", e, direct)?;
-        }
-        c.mdns = n.mdns.unwrap_or(c.mdns);
-        c.relay_server = n.relay_server.unwrap_or(c.relay_server);
-        if let Some(s) = n.sync_interval_secs {
-            c.sync_interval = std::time::Duration::from_secs(s.max(1));
-        }
-        if let Some(s) = n.hello_timeout_secs {
-            c.hello_timeout = std::time::Duration::from_secs(s.max(1));
-        }
-        Ok(c)
-    }
-
     /// Reads and parses the config of `home`.
     pub fn load(home: &Home) -> Result<Self, ConfigError> {
         let path = home.config_path();
@@ -228,14 +162,19 @@ impl Config {
         })
     }
 
+    /// The file's text: a header line, then the TOML.
+    fn to_text(&self) -> String {
+        format!(
+            "# Coalition node configuration. See deploy/config.example.toml for every option.\n{}",
+            toml::to_string_pretty(self).expect("config serialises")
+        )
+    }
+
     /// Replaces the config file of `home` (written to a temporary file, then renamed).
     pub fn save(&self, home: &Home) -> Result<(), ConfigError> {
         let path = home.config_path();
         let tmp = home.dir().join("config.toml.tmp");
-        let text = format!(
-            "# Coalition node configuration. See deploy/config.example.toml for every option.\n{}",
-            toml::to_string_pretty(self).expect("config serialises")
-        );
+        let text = self.to_text();
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|source| ConfigError::Io { path, source })
@@ -244,85 +183,12 @@ impl Config {
     /// Writes the config as a new file.
     pub fn create(&self, home: &Home) -> Result<(), ConfigError> {
         let path = home.config_path();
-        let text = format!(
-            "# Coalition node configuration. See deploy/config.example.toml for every option.\n{}",
-            toml::to_string_pretty(self).expect("config serialises")
-        );
+        let text = self.to_text();
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
             .map_err(|source| ConfigError::Io { path, source })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(network: &str) -> Result<crate::net::NetConfig, ConfigError> {
-        let key = crate::identity::Identity::from_seed(&[7; 32])
-            .key()
-            .to_hex();
-        let text = format!(
-            "[organisation]\nname = \"Org\"\ncountry = \"RS\"\nkey = \"{key}\"\n\n[network]\n{network}\n"
-        );
-        let c: Config = toml::from_str(&text).expect("config parses");
-        c.net_config()
-    }
-
-    fn peer(n: u8) -> String {
-        libp2p::identity::Keypair::ed25519_from_bytes([n; 32])
-            .expect("key")
-            .public()
-            .to_peer_id()
-            .to_string()
-    }
-
-    #[test]
-    fn relays_and_circuit_bootstrap_entries_resolve() {
-        let (relay, target) = (peer(1), peer(2));
-        let c = config(&format!(
-            "relays = [\"/ip4/198.51.100.7/tcp/7400/p2p/{relay}\"]\n\
-             bootstrap = [\"/ip4/198.51.100.7/tcp/7400/p2p/{relay}/p2p-circuit/p2p/{target}\"]\n\
-             external_addresses = [\"/ip4/203.0.113.4/tcp/7400\"]"
-        ))
-        .expect("valid");
-        assert_eq!(c.relays.len(), 1);
-        assert_eq!(c.bootstrap.len(), 1);
-        assert_eq!(c.external_addresses.len(), 1);
-    }
-
-    #[test]
-    fn malformed_relay_entries_say_what_to_write() {
-        let cases = [
-            ("relays = [\"/ip4/198.51.100.7/tcp/7400\"]", "append /p2p/PEERID"),
-            ("relays = [\"198.51.100.7:7400\"]", "not a multiaddress"),
-            (
-                "relays = [\"/ip4/198.51.100.7/tcp/7400/p2p/RELAY/p2p-circuit\"]",
-                "list the relay's own address",
-            ),
-            (
-                "relays = [\"/ip4/198.51.100.7/tcp/7400/p2p/RELAY\", \"/ip4/198.51.100.8/tcp/7400/p2p/RELAY\"]",
-                "one address per relay",
-            ),
-            (
-                "bootstrap = [\"/ip4/198.51.100.7/tcp/7400/p2p-circuit/p2p/TARGET\"]",
-                "/p2p/RELAYID/p2p-circuit/p2p/TARGETID",
-            ),
-            (
-                "listen = [\"/ip4/198.51.100.7/tcp/7400/p2p/RELAY/p2p-circuit\"]",
-                "list the relay in `relays`",
-            ),
-        ];
-        for (network, expected) in cases {
-            let network = network
-                .replace("RELAY", &peer(1))
-                .replace("TARGET", &peer(2));
-            let e = config(&network).expect_err(&network).to_string();
-            assert!(e.contains(expected), "{network}: {e}");
-            assert!(e.contains("[network]"), "{e}");
-        }
     }
 }

@@ -10,9 +10,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::api_server::{self, ApiServerError};
 use crate::config::Home;
 use crate::identity::Identity;
-use crate::net::{self, Network};
+use crate::net::{self, NetConfig, Network};
 use crate::node::{Node, NodeError};
 
 /// Flags of `coalition run`.
@@ -31,16 +32,9 @@ pub struct RunArgs {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
-    /// The listen address is taken or not ours.
-    #[error(
-        "cannot listen on {addr}: {source} (choose another address with --listen or [api] listen)"
-    )]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
+    /// The HTTP API could not be served.
+    #[error(transparent)]
+    Api(#[from] ApiServerError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -167,7 +161,7 @@ pub async fn run(
             )
             .into());
         }
-        let config = node.config().net_config()?;
+        let config = NetConfig::from_config(node.config())?;
         let (net, handle) =
             net::start(node.clone(), Arc::new(identity), config, stop_rx.clone()).await?;
         say(&format!("peer {}", net.peer_id));
@@ -194,7 +188,7 @@ pub async fn run(
             .parse()
             .map_err(|e| NodeError::Refused(format!("[api] listen: {e}")))?,
     };
-    let api = crate::api_server::bind(
+    let api = api_server::bind(
         listen,
         node.clone(),
         network.as_ref().map(|(n, _)| n.clone()),

@@ -83,50 +83,91 @@ pub fn target(addr: &Multiaddr) -> Option<PeerId> {
     }
 }
 
+/// Why an address does not fit where it is listed (the text completes "[network] FIELD
+/// entry "ADDR" …" and says what to write instead).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddrError {
+    /// A relay entry that is itself a circuit address.
+    #[error(
+        "is itself a /p2p-circuit address; list the relay's own address \
+         (/ip4/…/tcp/…/p2p/PEERID)"
+    )]
+    RelayIsCircuit,
+    /// A relay entry without the relay's peer id.
+    #[error(
+        "does not end with the relay's peer id; append /p2p/PEERID as the \
+         relay's `coalition run` prints it"
+    )]
+    RelayWithoutPeerId,
+    /// A relay entry that is only a peer id.
+    #[error("has no network address before /p2p/PEERID (/ip4/…/tcp/…/p2p/PEERID)")]
+    RelayWithoutAddress,
+    /// A circuit bootstrap entry of another shape than relay, circuit, target.
+    #[error(
+        "is a circuit address but not /ip4/…/tcp/…/p2p/RELAYID/p2p-circuit/p2p/TARGETID \
+         (the relay's full address with its peer id, then /p2p-circuit, then the \
+         target's /p2p/PEERID, as the target's `coalition run` prints it)"
+    )]
+    MalformedCircuit,
+    /// A circuit bootstrap entry whose relay is also its target.
+    #[error("names the relay itself as the target")]
+    RelayIsTarget,
+    /// A listen entry through a relay.
+    #[error("is a /p2p-circuit address; list the relay in `relays` instead")]
+    ListenOnCircuit,
+    /// A circuit address where only a direct one fits.
+    #[error("may not be a /p2p-circuit address")]
+    NotDirect,
+}
+
 /// Checks an entry of `[network] relays` and returns the relay's peer id. It must be a
 /// direct address ending in the relay's peer id, as its `coalition run` prints it.
-pub fn check_relay(addr: &Multiaddr) -> Result<PeerId, String> {
+pub fn check_relay(addr: &Multiaddr) -> Result<PeerId, AddrError> {
     if is_circuit(addr) {
-        return Err(
-            "is itself a /p2p-circuit address; list the relay's own address \
-                    (/ip4/…/tcp/…/p2p/PEERID)"
-                .into(),
-        );
+        return Err(AddrError::RelayIsCircuit);
     }
     let Some(peer) = target(addr) else {
-        return Err(
-            "does not end with the relay's peer id; append /p2p/PEERID as the \
-                    relay's `coalition run` prints it"
-                .into(),
-        );
+        return Err(AddrError::RelayWithoutPeerId);
     };
     if addr.iter().count() < 2 {
-        return Err("has no network address before /p2p/PEERID \
-                    (/ip4/…/tcp/…/p2p/PEERID)"
-            .into());
+        return Err(AddrError::RelayWithoutAddress);
     }
     Ok(peer)
 }
 
 /// Checks an entry of `[network] bootstrap`: a direct address, or a circuit address
 /// `<relay address>/p2p/RELAYID/p2p-circuit/p2p/TARGETID`.
-pub fn check_bootstrap(addr: &Multiaddr) -> Result<(), String> {
+pub fn check_bootstrap(addr: &Multiaddr) -> Result<(), AddrError> {
     if !is_circuit(addr) {
         return Ok(());
     }
     let Some((relay, relay_peer)) = via(addr) else {
-        return Err(
-            "is a circuit address but not /ip4/…/tcp/…/p2p/RELAYID/p2p-circuit/p2p/TARGETID \
-                    (the relay's full address with its peer id, then /p2p-circuit, then the \
-                    target's /p2p/PEERID, as the target's `coalition run` prints it)"
-                .into(),
-        );
+        return Err(AddrError::MalformedCircuit);
     };
     check_relay(&relay)?;
     if target(addr) == Some(relay_peer) {
-        return Err("names the relay itself as the target".into());
+        return Err(AddrError::RelayIsTarget);
     }
     Ok(())
+}
+
+/// Checks an entry of `[network] listen`: not through a relay (that is `relays`).
+pub fn check_listen(addr: &Multiaddr) -> Result<(), AddrError> {
+    if is_circuit(addr) {
+        Err(AddrError::ListenOnCircuit)
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks an address that must be direct (`[network] external_addresses`).
+pub fn check_direct(addr: &Multiaddr) -> Result<(), AddrError> {
+    if is_circuit(addr) {
+        Err(AddrError::NotDirect)
+    } else {
+        Ok(())
+    }
 }
 
 /// The relay of a circuit address `R/p2p/RELAYID/p2p-circuit/p2p/TARGETID`: `R/p2p/RELAYID`
@@ -141,6 +182,67 @@ pub(super) fn via(addr: &Multiaddr) -> Option<(Multiaddr, PeerId)> {
     let relay: Multiaddr = parts[..circuit].iter().cloned().collect();
     let peer = target(&relay)?;
     Some((relay, peer))
+}
+
+/// Logs what this node's relay server did; returns the peer that used it (reserved or
+/// opened a circuit), which the event loop holds to the membership gate.
+pub(super) fn server_event(
+    event: libp2p::relay::Event,
+    is_member: impl Fn(&PeerId) -> bool,
+) -> Option<PeerId> {
+    use libp2p::relay::Event;
+    match event {
+            Event::ReservationReqAccepted {
+                src_peer_id,
+                renewed,
+            } => {
+                let member = is_member(&src_peer_id);
+                tracing::info!(peer = %src_peer_id, renewed, member, "relay server: reservation accepted");
+                return Some(src_peer_id);
+            }
+            Event::ReservationReqDenied {
+                src_peer_id,
+                status,
+            } => {
+                tracing::info!(peer = %src_peer_id, ?status, "relay server: reservation denied");
+            }
+            Event::ReservationClosed { src_peer_id }
+            | Event::ReservationTimedOut { src_peer_id } => {
+                tracing::debug!(peer = %src_peer_id, "relay server: reservation ended");
+            }
+            Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                let member = is_member(&src_peer_id);
+                tracing::info!(src = %src_peer_id, dst = %dst_peer_id, member, "relay server: circuit opened");
+                return Some(src_peer_id);
+            }
+            Event::CircuitReqDenied {
+                src_peer_id,
+                dst_peer_id,
+                status,
+            } => {
+                tracing::info!(src = %src_peer_id, dst = %dst_peer_id, ?status, "relay server: circuit denied");
+            }
+            Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                error,
+            } => {
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, error = ?error, "relay server: circuit closed");
+            }
+            Event::StatusChanged { status } => match status {
+                libp2p::relay::Status::Enable => {
+                    tracing::info!("relay server: serving reservations")
+                }
+                libp2p::relay::Status::Disable => tracing::warn!(
+                    "relay server: not serving reservations (no external address; set [network] external_addresses)"
+                ),
+            },
+            _ => {}
+        }
+    None
 }
 
 /// Delay before the next reservation attempt after `failures` refusals in a row:
@@ -335,14 +437,17 @@ mod tests {
         );
         assert!(check_relay(&addr("/ip4/198.51.100.7/tcp/7400"))
             .unwrap_err()
+            .to_string()
             .contains("peer id"));
         assert!(check_relay(&addr(&format!("/p2p/{r}")))
             .unwrap_err()
+            .to_string()
             .contains("no network address"));
         assert!(check_relay(&addr(&format!(
             "/ip4/198.51.100.7/tcp/7400/p2p/{r}/p2p-circuit"
         )))
         .unwrap_err()
+        .to_string()
         .contains("p2p-circuit"));
     }
 

@@ -1,0 +1,300 @@
+//! Peer bookkeeping of the event loop: who is connected over which connections, the
+//! certificate gate's state (when a peer connected, and once its certificate verified,
+//! its organisation and the certificate's expiry), protocol violations and the ban they
+//! lead to, peers blocked for membership, relay use before verification, and each peer's
+//! sync schedule. No swarm here: the table decides, the event loop acts.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use libp2p::swarm::ConnectionId;
+use libp2p::PeerId;
+
+use crate::charter::Membership;
+use crate::identity::OrgKey;
+
+use super::status::{PeerStatus, SyncStats};
+
+/// Protocol violations after which a peer is disconnected and blocked.
+pub const MAX_VIOLATIONS: u32 = 3;
+
+/// A connected peer.
+#[derive(Debug)]
+struct Peer {
+    /// Organisation and certificate expiry (ms since the Unix epoch), once verified.
+    org: Option<(OrgKey, i64)>,
+    connected_at: Instant,
+    violations: u32,
+    syncing: bool,
+    resync: bool,
+    last_sync: Option<i64>,
+    last_stats: Option<SyncStats>,
+    /// Open connections: remote address (for a relayed inbound one, the circuit it came
+    /// through) and whether it is relayed.
+    connections: HashMap<ConnectionId, (String, bool)>,
+}
+
+impl Peer {
+    /// The address to show (a direct connection's when there is one) and whether every
+    /// connection is relayed.
+    fn address(&self) -> (String, bool) {
+        let mut conns: Vec<&(String, bool)> = self.connections.values().collect();
+        conns.sort_by_key(|(addr, relayed)| (*relayed, addr.clone()));
+        conns
+            .first()
+            .map(|(a, r)| (a.clone(), *r))
+            .unwrap_or_default()
+    }
+}
+
+/// Every peer the event loop knows of.
+#[derive(Debug, Default)]
+pub(super) struct PeerTable {
+    peers: HashMap<PeerId, Peer>,
+    /// Peers refused for membership (given another chance when membership changes).
+    blocked: HashSet<PeerId>,
+    /// Peers refused for protocol violations (blocked until restart).
+    banned: HashSet<PeerId>,
+    /// Peers that used the relay server before they were verified, and since when.
+    relay_unverified: HashMap<PeerId, Instant>,
+}
+
+impl PeerTable {
+    /// Whether `peer` is connected.
+    pub(super) fn contains(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// Whether `peer` is connected and its certificate verified.
+    pub(super) fn is_verified(&self, peer: &PeerId) -> bool {
+        self.org(peer).is_some()
+    }
+
+    /// The organisation of a connected, verified peer.
+    pub(super) fn org(&self, peer: &PeerId) -> Option<OrgKey> {
+        self.peers.get(peer)?.org.map(|(org, _)| org)
+    }
+
+    /// Whether `peer` is blocked for membership.
+    pub(super) fn is_blocked(&self, peer: &PeerId) -> bool {
+        self.blocked.contains(peer)
+    }
+
+    /// Whether `peer` should be dialled: neither connected, blocked nor banned.
+    pub(super) fn may_dial(&self, peer: &PeerId) -> bool {
+        !self.contains(peer) && !self.blocked.contains(peer) && !self.banned.contains(peer)
+    }
+
+    /// The verified peers.
+    pub(super) fn verified(&self) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.org.is_some())
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// A connection opened. True when it is the peer's first (or the first since it was
+    /// dropped while a connection was still being set up): the certificate gate starts.
+    /// Another connection to a known peer (e.g. direct after a hole punch) adds to it.
+    pub(super) fn connected(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        address: String,
+        relayed: bool,
+        now: Instant,
+    ) -> bool {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.connections.insert(connection, (address, relayed));
+            return false;
+        }
+        self.peers.insert(
+            peer,
+            Peer {
+                org: None,
+                connected_at: now,
+                violations: 0,
+                syncing: false,
+                resync: false,
+                last_sync: None,
+                last_stats: None,
+                connections: HashMap::from([(connection, (address, relayed))]),
+            },
+        );
+        true
+    }
+
+    /// A connection closed while others to the peer remain.
+    pub(super) fn connection_closed(&mut self, peer: &PeerId, connection: &ConnectionId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.connections.remove(connection);
+        }
+    }
+
+    /// The peer's last connection closed.
+    pub(super) fn disconnected(&mut self, peer: &PeerId) {
+        self.peers.remove(peer);
+        self.relay_unverified.remove(peer);
+    }
+
+    /// Forgets a peer this node disconnects (its gate starts again if it reconnects).
+    pub(super) fn drop_peer(&mut self, peer: &PeerId) {
+        self.peers.remove(peer);
+    }
+
+    /// Whether `peer`'s hello should be sent again after it failed: the peer is still
+    /// unverified and connected over another connection.
+    pub(super) fn needs_hello(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.org.is_none() && !p.connections.is_empty())
+    }
+
+    /// The peer's certificate verified for `org` until `expires`. True the first time
+    /// (the peer is then a member to sync with); false if renewed or not connected.
+    pub(super) fn verify(&mut self, peer: PeerId, org: OrgKey, expires: i64) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        let first = p.org.is_none();
+        p.org = Some((org, expires));
+        if first {
+            self.relay_unverified.remove(&peer);
+        }
+        first
+    }
+
+    /// Counts a violation. True when the peer has reached [`MAX_VIOLATIONS`] and is to
+    /// be banned.
+    pub(super) fn violation(&mut self, peer: &PeerId) -> bool {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        p.violations += 1;
+        p.violations >= MAX_VIOLATIONS
+    }
+
+    /// Refuses a peer until membership changes, and forgets it.
+    pub(super) fn block(&mut self, peer: PeerId) {
+        self.blocked.insert(peer);
+        self.peers.remove(&peer);
+    }
+
+    /// Refuses a peer until restart, and forgets it.
+    pub(super) fn ban(&mut self, peer: PeerId) {
+        self.blocked.remove(&peer);
+        self.banned.insert(peer);
+        self.peers.remove(&peer);
+    }
+
+    /// The peers blocked for membership, no longer blocked (membership changed).
+    pub(super) fn unblock_all(&mut self) -> HashSet<PeerId> {
+        std::mem::take(&mut self.blocked)
+    }
+
+    /// Verified peers whose organisation is not a current member of `membership`.
+    pub(super) fn not_members(&self, membership: Option<&Membership>) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| {
+                p.org.is_some_and(|(org, _)| {
+                    !membership.is_some_and(|m| m.current().is_member(&org))
+                })
+            })
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Peers without a valid certificate in time: unverified after `hello_timeout`, or
+    /// whose certificate expired by `now_ms`.
+    pub(super) fn late(&self, now: Instant, now_ms: i64, hello_timeout: Duration) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| match p.org {
+                None => now.saturating_duration_since(p.connected_at) > hello_timeout,
+                Some((_, expires)) => expires <= now_ms,
+            })
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Notes that a connected, unverified peer used this node's relay server.
+    pub(super) fn relay_used_by(&mut self, peer: PeerId, now: Instant) {
+        if !self.is_verified(&peer) && self.contains(&peer) {
+            self.relay_unverified.entry(peer).or_insert(now);
+        }
+    }
+
+    /// Peers that used the relay server more than `grace` ago and are still not
+    /// verified (each reported once).
+    pub(super) fn relay_strangers(&mut self, now: Instant, grace: Duration) -> Vec<PeerId> {
+        let expired: Vec<PeerId> = self
+            .relay_unverified
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) > grace)
+            .map(|(k, _)| *k)
+            .collect();
+        expired
+            .into_iter()
+            .filter(|peer| {
+                self.relay_unverified.remove(peer);
+                !self.is_verified(peer)
+            })
+            .collect()
+    }
+
+    /// Schedules a sync with `peer`: its organisation if one should start now; `None` if
+    /// the peer is not verified, or a sync runs already (another follows when it ends).
+    pub(super) fn start_sync(&mut self, peer: &PeerId) -> Option<OrgKey> {
+        let p = self.peers.get_mut(peer)?;
+        let (org, _) = p.org?;
+        if p.syncing {
+            p.resync = true;
+            return None;
+        }
+        p.syncing = true;
+        Some(org)
+    }
+
+    /// A sync with `peer` ended (with its figures if it completed at `now_ms`). True if
+    /// another was asked for meanwhile.
+    pub(super) fn sync_done(
+        &mut self,
+        peer: &PeerId,
+        stats: Option<SyncStats>,
+        now_ms: i64,
+    ) -> bool {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        p.syncing = false;
+        if let Some(stats) = stats {
+            p.last_sync = Some(now_ms);
+            p.last_stats = Some(stats);
+        }
+        std::mem::take(&mut p.resync)
+    }
+
+    /// The peers as `coalition peers` shows them, named from `names`.
+    pub(super) fn statuses(&self, names: &HashMap<OrgKey, String>) -> Vec<PeerStatus> {
+        self.peers
+            .iter()
+            .map(|(id, p)| {
+                let (address, relayed) = p.address();
+                PeerStatus {
+                    peer_id: id.to_string(),
+                    organisation_key: p.org.map(|(k, _)| k.to_hex()),
+                    organisation: p.org.and_then(|(k, _)| names.get(&k).cloned()),
+                    address,
+                    relayed,
+                    last_sync_ms: p.last_sync,
+                    last_sync: p.last_stats,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

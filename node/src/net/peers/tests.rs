@@ -1,0 +1,173 @@
+use super::*;
+use crate::identity::Identity;
+use crate::net::test_support::peer_id;
+
+fn org(n: u8) -> OrgKey {
+    Identity::from_seed(&[n; 32]).key()
+}
+
+/// A table with `peer` connected over one direct connection at `at`.
+fn with_peer(peer: PeerId, at: Instant) -> PeerTable {
+    let mut t = PeerTable::default();
+    assert!(t.connected(
+        peer,
+        ConnectionId::new_unchecked(1),
+        "/ip4/198.51.100.7/tcp/1".into(),
+        false,
+        at
+    ));
+    t
+}
+
+#[test]
+fn violations_lead_to_a_ban_at_the_limit() {
+    let (p, t0) = (peer_id(1), Instant::now());
+    let mut t = with_peer(p, t0);
+    for _ in 1..MAX_VIOLATIONS {
+        assert!(!t.violation(&p), "banned before the limit");
+    }
+    assert!(t.violation(&p), "not banned at the limit");
+    t.block(p);
+    t.ban(p);
+    assert!(!t.contains(&p) && !t.is_blocked(&p) && !t.may_dial(&p));
+    assert!(
+        t.unblock_all().is_empty(),
+        "a ban outlasts membership changes"
+    );
+    assert!(!t.may_dial(&p));
+    assert!(!t.violation(&peer_id(2)), "unknown peers are not counted");
+}
+
+#[test]
+fn blocked_peers_get_another_chance_when_membership_changes() {
+    let p = peer_id(1);
+    let mut t = with_peer(p, Instant::now());
+    t.block(p);
+    assert!(t.is_blocked(&p) && !t.contains(&p) && !t.may_dial(&p));
+    assert_eq!(t.unblock_all(), HashSet::from([p]));
+    assert!(t.may_dial(&p));
+}
+
+#[test]
+fn the_gate_closes_on_unverified_peers_and_expired_certificates() {
+    let (a, b, t0) = (peer_id(1), peer_id(2), Instant::now());
+    let timeout = Duration::from_secs(10);
+    let mut t = with_peer(a, t0);
+    t.connected(
+        b,
+        ConnectionId::new_unchecked(2),
+        "/ip4/198.51.100.8/tcp/1".into(),
+        false,
+        t0,
+    );
+    assert!(t.verify(b, org(2), 5_000), "first verification");
+    assert!(
+        !t.verify(b, org(2), 6_000),
+        "a renewal is not a first verification"
+    );
+    assert!(t
+        .late(t0 + Duration::from_secs(5), 1_000, timeout)
+        .is_empty());
+    // a stays unverified past the hello timeout; b's certificate expires at 6 000 ms.
+    assert_eq!(
+        t.late(t0 + Duration::from_secs(11), 1_000, timeout),
+        vec![a]
+    );
+    let mut late = t.late(t0 + Duration::from_secs(11), 6_000, timeout);
+    late.sort();
+    let mut both = vec![a, b];
+    both.sort();
+    assert_eq!(late, both);
+    assert!(!t.verify(peer_id(3), org(3), 5_000), "not connected");
+}
+
+#[test]
+fn only_verified_peers_sync_and_one_at_a_time() {
+    let (p, t0) = (peer_id(1), Instant::now());
+    let mut t = with_peer(p, t0);
+    assert_eq!(t.start_sync(&p), None, "not verified");
+    assert!(t.verified().is_empty());
+    t.verify(p, org(2), i64::MAX);
+    assert_eq!(t.verified(), vec![p]);
+    assert_eq!(t.start_sync(&p), Some(org(2)));
+    assert_eq!(t.start_sync(&p), None, "one sync per peer");
+    assert!(
+        t.sync_done(&p, None, 0),
+        "asked again while running: runs again"
+    );
+    assert_eq!(t.start_sync(&p), Some(org(2)));
+    let stats = SyncStats {
+        stored: 4,
+        ..Default::default()
+    };
+    assert!(!t.sync_done(&p, Some(stats), 1_234));
+    let s = &t.statuses(&HashMap::from([(org(2), "Org B".to_string())]))[0];
+    assert_eq!(s.last_sync_ms, Some(1_234));
+    assert_eq!(s.last_sync.map(|s| s.stored), Some(4));
+    assert_eq!(s.organisation.as_deref(), Some("Org B"));
+    assert!(!t.sync_done(&peer_id(9), None, 0), "unknown peer");
+}
+
+#[test]
+fn a_direct_connection_is_shown_before_a_relayed_one() {
+    let (p, t0) = (peer_id(1), Instant::now());
+    let mut t = PeerTable::default();
+    assert!(t.connected(
+        p,
+        ConnectionId::new_unchecked(1),
+        "/relayed".into(),
+        true,
+        t0
+    ));
+    assert!(!t.connected(
+        p,
+        ConnectionId::new_unchecked(2),
+        "/direct".into(),
+        false,
+        t0
+    ));
+    let s = &t.statuses(&HashMap::new())[0];
+    assert_eq!((s.address.as_str(), s.relayed), ("/direct", false));
+    t.connection_closed(&p, &ConnectionId::new_unchecked(2));
+    let s = &t.statuses(&HashMap::new())[0];
+    assert_eq!((s.address.as_str(), s.relayed), ("/relayed", true));
+    assert!(t.needs_hello(&p), "unverified with a connection left");
+    t.disconnected(&p);
+    assert!(!t.contains(&p) && t.may_dial(&p));
+}
+
+#[test]
+fn relay_users_without_a_certificate_get_only_a_grace() {
+    let (a, b, t0) = (peer_id(1), peer_id(2), Instant::now());
+    let grace = Duration::from_secs(2);
+    let mut t = with_peer(a, t0);
+    t.connected(b, ConnectionId::new_unchecked(2), "/b".into(), false, t0);
+    t.relay_used_by(a, t0);
+    t.relay_used_by(b, t0);
+    t.relay_used_by(peer_id(3), t0); // not connected: ignored
+    assert!(t
+        .relay_strangers(t0 + Duration::from_secs(1), grace)
+        .is_empty());
+    t.verify(b, org(2), i64::MAX);
+    assert_eq!(
+        t.relay_strangers(t0 + Duration::from_secs(3), grace),
+        vec![a]
+    );
+    assert!(
+        t.relay_strangers(t0 + Duration::from_secs(4), grace)
+            .is_empty(),
+        "reported once"
+    );
+}
+
+#[test]
+fn removed_members_are_found() {
+    let (p, t0) = (peer_id(1), Instant::now());
+    let mut t = with_peer(p, t0);
+    assert!(
+        t.not_members(None).is_empty(),
+        "unverified peers are the gate's"
+    );
+    t.verify(p, org(2), i64::MAX);
+    assert_eq!(t.not_members(None), vec![p]);
+}

@@ -1,0 +1,92 @@
+//! Fixtures shared by the network layer's unit tests.
+
+use libp2p::PeerId;
+use tempfile::TempDir;
+
+use crate::charter::{Member, SignedCharter};
+use crate::config::Home;
+use crate::finding::to_payload;
+use crate::identity::Identity;
+use crate::node::Node;
+use crate::record::{Audience, Draft, RecordId};
+
+/// The libp2p peer id of seed `n`.
+pub(super) fn peer_id(n: u8) -> PeerId {
+    libp2p::identity::Keypair::ed25519_from_bytes([n; 32])
+        .expect("key")
+        .public()
+        .to_peer_id()
+}
+
+/// A node whose charter has two members: itself and `peer`.
+pub(super) struct TwoMembers {
+    pub(super) _dir: TempDir,
+    pub(super) node: Node,
+    pub(super) me: Identity,
+    pub(super) peer: Identity,
+    pub(super) epoch: [u8; 32],
+}
+
+/// Founds a two-member coalition in a temporary home.
+pub(super) async fn two_members() -> TwoMembers {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, me) = Node::init(
+        Home::new(Some(dir.path().join("h"))),
+        "Org A",
+        "RS",
+        "passphrase-1",
+    )
+    .await
+    .unwrap();
+    let peer = Identity::from_seed(&[3; 32]);
+    let members = vec![
+        node.member_card(),
+        Member {
+            organisation: "Org B".into(),
+            country: "XK".into(),
+            key: peer.key(),
+        },
+    ];
+    let mut sc = SignedCharter::draft("C", 2, members, false, 0).unwrap();
+    sc.sign(&me).unwrap();
+    sc.sign(&peer).unwrap();
+    node.adopt_charter(&me, &sc).await.unwrap();
+    let epoch = node.membership().await.unwrap().unwrap().current().epoch;
+    TwoMembers {
+        _dir: dir,
+        node,
+        me,
+        peer,
+        epoch,
+    }
+}
+
+/// A coalition-wide finding draft under `epoch`.
+pub(super) fn draft(epoch: [u8; 32]) -> Draft {
+    Draft {
+        schema: "finding/v1".into(),
+        audience: Audience::Coalition,
+        supersedes: None,
+        epoch: Some(epoch),
+        payload: to_payload(&serde_json::json!({
+            "title": "Checkpoint stops",
+            "summary": "Repeated identity checks of local residents at a temporary checkpoint.",
+            "language": "en",
+            "occurred": {"start": "2025-10-01", "precision": "month"},
+            "location": {"country": "RS"},
+            "category": "intimidation_harassment",
+            "actors": [{"type": "gendarmerie"}],
+            "sources": [{"type": "victim"}],
+            "confidence": "medium"
+        })),
+        created_at_ms: 0,
+    }
+}
+
+/// Records with their ids, as a page of a sync.
+pub(super) fn with_ids(records: &[&[u8]]) -> Vec<(RecordId, Vec<u8>)> {
+    records
+        .iter()
+        .map(|b| (RecordId::of(b), b.to_vec()))
+        .collect()
+}
