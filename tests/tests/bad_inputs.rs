@@ -10,7 +10,7 @@ use coalition::bundle::{self, Reader};
 use coalition::identity::Identity;
 use coalition::record::{self, Audience, Draft, RecordId, MAX_RECORD_BYTES};
 use coalition_proto::v1::BundleHeader;
-use coalition_tests::{example, verify_offline, Org, PASSPHRASE};
+use coalition_tests::{bundle_records, example, verify_offline, write_bundle, Org, PASSPHRASE};
 use prost::Message;
 use serde_json::{json, Value};
 
@@ -20,15 +20,6 @@ const NIS: &str = "05-rs-nis-roma-children-profiling.json";
 
 // ---------------------------------------------------------------------------------------
 // Helpers: read and craft bundles with the library's own types.
-
-/// The record bytes of a bundle, in order.
-fn bundle_records(path: &Path) -> Vec<Vec<u8>> {
-    let file = std::fs::File::open(path).expect("open bundle");
-    Reader::new(std::io::BufReader::new(file))
-        .expect("a readable bundle")
-        .map(|e| e.expect("an intact record").bytes)
-        .collect()
-}
 
 /// Byte range of record `index` (1-based) inside a bundle file.
 fn record_span(path: &Path, index: u64) -> std::ops::Range<usize> {
@@ -53,12 +44,6 @@ fn varint(mut v: u64) -> Vec<u8> {
         }
         out.push(b | 0x80);
     }
-}
-
-/// Writes a well-formed bundle holding `records`.
-fn write_bundle(path: &Path, records: &[Vec<u8>]) {
-    let mut f = std::fs::File::create(path).expect("create bundle");
-    bundle::write(&mut f, BundleHeader::default(), records).expect("write bundle");
 }
 
 fn ids(records: &[Vec<u8>]) -> Vec<String> {

@@ -5,24 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use coalition::bundle::{self, Reader};
 use coalition::identity::Identity;
 use coalition::record::{self, Audience, Draft, Record, RecordId};
-use coalition_proto::v1::BundleHeader;
-use coalition_tests::{example, verify_offline, Org, PASSPHRASE};
-
-fn bundle_records(path: &Path) -> Vec<Vec<u8>> {
-    let file = std::fs::File::open(path).expect("open bundle");
-    Reader::new(std::io::BufReader::new(file))
-        .expect("a readable bundle")
-        .map(|e| e.expect("an intact record").bytes)
-        .collect()
-}
-
-fn write_bundle(path: &Path, records: &[Vec<u8>]) {
-    let mut f = std::fs::File::create(path).expect("create bundle");
-    bundle::write(&mut f, BundleHeader::default(), records).expect("write bundle");
-}
+use coalition_tests::{bundle_records, example, verify_offline, write_bundle, Org, PASSPHRASE};
 
 /// The compact payload of an example input (it has no sensitive part).
 fn finding_payload(name: &str) -> Vec<u8> {
