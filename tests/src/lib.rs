@@ -373,6 +373,13 @@ impl Org {
         id
     }
 
+    /// `finding add` of the example input `name` (see [`example`]) with `--share share`;
+    /// returns the new record id.
+    #[track_caller]
+    pub fn add_example(&self, name: &str, share: &str) -> String {
+        self.add(&example(name), share)
+    }
+
     /// `finding list [--all] --json`.
     #[track_caller]
     pub fn list(&self, all: bool) -> Vec<Value> {

@@ -53,9 +53,9 @@ fn ids(records: &[Vec<u8>]) -> Vec<String> {
 /// Org A with three coalition findings, and its exported bundle.
 fn org_with_bundle() -> (Org, PathBuf) {
     let a = Org::init("Civic Watch Belgrade", "RS");
-    a.add(&example(NOVI_SAD), "coalition");
-    a.add(&example(PRESEVO), "coalition");
-    a.add(&example(NIS), "coalition");
+    a.add_example(NOVI_SAD, "coalition");
+    a.add_example(PRESEVO, "coalition");
+    a.add_example(NIS, "coalition");
     let bundle = a.export("bundle", "a.bundle", &[]);
     assert_eq!(bundle_records(&bundle).len(), 3);
     (a, bundle)
@@ -81,7 +81,7 @@ fn add_args(file: &Path) -> Vec<&OsStr> {
 #[test]
 fn malformed_json_is_refused_with_its_position() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    let existing = org.add(&example(NOVI_SAD), "coalition");
+    let existing = org.add_example(NOVI_SAD, "coalition");
     let before = org.snapshot();
 
     let bad = org.write(
@@ -118,7 +118,7 @@ fn malformed_json_is_refused_with_its_position() {
 #[test]
 fn schema_violations_name_the_field_and_the_rule() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    org.add(&example(NOVI_SAD), "coalition");
+    org.add_example(NOVI_SAD, "coalition");
     let before = org.snapshot();
 
     let mut v = example_value(PRESEVO);
@@ -184,7 +184,7 @@ fn an_unknown_audience_is_a_usage_error() {
 #[test]
 fn wrong_or_missing_passphrase_is_refused() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    let existing = org.add(&example(NOVI_SAD), "private");
+    let existing = org.add_example(NOVI_SAD, "private");
     let before = org.snapshot();
     let file = example(PRESEVO);
 
@@ -264,7 +264,7 @@ fn missing_home_says_to_run_init_and_creates_nothing() {
 #[test]
 fn unknown_record_id_is_reported() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    org.add(&example(NOVI_SAD), "coalition");
+    org.add_example(NOVI_SAD, "coalition");
     let before = org.snapshot();
     org.run(["finding", "show", &"0".repeat(64)])
         .code(2)
@@ -494,7 +494,7 @@ fn a_record_over_the_size_limit_is_refused_without_crashing() {
 #[test]
 fn a_file_that_is_not_a_bundle_is_refused() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    org.add(&example(NOVI_SAD), "coalition");
+    org.add_example(NOVI_SAD, "coalition");
     let before = org.snapshot();
     let text = org.write("notes.txt", "these are meeting notes, not a bundle\n");
     org.run(["import".as_ref(), text.as_os_str()])
@@ -519,7 +519,7 @@ fn only_the_author_can_correct_retract_or_share_a_finding() {
     let theirs = ids(&bundle_records(&bundle))[0].clone();
     let b = Org::init("Safety Forum Prizren", "XK");
     b.import(&bundle).ok();
-    let own = b.add(&example("08-xk-prizren-roma-pool.json"), "private");
+    let own = b.add_example("08-xk-prizren-roma-pool.json", "private");
     let before = b.snapshot();
 
     b.run([

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use coalition_tests::{eventually, example, found, held, toml_list, Org, TestNode, PASSPHRASE};
+use coalition_tests::{eventually, found, held, toml_list, Org, TestNode, PASSPHRASE};
 
 /// Starts `coalition run` on `org`'s home, dialling `bootstrap`.
 fn start(org: &Org, bootstrap: &[&str]) -> TestNode {
@@ -27,12 +27,9 @@ fn records_travel_only_to_their_audience_across_a_line() {
     let na = start(&a, &[&nb.tcp]);
     let nc = start(&c, &[&nb.tcp]);
 
-    let shared = a.add(&example("01-rs-belgrade-protest-force.json"), "coalition");
-    let for_b = a.add(&example("02-rs-novi-sad-student-detention.json"), b.key());
-    let private = a.add(
-        &example("05-rs-nis-roma-children-profiling.json"),
-        "private",
-    );
+    let shared = a.add_example("01-rs-belgrade-protest-force.json", "coalition");
+    let for_b = a.add_example("02-rs-novi-sad-student-detention.json", b.key());
+    let private = a.add_example("05-rs-nis-roma-children-profiling.json", "private");
 
     eventually(
         "A's coalition record reached C through B",
@@ -85,8 +82,8 @@ fn a_non_member_gets_nothing_and_gives_nothing() {
     let na = start(&a, &[]);
     let nb = start(&b, &[&na.tcp]);
     let no = start(&outsider, &[&na.tcp, &nb.tcp]);
-    let secret = a.add(&example("01-rs-belgrade-protest-force.json"), "coalition");
-    let planted = outsider.add(&example("07-xk-mitrovica-bridge-tension.json"), "coalition");
+    let secret = a.add_example("01-rs-belgrade-protest-force.json", "coalition");
+    let planted = outsider.add_example("07-xk-mitrovica-bridge-tension.json", "coalition");
     eventually("B got A's record", Duration::from_secs(30), || {
         held(&b).contains(&secret)
     });
@@ -126,7 +123,7 @@ fn a_member_removed_by_threshold_is_cut_off() {
     let na = start(&a, &[]);
     let nb = start(&b, &[&na.tcp]);
     let nc = start(&c, &[&na.tcp, &nb.tcp]);
-    let before = a.add(&example("01-rs-belgrade-protest-force.json"), "coalition");
+    let before = a.add_example("01-rs-belgrade-protest-force.json", "coalition");
     eventually(
         "C got A's record while a member",
         Duration::from_secs(30),
@@ -148,10 +145,7 @@ fn a_member_removed_by_threshold_is_cut_off() {
     eventually("A cut C off", Duration::from_secs(30), || {
         !peers(&a).to_string().contains(&nc.peer)
     });
-    let after = a.add(
-        &example("02-rs-novi-sad-student-detention.json"),
-        "coalition",
-    );
+    let after = a.add_example("02-rs-novi-sad-student-detention.json", "coalition");
     eventually("B got A's new record", Duration::from_secs(30), || {
         held(&b).contains(&after)
     });
@@ -189,14 +183,8 @@ fn partition_heal_and_kill_9_lose_nothing_and_duplicate_nothing() {
     b.run(["verify"]).ok();
 
     // Partition: B is down; both keep recording.
-    let during_a = a.add(
-        &example("21-al-tirana-protest-detentions.json"),
-        "coalition",
-    );
-    let during_b = b.add(
-        &example("26-ba-sarajevo-journalist-interview.json"),
-        "coalition",
-    );
+    let during_a = a.add_example("21-al-tirana-protest-detentions.json", "coalition");
+    let during_b = b.add_example("26-ba-sarajevo-journalist-interview.json", "coalition");
     expected_b.insert(during_a.clone());
     let nb = start(&b, &[&na.tcp]);
     eventually(

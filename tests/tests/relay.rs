@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use coalition::now_ms;
-use coalition_tests::{eventually, example, found, held, toml_list, Org};
+use coalition_tests::{eventually, found, held, toml_list, Org};
 use serde_json::Value;
 
 fn status(org: &Org) -> Value {
@@ -73,7 +73,7 @@ fn a_member_behind_a_relay_is_reached_through_its_circuit_address_only() {
     println!("A's reservation with R accepted within {took:?}: {circuit}");
 
     // Shared with C only: R is not in the audience and must never hold it.
-    let for_c = a.add(&example("02-rs-novi-sad-student-detention.json"), c.key());
+    let for_c = a.add_example("02-rs-novi-sad-student-detention.json", c.key());
     let made_ms = now_ms();
 
     // C knows R and A's circuit address, never A's direct address.
