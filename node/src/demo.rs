@@ -6,22 +6,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-use crate::charter::SignedCharter;
-use crate::cli::example_files;
-use crate::config::{Api, Config, Home, Network};
+use crate::charter::{GovernanceError, SignedCharter};
+use crate::config::{Api, Config, ConfigError, Home, Network};
 use crate::finding::FindingInput;
 use crate::identity::Identity;
-use crate::node::Node;
+use crate::launch::{Launch, LaunchError, RunningNode};
+use crate::node::{Node, NodeError};
 use crate::now_ms;
 use crate::record::{Audience, RecordId};
-use crate::verify::verify_bundle;
+use crate::schema::SchemaError;
+use crate::store::StoreError;
+use crate::verify::{verify_bundle, VerifyError};
 
 const PASSPHRASE: &str = "demo passphrase, not for real use";
 const ORGS: [(&str, &str); 4] = [
@@ -30,6 +27,65 @@ const ORGS: [(&str, &str); 4] = [
     ("Skopje Oversight Initiative (fictional)", "MK"),
     ("Tbilisi Rights Monitor (fictional)", "GE"),
 ];
+/// How long a node may take to start, and to stop after SIGTERM.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long the nodes may take to converge.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why the demo failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// A node operation failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// A store query failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A demo home's configuration could not be written.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The charter could not be drafted or signed.
+    #[error(transparent)]
+    Governance(#[from] GovernanceError),
+    /// A shipped example is not a valid finding.
+    #[error(transparent)]
+    Example(#[from] SchemaError),
+    /// A bundle could not be verified.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// A node process did not start or stop.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A node printed no TCP address, so no other node could dial it.
+    #[error("the node on {0} printed no TCP listen address")]
+    NoTcpAddress(String),
+    /// The nodes did not all hold what they are entitled to in time.
+    #[error("the nodes did not converge within {} s", .0.as_secs())]
+    NotConverged(Duration),
+    /// A node received a record outside its audience.
+    #[error("node {0} holds records it is not entitled to: audience rules were broken")]
+    AudienceBroken(usize),
+    /// Verification accepted the tampered bundle or refused the intact one.
+    #[error("demo invariant broken: verification did not behave")]
+    VerificationMisbehaved,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    move |source| DemoError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
 
 /// Where the shipped examples are: `COALITION_EXAMPLES`, `./schemas/examples`, or the
 /// source tree this binary was built from.
@@ -44,74 +100,52 @@ pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples")
 }
 
+/// Every `*.json` file in `dir`, sorted by name.
+pub fn example_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A demo node process and its TCP address.
 struct Running {
-    child: Child,
-    peer: String,
+    node: RunningNode,
     tcp: String,
 }
 
-/// Starts `coalition run` on `home` and waits for its addresses.
-async fn start_node(home: &Path) -> Result<Running> {
-    let exe = std::env::current_exe().context("cannot find the coalition binary")?;
-    let mut child = Command::new(exe)
-        .arg("--home")
-        .arg(home)
-        .arg("run")
-        .env("COALITION_PASSPHRASE", PASSPHRASE)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start a node process")?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut peer, mut tcp) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while peer.is_none() || tcp.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = tokio::time::timeout(left, lines.next_line())
-            .await
-            .context("a node did not start within 30 s")??
-            .context("a node exited during start-up")?;
-        if let Some(p) = line.strip_prefix("peer ") {
-            peer = Some(p.to_string());
-        } else if let Some(a) = line.strip_prefix("listening on ") {
-            if a.contains("/tcp/") {
-                tcp = Some(a.to_string());
-            }
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Running {
-        child,
-        peer: peer.expect("set"),
-        tcp: tcp.expect("set"),
-    })
+/// Starts `coalition run` (this very binary) on `home` and waits until it is ready.
+fn start_node(home: &Path) -> Result<Running, DemoError> {
+    let exe = std::env::current_exe().map_err(io_err(Path::new("the coalition binary")))?;
+    let node = tokio::task::block_in_place(|| {
+        Launch::new(exe, home)
+            .passphrase(PASSPHRASE)
+            .ready_within(START_TIMEOUT)
+            .start()
+    })?;
+    let tcp = node
+        .tcp_addr()
+        .ok_or_else(|| DemoError::NoTcpAddress(home.display().to_string()))?
+        .to_string();
+    Ok(Running { node, tcp })
 }
 
-async fn stop(mut nodes: Vec<Running>) {
+/// Asks every node to stop, then waits for each (a node still running after
+/// [`STOP_GRACE`] is killed).
+fn stop(nodes: Vec<Running>) {
     for n in &nodes {
-        if let Some(pid) = n.child.id() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
-        }
+        n.node.terminate().ok();
     }
-    for n in &mut nodes {
-        if tokio::time::timeout(Duration::from_secs(15), n.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = n.child.kill().await;
+    tokio::task::block_in_place(|| {
+        for mut n in nodes {
+            n.node.wait(STOP_GRACE).ok();
         }
-    }
+    });
 }
 
-fn configure(home: &Home, bootstrap: Option<&str>) -> Result<()> {
+fn configure(home: &Home, bootstrap: Option<&str>) -> Result<(), DemoError> {
     let mut c = Config::load(home)?;
     c.network = Some(Network {
         listen: Some(vec![
@@ -129,12 +163,14 @@ fn configure(home: &Home, bootstrap: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Runs the demo in `dir` (a temporary directory when `None`).
-pub async fn run(dir: Option<&Path>) -> Result<()> {
+/// Runs the demo in `dir` (a temporary directory when `None`). Needs the multi-threaded
+/// tokio runtime (the CLI's): node processes are started and stopped in
+/// `block_in_place`.
+pub async fn run(dir: Option<&Path>) -> Result<(), DemoError> {
     let tmp;
     let root = match dir {
         Some(d) => {
-            std::fs::create_dir_all(d)?;
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
             d.to_path_buf()
         }
         None => {
@@ -181,11 +217,13 @@ pub async fn run(dir: Option<&Path>) -> Result<()> {
     }
 
     println!("\n3. Each records findings from schemas/examples, with a mix of audiences:");
-    let files = example_files(&examples_dir())?;
+    let examples = examples_dir();
+    let files = example_files(&examples).map_err(io_err(&examples))?;
     let keys: Vec<_> = ids.iter().map(Identity::key).collect();
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     for (i, f) in files.iter().enumerate() {
-        let input = FindingInput::parse(&std::fs::read(f)?, &f.display().to_string())?;
+        let bytes = std::fs::read(f).map_err(io_err(f))?;
+        let input = FindingInput::parse(&bytes, &f.display().to_string())?;
         let org = i % nodes.len();
         let audience = match i % 6 {
             5 => Audience::Private,
@@ -210,7 +248,7 @@ pub async fn run(dir: Option<&Path>) -> Result<()> {
     );
     let mut running = Vec::new();
     configure(&homes[0], None)?;
-    running.push(start_node(homes[0].dir()).await?);
+    running.push(start_node(homes[0].dir())?);
     for (i, home) in homes.iter().enumerate().skip(1) {
         let via = if i == 3 {
             &running[2].tcp
@@ -218,13 +256,13 @@ pub async fn run(dir: Option<&Path>) -> Result<()> {
             &running[0].tcp
         };
         configure(home, Some(via))?;
-        running.push(start_node(home.dir()).await?);
+        running.push(start_node(home.dir())?);
     }
     for (i, r) in running.iter().enumerate() {
-        println!("   node {i}: peer {}", r.peer);
+        println!("   node {i}: peer {}", r.node.peer_id().unwrap_or("?"));
     }
-    let result = converge_and_report(&root, &homes, &ids, &running).await;
-    stop(running).await;
+    let result = converge_and_report(&root, &homes, &ids).await;
+    stop(running);
     for n in nodes {
         n.store().clone().close().await;
     }
@@ -233,7 +271,7 @@ pub async fn run(dir: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-async fn held(home: &Home) -> Result<BTreeSet<RecordId>> {
+async fn held(home: &Home) -> Result<BTreeSet<RecordId>, DemoError> {
     let node = Node::open(home.clone()).await?;
     let ids = node
         .store()
@@ -250,8 +288,7 @@ async fn converge_and_report(
     root: &Path,
     homes: &[Home],
     ids: &[Identity],
-    running: &[Running],
-) -> Result<()> {
+) -> Result<(), DemoError> {
     // What each node is entitled to: its own records plus every other record whose
     // audience includes it.
     let mut expected: Vec<BTreeSet<RecordId>> = vec![BTreeSet::new(); homes.len()];
@@ -286,17 +323,15 @@ async fn converge_and_report(
             if have != expected[i] {
                 done = false;
                 if !have.is_subset(&expected[i]) {
-                    bail!(
-                        "node {i} holds records it is not entitled to: audience rules were broken"
-                    );
+                    return Err(DemoError::AudienceBroken(i));
                 }
             }
         }
         if done {
             break;
         }
-        if start.elapsed() > Duration::from_secs(90) {
-            bail!("the nodes did not converge within 90 s");
+        if start.elapsed() > CONVERGE_TIMEOUT {
+            return Err(DemoError::NotConverged(CONVERGE_TIMEOUT));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -304,7 +339,6 @@ async fn converge_and_report(
     for (i, e) in expected.iter().enumerate() {
         println!("   node {i} ({}) holds {} records", ORGS[i].1, e.len());
     }
-    let _ = running;
 
     println!("\n6. What the analyst at node 1 sees (current findings by country and category):");
     let analyst = Node::open(homes[1].clone()).await?;
@@ -336,10 +370,10 @@ async fn converge_and_report(
         v.failures.len()
     );
     let tampered = root.join("tampered.bundle");
-    let mut bytes = std::fs::read(&bundle)?;
+    let mut bytes = std::fs::read(&bundle).map_err(io_err(&bundle))?;
     let at = bytes.len() * 2 / 3;
     bytes[at] ^= 0x01;
-    std::fs::write(&tampered, &bytes)?;
+    std::fs::write(&tampered, &bytes).map_err(io_err(&tampered))?;
     let t = verify_bundle(&tampered)?;
     println!(
         "   a copy with one flipped bit fails: {}",
@@ -348,10 +382,9 @@ async fn converge_and_report(
             .map(|f| format!("record #{}: {}", f.index, f.reason))
             .unwrap_or_default()
     );
-    anyhow::ensure!(
-        v.ok() && !t.ok(),
-        "demo invariant broken: verification did not behave"
-    );
+    if !v.ok() || t.ok() {
+        return Err(DemoError::VerificationMisbehaved);
+    }
     Ok(())
 }
 
@@ -360,13 +393,13 @@ struct TempDir {
 }
 
 impl TempDir {
-    fn new() -> Result<Self> {
+    fn new() -> Result<Self, DemoError> {
         let path = std::env::temp_dir().join(format!(
             "coalition-demo-{}-{}",
             std::process::id(),
             now_ms()
         ));
-        std::fs::create_dir_all(&path).context("cannot create a temporary directory")?;
+        std::fs::create_dir_all(&path).map_err(io_err(&path))?;
         Ok(Self { path })
     }
 }

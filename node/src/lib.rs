@@ -7,7 +7,8 @@
 //! crate adds what a running node needs: [`store`] (SQLite), [`config`] (home and config
 //! file), [`node`] (operations on a home), [`export`], [`query`], [`report`], [`api`]
 //! (local HTTP API and dashboard), [`net`] (libp2p), [`daemon`] (`coalition run`),
-//! [`cli`] and [`demo`].
+//! [`cli`], [`demo`], and [`launch`] (a running `coalition run` process, for the demo,
+//! the end-to-end tests and the benchmarks).
 
 pub use coalition_core::{
     audience, bundle, charter, check, finding, identity, now_ms, record, schema, verify,
@@ -20,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod export;
+pub mod launch;
 pub mod net;
 pub mod node;
 pub mod query;

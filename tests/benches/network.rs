@@ -29,22 +29,21 @@
 //! background checkpoint, to see which stage bounds a run (the logs are in the
 //! temporary root, removed at the end).
 
-use std::fs::OpenOptions;
 use std::hint::black_box;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use coalition::bundle;
 use coalition::charter::{Member, SignedCharter};
 use coalition::config::{Api, Config, Home, Network};
 use coalition::finding::{to_payload, FindingInput, FINDING_SCHEMA};
 use coalition::identity::{Identity, OrgKey};
+use coalition::launch::{Launch, RunningNode};
 use coalition::node::Node;
+use coalition::now_ms;
 use coalition::record::{self, Audience, Draft, RecordId, SIGNING_PREFIX};
-use coalition_proto::v1::{BundleHeader, RecordBody, SignedRecord};
+use coalition_proto::v1::{RecordBody, SignedRecord};
+use coalition_tests::write_bundle;
 use ed25519_dalek::{Signature, VerifyingKey};
 use prost::Message;
 use rayon::prelude::*;
@@ -85,13 +84,6 @@ fn env_count(name: &str, default: usize) -> usize {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
-}
-
 fn fmt_rate(r: f64) -> String {
     let s = format!("{r:.0}");
     let mut out = String::new();
@@ -116,37 +108,20 @@ fn pct(sorted: &[i64], p: f64) -> i64 {
 // ---- processes ------------------------------------------------------------------------
 
 struct Daemon {
-    child: Child,
+    node: RunningNode,
     tcp: String,
-    api: String,
     log: PathBuf,
-    /// Wall clock when its `peer` line was read (the network is started and dialling).
-    started_ms: i64,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Daemon {
     fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = self.node.stop(Duration::from_secs(20)) {
+            eprintln!("{e}; killing it");
         }
-        eprintln!("a node did not stop on SIGTERM within 20 s; killing it");
     }
 
     fn get(&self, path: &str) -> Value {
-        ureq::get(&format!("http://{}{path}", self.api))
+        ureq::get(&format!("{}{path}", self.node.api_url()))
             .timeout(Duration::from_secs(10))
             .call()
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
@@ -206,59 +181,22 @@ fn configure(home: &Home, bootstrap: &[String], sync_interval_secs: Option<u64>)
 }
 
 fn start(bin: &Path, home: &Home, log: &Path) -> Daemon {
-    let err = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let mut child = Command::new(bin)
-        .arg("--home")
-        .arg(home.dir())
-        .arg("run")
-        .env("COALITION_PASSPHRASE", PASSPHRASE)
+    let node = Launch::new(bin, home.dir())
+        .passphrase(PASSPHRASE)
         .env(
             "COALITION_LOG",
             std::env::var("COALITION_BENCH_LOG")
                 .unwrap_or_else(|_| "warn,coalition::net=info".into()),
         )
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .expect("start coalition run");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send((now_ms(), line));
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (mut tcp, mut api, mut started_ms) = (None, None, None);
-    while tcp.is_none() || api.is_none() || started_ms.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (at, line) = rx.recv_timeout(left).unwrap_or_else(|_| {
-            panic!(
-                "node {} did not start; log {}",
-                home.dir().display(),
-                log.display()
-            )
-        });
-        if line.starts_with("peer ") {
-            started_ms = Some(at);
-        } else if let Some(a) = line.strip_prefix("listening on ") {
-            tcp = Some(a.to_string());
-        } else if let Some(a) = line.strip_prefix("api listening on http://") {
-            api = Some(a.to_string());
-        }
-    }
+        .log_to(log)
+        .ready_within(Duration::from_secs(120))
+        .start()
+        .unwrap_or_else(|e| panic!("{e}; log {}", log.display()));
     Daemon {
-        child,
-        tcp: tcp.expect("set"),
-        api: api.expect("set"),
+        tcp: node.tcp_addr().expect("a TCP listen address").to_string(),
+        node,
         log: log.to_path_buf(),
-        started_ms: started_ms.expect("set"),
     }
 }
 
@@ -461,12 +399,6 @@ fn chain(
     (out, (seq, prev))
 }
 
-fn write_bundle(path: &Path, records: &[Vec<u8>]) {
-    let f = std::fs::File::create(path).expect("create bundle");
-    let mut w = std::io::BufWriter::new(f);
-    bundle::write(&mut w, BundleHeader::default(), records).expect("write bundle");
-}
-
 // ---- raw verify rate (as node/benches/import.rs) ----------------------------------------
 
 fn verify_rate(records: &[Vec<u8>], min: Duration) -> (f64, usize) {
@@ -640,14 +572,14 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
         if report.elapsed() > Duration::from_secs(30) {
             println!(
                 "    … {held} of {n} records after {} s",
-                (now_ms() - dst.started_ms) / 1000
+                (now_ms() - dst.node.started_ms()) / 1000
             );
             report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         (held, last) = findings_held(&pool, n as i64).await;
     }
-    let secs = (last - dst.started_ms) as f64 / 1000.0;
+    let secs = (last - dst.node.started_ms()) as f64 / 1000.0;
     let rate = n as f64 / secs;
     let ratio = rate / verify;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());

@@ -2,7 +2,8 @@
 //! test process and drive it in throw-away homes, the way an operator or auditor would.
 //!
 //! Every command runs with `--home`, `COALITION_PASSPHRASE` set, stdin closed (`null`)
-//! and a hard timeout, so a test can never hang on a prompt or a stuck process.
+//! and a hard timeout, so a test can never hang on a prompt or a stuck process. Running
+//! nodes (`coalition run`) are in [`node`], crafted bundles in [`bundles`].
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -14,6 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wait_timeout::ChildExt;
+
+pub mod bundles;
+pub mod node;
+
+pub use bundles::{bundle_records, write_bundle};
+pub use node::{toml_list, TestNode};
 
 /// Passphrase every test organisation uses.
 pub const PASSPHRASE: &str = "end-to-end test passphrase";
@@ -43,13 +50,7 @@ pub fn example(name: &str) -> PathBuf {
 
 /// Every example input, sorted by name.
 pub fn all_examples() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(examples_dir())
-        .expect("schemas/examples is readable")
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    v.sort();
-    v
+    coalition::demo::example_files(&examples_dir()).expect("schemas/examples is readable")
 }
 
 /// Builds the `coalition` binary (once per process) and returns its path.
@@ -269,6 +270,7 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Org {
     dir: tempfile::TempDir,
+    name: String,
     key: Option<String>,
 }
 
@@ -286,6 +288,7 @@ impl Org {
                 .prefix("coalition-e2e-")
                 .tempdir()
                 .expect("create a temporary directory"),
+            name: String::new(),
             key: None,
         }
     }
@@ -299,7 +302,13 @@ impl Org {
         let key = out.line();
         assert!(is_hex(&key, 64), "init printed {key:?}, not a 64-hex key");
         org.key = Some(key);
+        org.name = name.to_string();
         org
+    }
+
+    /// The organisation name given to `init` (empty for [`Org::empty`]).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The organisation key printed by `init`.
@@ -362,6 +371,13 @@ impl Org {
             "finding add printed {id:?}, not a record id"
         );
         id
+    }
+
+    /// `finding add` of the example input `name` (see [`example`]) with `--share share`;
+    /// returns the new record id.
+    #[track_caller]
+    pub fn add_example(&self, name: &str, share: &str) -> String {
+        self.add(&example(name), share)
     }
 
     /// `finding list [--all] --json`.

@@ -3,27 +3,18 @@
 
 use std::collections::BTreeSet;
 
-use coalition_tests::{example, parse_jsonl, verify_offline, Org};
+use coalition_tests::{parse_jsonl, verify_offline, Org};
 
 /// Org A with: two coalition findings, one coalition finding with a private annex, one
 /// private finding. Returns (org, coalition finding ids, private finding id).
 fn org_a() -> (Org, BTreeSet<String>, String) {
     let a = Org::init("Civic Watch Belgrade", "RS");
     let shared = BTreeSet::from([
-        a.add(
-            &example("02-rs-novi-sad-student-detention.json"),
-            "coalition",
-        ),
-        a.add(
-            &example("05-rs-nis-roma-children-profiling.json"),
-            "coalition",
-        ),
-        a.add(&example("01-rs-belgrade-protest-force.json"), "coalition"),
+        a.add_example("02-rs-novi-sad-student-detention.json", "coalition"),
+        a.add_example("05-rs-nis-roma-children-profiling.json", "coalition"),
+        a.add_example("01-rs-belgrade-protest-force.json", "coalition"),
     ]);
-    let private = a.add(
-        &example("03-rs-presevo-checkpoint-harassment.json"),
-        "private",
-    );
+    let private = a.add_example("03-rs-presevo-checkpoint-harassment.json", "private");
     (a, shared, private)
 }
 

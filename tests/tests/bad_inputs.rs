@@ -10,7 +10,7 @@ use coalition::bundle::{self, Reader};
 use coalition::identity::Identity;
 use coalition::record::{self, Audience, Draft, RecordId, MAX_RECORD_BYTES};
 use coalition_proto::v1::BundleHeader;
-use coalition_tests::{example, verify_offline, Org, PASSPHRASE};
+use coalition_tests::{bundle_records, example, verify_offline, write_bundle, Org, PASSPHRASE};
 use prost::Message;
 use serde_json::{json, Value};
 
@@ -20,15 +20,6 @@ const NIS: &str = "05-rs-nis-roma-children-profiling.json";
 
 // ---------------------------------------------------------------------------------------
 // Helpers: read and craft bundles with the library's own types.
-
-/// The record bytes of a bundle, in order.
-fn bundle_records(path: &Path) -> Vec<Vec<u8>> {
-    let file = std::fs::File::open(path).expect("open bundle");
-    Reader::new(std::io::BufReader::new(file))
-        .expect("a readable bundle")
-        .map(|e| e.expect("an intact record").bytes)
-        .collect()
-}
 
 /// Byte range of record `index` (1-based) inside a bundle file.
 fn record_span(path: &Path, index: u64) -> std::ops::Range<usize> {
@@ -55,12 +46,6 @@ fn varint(mut v: u64) -> Vec<u8> {
     }
 }
 
-/// Writes a well-formed bundle holding `records`.
-fn write_bundle(path: &Path, records: &[Vec<u8>]) {
-    let mut f = std::fs::File::create(path).expect("create bundle");
-    bundle::write(&mut f, BundleHeader::default(), records).expect("write bundle");
-}
-
 fn ids(records: &[Vec<u8>]) -> Vec<String> {
     records.iter().map(|r| RecordId::of(r).to_hex()).collect()
 }
@@ -68,9 +53,9 @@ fn ids(records: &[Vec<u8>]) -> Vec<String> {
 /// Org A with three coalition findings, and its exported bundle.
 fn org_with_bundle() -> (Org, PathBuf) {
     let a = Org::init("Civic Watch Belgrade", "RS");
-    a.add(&example(NOVI_SAD), "coalition");
-    a.add(&example(PRESEVO), "coalition");
-    a.add(&example(NIS), "coalition");
+    a.add_example(NOVI_SAD, "coalition");
+    a.add_example(PRESEVO, "coalition");
+    a.add_example(NIS, "coalition");
     let bundle = a.export("bundle", "a.bundle", &[]);
     assert_eq!(bundle_records(&bundle).len(), 3);
     (a, bundle)
@@ -96,7 +81,7 @@ fn add_args(file: &Path) -> Vec<&OsStr> {
 #[test]
 fn malformed_json_is_refused_with_its_position() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    let existing = org.add(&example(NOVI_SAD), "coalition");
+    let existing = org.add_example(NOVI_SAD, "coalition");
     let before = org.snapshot();
 
     let bad = org.write(
@@ -133,7 +118,7 @@ fn malformed_json_is_refused_with_its_position() {
 #[test]
 fn schema_violations_name_the_field_and_the_rule() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    org.add(&example(NOVI_SAD), "coalition");
+    org.add_example(NOVI_SAD, "coalition");
     let before = org.snapshot();
 
     let mut v = example_value(PRESEVO);
@@ -199,7 +184,7 @@ fn an_unknown_audience_is_a_usage_error() {
 #[test]
 fn wrong_or_missing_passphrase_is_refused() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    let existing = org.add(&example(NOVI_SAD), "private");
+    let existing = org.add_example(NOVI_SAD, "private");
     let before = org.snapshot();
     let file = example(PRESEVO);
 
@@ -279,7 +264,7 @@ fn missing_home_says_to_run_init_and_creates_nothing() {
 #[test]
 fn unknown_record_id_is_reported() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    org.add(&example(NOVI_SAD), "coalition");
+    org.add_example(NOVI_SAD, "coalition");
     let before = org.snapshot();
     org.run(["finding", "show", &"0".repeat(64)])
         .code(2)
@@ -509,7 +494,7 @@ fn a_record_over_the_size_limit_is_refused_without_crashing() {
 #[test]
 fn a_file_that_is_not_a_bundle_is_refused() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    org.add(&example(NOVI_SAD), "coalition");
+    org.add_example(NOVI_SAD, "coalition");
     let before = org.snapshot();
     let text = org.write("notes.txt", "these are meeting notes, not a bundle\n");
     org.run(["import".as_ref(), text.as_os_str()])
@@ -534,7 +519,7 @@ fn only_the_author_can_correct_retract_or_share_a_finding() {
     let theirs = ids(&bundle_records(&bundle))[0].clone();
     let b = Org::init("Safety Forum Prizren", "XK");
     b.import(&bundle).ok();
-    let own = b.add(&example("08-xk-prizren-roma-pool.json"), "private");
+    let own = b.add_example("08-xk-prizren-roma-pool.json", "private");
     let before = b.snapshot();
 
     b.run([

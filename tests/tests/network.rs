@@ -2,101 +2,13 @@
 //! with its own home and ports, checked through what each organisation's store holds.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use coalition_tests::{coalition_bin, eventually, example, found, held, Org, PASSPHRASE};
+use coalition_tests::{eventually, found, held, toml_list, Org, TestNode, PASSPHRASE};
 
-struct Running {
-    child: Child,
-    tcp: String,
-    peer: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn configure(org: &Org, bootstrap: &[&str]) {
-    let path = org.home().join("config.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let base = text
-        .split("\n[network]")
-        .next()
-        .unwrap()
-        .trim_end()
-        .to_string();
-    let list = bootstrap
-        .iter()
-        .map(|b| format!("{b:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    std::fs::write(
-        &path,
-        format!(
-            "{base}\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{list}]\nsync_interval_secs = 1\nhello_timeout_secs = 3\n\n[api]\nlisten = \"127.0.0.1:0\"\n"
-        ),
-    )
-    .unwrap();
-}
-
-fn start(org: &Org, bootstrap: &[&str]) -> Running {
-    configure(org, bootstrap);
-    let mut child = Command::new(coalition_bin())
-        .arg("--home")
-        .arg(org.home())
-        .arg("run")
-        .env("COALITION_PASSPHRASE", PASSPHRASE)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start coalition run");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut tcp, mut peer, mut api) = (None, None, false);
-    while tcp.is_none() || peer.is_none() || !api {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("node printed its addresses in time");
-        if let Some(p) = line.strip_prefix("peer ") {
-            peer = Some(p.to_string());
-        } else if let Some(a) = line.strip_prefix("listening on ") {
-            tcp = Some(a.to_string());
-        } else if line.starts_with("api listening on ") {
-            api = true;
-        }
-    }
-    Running {
-        child,
-        tcp: tcp.unwrap(),
-        peer: peer.unwrap(),
-    }
-}
-
-fn stop(mut node: Running) {
-    let pid = node.child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if node.child.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("node did not stop on SIGTERM within 20 s");
+/// Starts `coalition run` on `org`'s home, dialling `bootstrap`.
+fn start(org: &Org, bootstrap: &[&str]) -> TestNode {
+    org.start_node(org.name(), &format!("bootstrap = {}", toml_list(bootstrap)))
 }
 
 fn peers(org: &Org) -> serde_json::Value {
@@ -115,12 +27,9 @@ fn records_travel_only_to_their_audience_across_a_line() {
     let na = start(&a, &[&nb.tcp]);
     let nc = start(&c, &[&nb.tcp]);
 
-    let shared = a.add(&example("01-rs-belgrade-protest-force.json"), "coalition");
-    let for_b = a.add(&example("02-rs-novi-sad-student-detention.json"), b.key());
-    let private = a.add(
-        &example("05-rs-nis-roma-children-profiling.json"),
-        "private",
-    );
+    let shared = a.add_example("01-rs-belgrade-protest-force.json", "coalition");
+    let for_b = a.add_example("02-rs-novi-sad-student-detention.json", b.key());
+    let private = a.add_example("05-rs-nis-roma-children-profiling.json", "private");
 
     eventually(
         "A's coalition record reached C through B",
@@ -155,7 +64,7 @@ fn records_travel_only_to_their_audience_across_a_line() {
         "{status}"
     );
     for n in [na, nb, nc] {
-        stop(n);
+        n.stop();
     }
     for o in [&a, &b, &c] {
         o.run(["verify"]).ok();
@@ -173,8 +82,8 @@ fn a_non_member_gets_nothing_and_gives_nothing() {
     let na = start(&a, &[]);
     let nb = start(&b, &[&na.tcp]);
     let no = start(&outsider, &[&na.tcp, &nb.tcp]);
-    let secret = a.add(&example("01-rs-belgrade-protest-force.json"), "coalition");
-    let planted = outsider.add(&example("07-xk-mitrovica-bridge-tension.json"), "coalition");
+    let secret = a.add_example("01-rs-belgrade-protest-force.json", "coalition");
+    let planted = outsider.add_example("07-xk-mitrovica-bridge-tension.json", "coalition");
     eventually("B got A's record", Duration::from_secs(30), || {
         held(&b).contains(&secret)
     });
@@ -199,7 +108,7 @@ fn a_non_member_gets_nothing_and_gives_nothing() {
         "the outsider stayed connected: {verified:?}"
     );
     for n in [na, nb, no] {
-        stop(n);
+        n.stop();
     }
 }
 
@@ -214,7 +123,7 @@ fn a_member_removed_by_threshold_is_cut_off() {
     let na = start(&a, &[]);
     let nb = start(&b, &[&na.tcp]);
     let nc = start(&c, &[&na.tcp, &nb.tcp]);
-    let before = a.add(&example("01-rs-belgrade-protest-force.json"), "coalition");
+    let before = a.add_example("01-rs-belgrade-protest-force.json", "coalition");
     eventually(
         "C got A's record while a member",
         Duration::from_secs(30),
@@ -236,10 +145,7 @@ fn a_member_removed_by_threshold_is_cut_off() {
     eventually("A cut C off", Duration::from_secs(30), || {
         !peers(&a).to_string().contains(&nc.peer)
     });
-    let after = a.add(
-        &example("02-rs-novi-sad-student-detention.json"),
-        "coalition",
-    );
+    let after = a.add_example("02-rs-novi-sad-student-detention.json", "coalition");
     eventually("B got A's new record", Duration::from_secs(30), || {
         held(&b).contains(&after)
     });
@@ -249,7 +155,7 @@ fn a_member_removed_by_threshold_is_cut_off() {
         "a removed member still receives records"
     );
     for n in [na, nb, nc] {
-        stop(n);
+        n.stop();
     }
 }
 
@@ -271,22 +177,14 @@ fn partition_heal_and_kill_9_lose_nothing_and_duplicate_nothing() {
     }
     let na = start(&a, &[]);
     // B is killed with SIGKILL while it syncs, then must still hold a valid store.
-    let nb = start(&b, &[&na.tcp]);
+    let mut nb = start(&b, &[&na.tcp]);
     std::thread::sleep(Duration::from_millis(300));
-    let mut nb = nb;
-    nb.child.kill().unwrap();
-    nb.child.wait().unwrap();
+    nb.kill();
     b.run(["verify"]).ok();
 
     // Partition: B is down; both keep recording.
-    let during_a = a.add(
-        &example("21-al-tirana-protest-detentions.json"),
-        "coalition",
-    );
-    let during_b = b.add(
-        &example("26-ba-sarajevo-journalist-interview.json"),
-        "coalition",
-    );
+    let during_a = a.add_example("21-al-tirana-protest-detentions.json", "coalition");
+    let during_b = b.add_example("26-ba-sarajevo-journalist-interview.json", "coalition");
     expected_b.insert(during_a.clone());
     let nb = start(&b, &[&na.tcp]);
     eventually(
@@ -327,8 +225,8 @@ fn partition_heal_and_kill_9_lose_nothing_and_duplicate_nothing() {
         .map(|f| f["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), listed.len(), "a finding is listed twice");
-    stop(nb);
-    stop(na);
+    nb.stop();
+    na.stop();
     b.run(["verify"]).ok();
     a.run(["verify"]).ok();
 }
@@ -336,7 +234,7 @@ fn partition_heal_and_kill_9_lose_nothing_and_duplicate_nothing() {
 #[test]
 fn run_refuses_a_home_without_a_coalition() {
     let a = Org::init("Loner", "GE");
-    configure(&a, &[]);
+    a.configure_network("bootstrap = []");
     a.run_env(["run"], &[("COALITION_PASSPHRASE", Some(PASSPHRASE))])
         .code(2)
         .says(&["charter"]);

@@ -55,7 +55,7 @@ fn init_refuses_an_unknown_country_and_creates_nothing() {
 #[test]
 fn added_finding_is_listed_signed_and_addressable_by_prefix() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    let id = org.add(&example(NOVI_SAD), "coalition");
+    let id = org.add_example(NOVI_SAD, "coalition");
 
     let listed = org.list(false);
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -171,8 +171,8 @@ fn sensitive_details_become_a_private_annex_that_the_finding_does_not_contain() 
 #[test]
 fn correction_replaces_the_listed_version_and_links_both_ways() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    let old = org.add(&example(NOVI_SAD), "coalition");
-    let other = org.add(&example(PRESEVO), "private");
+    let old = org.add_example(NOVI_SAD, "coalition");
+    let other = org.add_example(PRESEVO, "private");
 
     let mut corrected: Value =
         serde_json::from_slice(&std::fs::read(example(NOVI_SAD)).unwrap()).unwrap();
@@ -226,8 +226,8 @@ fn correction_replaces_the_listed_version_and_links_both_ways() {
 #[test]
 fn retraction_hides_a_finding_from_the_list_but_keeps_it_on_record() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    let keep = org.add(&example(NOVI_SAD), "coalition");
-    let gone = org.add(&example(PRESEVO), "coalition");
+    let keep = org.add_example(NOVI_SAD, "coalition");
+    let gone = org.add_example(PRESEVO, "coalition");
 
     let out = org.run([
         "finding",
@@ -276,9 +276,9 @@ fn retraction_hides_a_finding_from_the_list_but_keeps_it_on_record() {
 #[test]
 fn sharing_a_private_finding_puts_it_in_the_coalition_bundle() {
     let org = Org::init("Civic Watch Belgrade", "RS");
-    let public = org.add(&example(NOVI_SAD), "coalition");
-    let private = org.add(&example(PRESEVO), "private");
-    let annexed = org.add(&example(SUBOTICA), "private");
+    let public = org.add_example(NOVI_SAD, "coalition");
+    let private = org.add_example(PRESEVO, "private");
+    let annexed = org.add_example(SUBOTICA, "private");
 
     let received_ids = |bundle_name: &str| -> BTreeSet<String> {
         let bundle = org.export("bundle", bundle_name, &[]);

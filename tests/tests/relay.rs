@@ -5,149 +5,14 @@
 //! holds it.
 //!
 //! Each node logs to `node.log` in its directory (printed on failure). To keep the logs,
-//! set `RELAY_TEST_LOG_DIR=DIR`; `RELAY_TEST_COALITION_LOG` overrides the log filter
+//! set `COALITION_TEST_LOG_DIR=DIR`; `COALITION_TEST_LOG` overrides the log filter
 //! (default `info,libp2p=warn`).
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use coalition_tests::{coalition_bin, eventually, example, found, held, Org, PASSPHRASE};
+use coalition::now_ms;
+use coalition_tests::{eventually, found, held, toml_list, Org};
 use serde_json::Value;
-
-struct Running {
-    name: &'static str,
-    child: Child,
-    tcp: String,
-    peer: String,
-    lines: mpsc::Receiver<String>,
-    /// Lines printed before the `api listening on` line that `start` did not use.
-    early: Vec<String>,
-    log: PathBuf,
-}
-
-impl Running {
-    /// Waits until the node prints `line` on stdout.
-    #[track_caller]
-    fn wait_line(&self, line: &str, timeout: Duration) {
-        if self.early.iter().any(|l| l == line) {
-            return;
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l == line => return,
-                Ok(_) => {}
-                Err(_) => panic!("{} did not print {line:?} within {timeout:?}", self.name),
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Ok(d) = std::env::var("RELAY_TEST_LOG_DIR") {
-            let _ = std::fs::copy(&self.log, format!("{d}/{}.log", self.name));
-        }
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- last log lines of {}", self.name);
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
-/// Writes the `[network]` section: loopback TCP on a free port, fast syncs, and `extra`.
-fn configure(org: &Org, extra: &str) {
-    let path = org.home().join("config.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let base = text.split("\n[network]").next().unwrap().trim_end();
-    std::fs::write(
-        &path,
-        format!(
-            "{base}\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{extra}\nsync_interval_secs = 1\nhello_timeout_secs = 3\n\n[api]\nlisten = \"127.0.0.1:0\"\n"
-        ),
-    )
-    .unwrap();
-}
-
-fn list(addrs: &[&str]) -> String {
-    let quoted: Vec<String> = addrs.iter().map(|a| format!("{a:?}")).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
-fn start(org: &Org, name: &'static str, extra: &str) -> Running {
-    configure(org, extra);
-    let log = org.path("node.log");
-    let mut child = Command::new(coalition_bin())
-        .arg("--home")
-        .arg(org.home())
-        .arg("run")
-        .env("COALITION_PASSPHRASE", PASSPHRASE)
-        .env(
-            "COALITION_LOG",
-            std::env::var("RELAY_TEST_COALITION_LOG").unwrap_or("info,libp2p=warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start coalition run");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut tcp, mut peer, mut api, mut early) = (None, None, false, Vec::new());
-    while tcp.is_none() || peer.is_none() || !api {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("{name} printed its addresses in time"));
-        if let Some(p) = line.strip_prefix("peer ") {
-            peer = Some(p.to_string());
-        } else if let Some(a) = line.strip_prefix("listening on ") {
-            tcp = Some(a.to_string());
-        } else if line.starts_with("api listening on ") {
-            api = true;
-        } else {
-            early.push(line);
-        }
-    }
-    Running {
-        name,
-        child,
-        tcp: tcp.unwrap(),
-        peer: peer.unwrap(),
-        lines: rx,
-        early,
-        log,
-    }
-}
-
-fn stop(mut node: Running) {
-    let pid = node.child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if node.child.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{} did not stop on SIGTERM within 20 s", node.name);
-}
 
 fn status(org: &Org) -> Value {
     org.run(["status", "--json"]).ok().json()
@@ -165,13 +30,6 @@ fn peer_entry(org: &Org, peer: &str) -> Option<Value> {
         .cloned()
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// Whether `org` completed a sync it started with `peer` after `after_ms`.
 fn synced_after(org: &Org, peer: &str, after_ms: i64) -> bool {
     peer_entry(org, peer)
@@ -187,14 +45,13 @@ fn a_member_behind_a_relay_is_reached_through_its_circuit_address_only() {
         Org::init("Org C", "MK"),
     );
     found("Relay Coalition", &[&r, &a, &c], 2);
-    let nr = start(&r, "R", "relay_server = true");
-    let na = start(
-        &a,
+    let nr = r.start_node("R", "relay_server = true");
+    let mut na = a.start_node(
         "A",
         &format!(
             "bootstrap = {}\nrelays = {}",
-            list(&[&nr.tcp]),
-            list(&[&nr.tcp])
+            toml_list(&[&nr.tcp]),
+            toml_list(&[&nr.tcp])
         ),
     );
 
@@ -216,13 +73,13 @@ fn a_member_behind_a_relay_is_reached_through_its_circuit_address_only() {
     println!("A's reservation with R accepted within {took:?}: {circuit}");
 
     // Shared with C only: R is not in the audience and must never hold it.
-    let for_c = a.add(&example("02-rs-novi-sad-student-detention.json"), c.key());
+    let for_c = a.add_example("02-rs-novi-sad-student-detention.json", c.key());
     let made_ms = now_ms();
 
     // C knows R and A's circuit address, never A's direct address.
-    let c_bootstrap = list(&[&nr.tcp, &circuit]);
+    let c_bootstrap = toml_list(&[&nr.tcp, &circuit]);
     assert!(!c_bootstrap.contains(&na.tcp));
-    let nc = start(&c, "C", &format!("bootstrap = {c_bootstrap}"));
+    let nc = c.start_node("C", &format!("bootstrap = {c_bootstrap}"));
     let took = eventually(
         "C received A's record for C",
         Duration::from_secs(60),
@@ -273,7 +130,7 @@ fn a_member_behind_a_relay_is_reached_through_its_circuit_address_only() {
     );
 
     for n in [nc, na, nr] {
-        stop(n);
+        n.stop();
     }
     for o in [&r, &a, &c] {
         o.run(["verify"]).ok();

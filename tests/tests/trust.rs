@@ -5,24 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use coalition::bundle::{self, Reader};
 use coalition::identity::Identity;
 use coalition::record::{self, Audience, Draft, Record, RecordId};
-use coalition_proto::v1::BundleHeader;
-use coalition_tests::{example, verify_offline, Org, PASSPHRASE};
-
-fn bundle_records(path: &Path) -> Vec<Vec<u8>> {
-    let file = std::fs::File::open(path).expect("open bundle");
-    Reader::new(std::io::BufReader::new(file))
-        .expect("a readable bundle")
-        .map(|e| e.expect("an intact record").bytes)
-        .collect()
-}
-
-fn write_bundle(path: &Path, records: &[Vec<u8>]) {
-    let mut f = std::fs::File::create(path).expect("create bundle");
-    bundle::write(&mut f, BundleHeader::default(), records).expect("write bundle");
-}
+use coalition_tests::{bundle_records, example, verify_offline, write_bundle, Org, PASSPHRASE};
 
 /// The compact payload of an example input (it has no sensitive part).
 fn finding_payload(name: &str) -> Vec<u8> {
@@ -50,10 +35,7 @@ fn id_of(hex: &str) -> RecordId {
 #[test]
 fn another_organisation_cannot_correct_or_retract_a_finding_by_signing_records() {
     let a = Org::init("Civic Watch Belgrade", "RS");
-    let original = a.add(
-        &example("02-rs-novi-sad-student-detention.json"),
-        "coalition",
-    );
+    let original = a.add_example("02-rs-novi-sad-student-detention.json", "coalition");
     let bundle = a.export("bundle", "a.bundle", &[]);
 
     // A stranger signs a "correction" and a "retraction" of A's finding.
@@ -108,14 +90,8 @@ fn another_organisation_cannot_correct_or_retract_a_finding_by_signing_records()
 #[test]
 fn arrival_order_does_not_change_what_is_current() {
     let a = Org::init("Civic Watch Belgrade", "RS");
-    let v1 = a.add(
-        &example("02-rs-novi-sad-student-detention.json"),
-        "coalition",
-    );
-    let other = a.add(
-        &example("05-rs-nis-roma-children-profiling.json"),
-        "coalition",
-    );
+    let v1 = a.add_example("02-rs-novi-sad-student-detention.json", "coalition");
+    let other = a.add_example("05-rs-nis-roma-children-profiling.json", "coalition");
     let mut edited: serde_json::Value = serde_json::from_slice(
         &std::fs::read(example("02-rs-novi-sad-student-detention.json")).unwrap(),
     )
@@ -164,10 +140,7 @@ fn arrival_order_does_not_change_what_is_current() {
 #[test]
 fn equivocation_is_reported_and_both_records_kept() {
     let a = Org::init("Civic Watch Belgrade", "RS");
-    let first = a.add(
-        &example("02-rs-novi-sad-student-detention.json"),
-        "coalition",
-    );
+    let first = a.add_example("02-rs-novi-sad-student-detention.json", "coalition");
     // A's own key signs a second, different record with the same seq 1.
     let identity =
         Identity::load(&a.home().join("key.enc"), PASSPHRASE).expect("unlock A's key file");
@@ -206,11 +179,8 @@ fn records_for_chosen_members_reach_only_them() {
     let a = Org::init("Civic Watch Belgrade", "RS");
     let b = Org::init("Safety Forum Prizren", "XK");
     let c = Org::init("Third Org", "MK");
-    let for_b = a.add(&example("02-rs-novi-sad-student-detention.json"), b.key());
-    let public = a.add(
-        &example("05-rs-nis-roma-children-profiling.json"),
-        "coalition",
-    );
+    let for_b = a.add_example("02-rs-novi-sad-student-detention.json", b.key());
+    let public = a.add_example("05-rs-nis-roma-children-profiling.json", "coalition");
     let view = a.show(&for_b);
     assert_eq!(view["audience"]["kind"], "members");
     assert_eq!(view["audience"]["members"], serde_json::json!([b.key()]));
@@ -246,14 +216,8 @@ fn records_for_chosen_members_reach_only_them() {
 #[test]
 fn a_record_listed_twice_in_one_bundle_is_stored_once_and_counted_once() {
     let a = Org::init("Civic Watch Belgrade", "RS");
-    a.add(
-        &example("02-rs-novi-sad-student-detention.json"),
-        "coalition",
-    );
-    a.add(
-        &example("05-rs-nis-roma-children-profiling.json"),
-        "coalition",
-    );
+    a.add_example("02-rs-novi-sad-student-detention.json", "coalition");
+    a.add_example("05-rs-nis-roma-children-profiling.json", "coalition");
     let records = bundle_records(&a.export("bundle", "a.bundle", &[]));
     let doubled = a.path("doubled.bundle");
     write_bundle(

@@ -4,14 +4,15 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use coalition::config::Home;
 use coalition::finding::FindingInput;
 use coalition::identity::Identity;
+use coalition::launch::{Launch, RunningNode};
 use coalition::node::Node;
 use coalition::record::{Audience, RecordId};
 
@@ -118,7 +119,7 @@ impl TestHome {
 
 /// `coalition run --api-only` on port 0 as a child process, stopped on drop.
 pub struct Api {
-    child: Child,
+    node: RunningNode,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
 }
@@ -126,33 +127,15 @@ pub struct Api {
 impl Api {
     /// Starts the API on `home` and waits for its address.
     pub fn start(home: &Path) -> Self {
-        let mut child = Command::new(coalition_bin())
-            .arg("--home")
-            .arg(home)
-            .args(["run", "--api-only", "--listen", "127.0.0.1:0"])
-            .env_remove("COALITION_HOME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn coalition run");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("api listening on ") {
-                    tx.send(a.to_string()).ok();
-                }
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(b) => b,
-            Err(_) => {
-                child.kill().ok();
-                panic!("coalition run did not report its address within 60 s");
-            }
-        };
-        Self { child, base }
+        let node = Launch::new(coalition_bin(), home)
+            .api_only()
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .inherit_stderr()
+            .start()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let base = node.api_url();
+        Self { node, base }
     }
 
     /// GETs `path`: (status, content type, body).
@@ -188,27 +171,9 @@ impl Api {
 
     /// Sends SIGTERM and returns the exit code.
     pub fn terminate(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                return s.code();
-            }
-            assert!(Instant::now() < deadline, "node did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.child.kill().ok();
-            self.child.wait().ok();
+        match self.node.stop(Duration::from_secs(20)) {
+            Ok(status) => status.code(),
+            Err(e) => panic!("{e}"),
         }
     }
 }

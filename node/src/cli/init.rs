@@ -1,0 +1,81 @@
+//! Setting up an organisation: `init` (a new home), `identity export` (the member card
+//! founders exchange) and `node cert` (binding a libp2p peer id to the organisation).
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::{open, out, out_json, passphrase, unlock, Outcome};
+use crate::config::Home;
+use crate::node::Node;
+
+/// `coalition init`
+#[derive(Debug, Args)]
+pub struct InitCmd {
+    /// Organisation name.
+    #[arg(long)]
+    pub org: String,
+    /// ISO 3166-1 alpha-2 country code (Kosovo: XK).
+    #[arg(long)]
+    pub country: String,
+}
+
+/// `coalition identity …`
+#[derive(Debug, Subcommand)]
+pub enum IdentityCmd {
+    /// Print this organisation's member card (name, country, key) as JSON.
+    Export,
+}
+
+/// `coalition node …`
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Issue a certificate binding a libp2p peer id to this organisation.
+    Cert {
+        /// The node's libp2p peer id.
+        #[arg(long)]
+        peer_id: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
+}
+
+/// Runs `coalition init`.
+pub(super) async fn init(home: &Home, cmd: InitCmd) -> Result<Outcome> {
+    let p = passphrase(true)?;
+    let (node, identity) = Node::init(home.clone(), &cmd.org, &cmd.country, &p).await?;
+    eprintln!(
+        "Created Coalition home {} for {} ({}).\nKeep the passphrase safe: without it the key cannot be recovered.\nOrganisation key:",
+        home.dir().display(),
+        node.config().organisation.name,
+        node.config().organisation.country
+    );
+    out(identity.key().to_hex())?;
+    Ok(Outcome::Success)
+}
+
+/// Runs `coalition identity …`.
+pub(super) async fn identity(home: &Home, cmd: IdentityCmd) -> Result<Outcome> {
+    match cmd {
+        IdentityCmd::Export => {
+            let node = open(home).await?;
+            out_json(&node.member_card())?;
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+/// Runs `coalition node …`.
+pub(super) async fn node(home: &Home, cmd: NodeCmd) -> Result<Outcome> {
+    match cmd {
+        NodeCmd::Cert { peer_id, days } => {
+            let node = open(home).await?;
+            let identity = unlock(&node)?;
+            let expires = crate::now_ms() + i64::from(days) * 86_400_000;
+            let cert = node.issue_node_cert(&identity, &peer_id, expires).await?;
+            out(cert.id.to_hex())?;
+            eprintln!("certificate for peer {peer_id} valid for {days} days; it is shared with the coalition like any record");
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,190 @@
+//! `coalition export`, `import` and `verify`: moving records in and out of the store in
+//! files, and checking a bundle or the store offline.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+
+use super::{analysis, open, out, out_json, Outcome};
+use crate::config::Home;
+use crate::identity::OrgKey;
+use crate::verify::{verify_bundle_for, Failure, VerifyReport};
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Signed bundle (docs/FORMATS.md), what auditors verify.
+    Bundle,
+    /// One JSON object per record.
+    Jsonl,
+    /// One row per current finding, columns close to ACLED's.
+    Csv,
+    /// GeoJSON FeatureCollection of current findings.
+    Geojson,
+}
+
+/// `coalition export`
+#[derive(Debug, Args)]
+pub struct ExportCmd {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Bundle)]
+    pub format: Format,
+    /// Output file.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: PathBuf,
+    /// Include private records and annexes (for your own backups only).
+    #[arg(long)]
+    pub include_private: bool,
+    /// Also include records shared with this member organisation only.
+    #[arg(long = "for", value_name = "KEY")]
+    pub recipient: Option<OrgKey>,
+    /// CSV: add the HXL hashtag row under the header.
+    #[arg(long)]
+    pub hxl: bool,
+    /// Filters (JSON Lines, CSV and GeoJSON exports).
+    #[command(flatten)]
+    pub filters: crate::query::QueryArgs,
+}
+
+/// `coalition import`
+#[derive(Debug, Args)]
+pub struct ImportCmd {
+    /// Bundle file.
+    pub path: PathBuf,
+    /// Machine-readable report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `coalition verify`
+#[derive(Debug, Args)]
+pub struct VerifyCmd {
+    /// Bundle file; omit to verify the local store.
+    pub path: Option<PathBuf>,
+    /// Judge membership by this charter id (from `coalition charter show`) instead of
+    /// trusting the charter the bundle carries.
+    #[arg(long, value_name = "CHARTER_ID")]
+    pub charter: Option<String>,
+    /// Machine-readable report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `coalition export`.
+pub(super) async fn export(home: &Home, cmd: ExportCmd) -> Result<Outcome> {
+    let node = open(home).await?;
+    if cmd.format == Format::Bundle && !cmd.filters.to_query()?.is_empty() {
+        bail!("filters apply to jsonl, csv and geojson exports; a bundle holds every shareable record");
+    }
+    let n = analysis::export(
+        &node,
+        cmd.format,
+        &cmd.output,
+        cmd.include_private,
+        cmd.recipient,
+        &cmd.filters,
+        cmd.hxl,
+    )
+    .await?;
+    eprintln!("wrote {n} records to {}", cmd.output.display());
+    Ok(Outcome::Success)
+}
+
+/// Runs `coalition import`.
+pub(super) async fn import(home: &Home, cmd: ImportCmd) -> Result<Outcome> {
+    let node = open(home).await?;
+    let report = node.import(&cmd.path).await?;
+    if cmd.json {
+        out_json(&report)?;
+    } else {
+        out(format!(
+            "read {} records from {}: {} stored, {} already held, {} refused",
+            report.read,
+            cmd.path.display(),
+            report.stored,
+            report.duplicates,
+            report.failures.len()
+        ))?;
+        print_failures(&report.failures)?;
+    }
+    Ok(Outcome::from_check(report.failures.is_empty()))
+}
+
+/// Runs `coalition verify`.
+pub(super) async fn verify(home: &Home, cmd: VerifyCmd) -> Result<Outcome> {
+    let expected = cmd
+        .charter
+        .map(|c| {
+            hex::decode(c.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| anyhow::anyhow!("--charter takes the 64-hex-character charter id that `coalition charter show` prints"))
+        })
+        .transpose()?;
+    let (report, what) = match &cmd.path {
+        Some(p) => (verify_bundle_for(p, expected)?, p.display().to_string()),
+        None => {
+            let node = open(home).await?;
+            (
+                node.verify_store().await?,
+                format!("store {}", home.db_path().display()),
+            )
+        }
+    };
+    print_verify(&report, &what, cmd.json)?;
+    Ok(Outcome::from_check(report.ok()))
+}
+
+/// Prints a verification report (`what`: the bundle or store it is about).
+fn print_verify(report: &VerifyReport, what: &str, json: bool) -> Result<()> {
+    if json {
+        return out_json(report);
+    }
+    if report.ok() {
+        out(format!(
+            "OK: all {} records in {what} verify (signatures, encoding, schemas); {} authors",
+            report.valid,
+            report.authors.len()
+        ))?;
+    } else {
+        out(format!(
+            "FAILED: {} of {} records in {what} do not verify:",
+            report.failures.len(),
+            report.checked.max(report.failures.len() as u64)
+        ))?;
+        print_failures(&report.failures)?;
+    }
+    match (&report.coalition, &report.epoch) {
+        (Some(c), Some(e)) => out(format!(
+            "membership: every author checked against coalition {c:?} (charter {}, current epoch {})",
+            report.charter.as_deref().unwrap_or("?"),
+            &e[..12]
+        ))?,
+        _ => {
+            out("membership: no charter present, so authors were not checked against a coalition")?
+        }
+    }
+    for e in &report.equivocations {
+        out(format!("WARNING equivocation: {e}"))?;
+    }
+    for fork in &report.forks {
+        out(format!("WARNING equivocation: {fork}"))?;
+    }
+    Ok(())
+}
+
+/// One line per refused or failing record: position, id if known, reason.
+fn print_failures(failures: &[Failure]) -> Result<()> {
+    for f in failures {
+        out(format!(
+            "  record #{}{}: {}",
+            f.index,
+            f.id.as_deref()
+                .map(|i| format!(" ({i})"))
+                .unwrap_or_default(),
+            f.reason
+        ))?;
+    }
+    Ok(())
+}

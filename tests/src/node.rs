@@ -1,0 +1,130 @@
+//! Real `coalition run` processes for the end-to-end tests: a thin layer over the node
+//! library's [`coalition::launch`] fixture that writes a loopback network configuration
+//! into an organisation's home, logs each node to `node.log` beside the home, and shows
+//! the end of that log when a test fails.
+//!
+//! `COALITION_TEST_LOG` sets the nodes' log filter (default `info,libp2p=warn`);
+//! `COALITION_TEST_LOG_DIR=DIR` keeps a copy of every node's log in DIR.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use coalition::launch::{Launch, RunningNode};
+
+use crate::{coalition_bin, Org, PASSPHRASE};
+
+/// How long a node may take to stop after SIGTERM before the test fails.
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// `[a, b]` as a TOML array of strings.
+pub fn toml_list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|a| format!("{a:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+impl Org {
+    /// Rewrites the `[network]` and `[api]` sections of the home's config: loopback TCP
+    /// on a free port, syncs every second, a 3 s hello timeout, the API on a free
+    /// loopback port, plus the `[network]` lines in `extra` (e.g. `bootstrap = [...]`).
+    pub fn configure_network(&self, extra: &str) {
+        let path = self.home().join("config.toml");
+        let text = std::fs::read_to_string(&path).expect("read config.toml");
+        let base = text
+            .split("\n[network]")
+            .next()
+            .expect("split yields a first part")
+            .trim_end();
+        std::fs::write(
+            &path,
+            format!(
+                "{base}\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{extra}\nsync_interval_secs = 1\nhello_timeout_secs = 3\n\n[api]\nlisten = \"127.0.0.1:0\"\n"
+            ),
+        )
+        .expect("write config.toml");
+    }
+
+    /// Configures the network ([`Org::configure_network`] with `extra`) and starts
+    /// `coalition run`; `name` labels it in failure messages and kept logs.
+    #[track_caller]
+    pub fn start_node(&self, name: &str, extra: &str) -> TestNode {
+        self.configure_network(extra);
+        let log = self.path("node.log");
+        let filter =
+            std::env::var("COALITION_TEST_LOG").unwrap_or_else(|_| "info,libp2p=warn".into());
+        let node = Launch::new(coalition_bin(), self.home())
+            .passphrase(PASSPHRASE)
+            .env("COALITION_LOG", filter)
+            .log_to(&log)
+            .start()
+            .unwrap_or_else(|e| panic!("node {name}: {e}\n{}", log_tail(name, &log)));
+        let peer = node.peer_id().expect("a network node").to_string();
+        let tcp = node.tcp_addr().expect("a TCP listen address").to_string();
+        TestNode {
+            name: name.to_string(),
+            node,
+            log,
+            peer,
+            tcp,
+        }
+    }
+}
+
+/// A running node of a test organisation; killed when dropped.
+#[derive(Debug)]
+pub struct TestNode {
+    name: String,
+    node: RunningNode,
+    log: PathBuf,
+    /// Its libp2p peer id.
+    pub peer: String,
+    /// Its TCP address as printed (`/ip4/127.0.0.1/tcp/PORT/p2p/PEER`), another node's
+    /// bootstrap entry.
+    pub tcp: String,
+}
+
+impl TestNode {
+    /// Waits until the node prints exactly `line` (or printed it already).
+    #[track_caller]
+    pub fn wait_line(&mut self, line: &str, timeout: Duration) {
+        if let Err(e) = self.node.wait_line(line, timeout) {
+            panic!("node {}: {e}", self.name);
+        }
+    }
+
+    /// Kills it with SIGKILL, as a crash would.
+    #[track_caller]
+    pub fn kill(&mut self) {
+        if let Err(e) = self.node.kill() {
+            panic!("node {}: {e}", self.name);
+        }
+    }
+
+    /// Stops it with SIGTERM; fails the test unless it exits within [`STOP_GRACE`].
+    #[track_caller]
+    pub fn stop(mut self) {
+        if let Err(e) = self.node.stop(STOP_GRACE) {
+            panic!("node {}: {e}", self.name);
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.node.kill().ok();
+        if let Ok(dir) = std::env::var("COALITION_TEST_LOG_DIR") {
+            let name = format!("{}-{}.log", self.name, self.node.pid());
+            std::fs::copy(&self.log, Path::new(&dir).join(name)).ok();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", log_tail(&self.name, &self.log));
+        }
+    }
+}
+
+/// The last 60 lines of a node's log, headed by its name.
+fn log_tail(name: &str, log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(60)..];
+    format!("--- last log lines of {name}\n{}", tail.join("\n"))
+}
