@@ -76,7 +76,7 @@ pub enum Command {
         hxl: bool,
         /// Filters (JSON Lines, CSV and GeoJSON exports).
         #[command(flatten)]
-        filters: crate::query::QueryArgs,
+        filters: analysis::QueryArgs,
     },
     /// Import a bundle: verify every record, store the valid ones, report the rest.
     Import {

@@ -11,9 +11,83 @@ use super::{open, out, unlock, Format, Outcome};
 use crate::config::Home;
 use crate::identity::OrgKey;
 use crate::node::{self, Node};
-use crate::query::{self, Dimension, QueryArgs};
+use crate::query::{self, Dimension, Query, QueryError};
 use crate::record::{Record, RecordId};
 use crate::report;
+
+/// Filter flags shared by `coalition query`, `report` and `export`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct QueryArgs {
+    /// Country code(s), e.g. RS,XK.
+    #[arg(long, value_delimiter = ',', value_name = "CODE")]
+    pub country: Vec<String>,
+    /// Region, as written in the findings (repeat for several).
+    #[arg(long, value_name = "NAME")]
+    pub region: Vec<String>,
+    /// Municipality, as written in the findings (repeat for several).
+    #[arg(long, value_name = "NAME")]
+    pub municipality: Vec<String>,
+    /// Category code(s).
+    #[arg(long, value_delimiter = ',', value_name = "CODE")]
+    pub category: Vec<String>,
+    /// Security actor type code(s).
+    #[arg(long = "actor-type", value_delimiter = ',', value_name = "CODE")]
+    pub actor_type: Vec<String>,
+    /// Affected group code(s).
+    #[arg(long = "affected-group", value_delimiter = ',', value_name = "CODE")]
+    pub affected_group: Vec<String>,
+    /// Author organisation key(s).
+    #[arg(long, value_delimiter = ',', value_name = "KEY")]
+    pub author: Vec<String>,
+    /// Confidence code(s).
+    #[arg(long, value_delimiter = ',', value_name = "CODE")]
+    pub confidence: Vec<String>,
+    /// Tag (repeat for several).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+    /// Incident on or after this date (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<String>,
+    /// Incident on or before this date (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<String>,
+    /// Recorded on or after this UTC day (YYYY-MM-DD).
+    #[arg(long = "recorded-from", value_name = "DATE")]
+    pub recorded_from: Option<String>,
+    /// Recorded on or before this UTC day (YYYY-MM-DD).
+    #[arg(long = "recorded-to", value_name = "DATE")]
+    pub recorded_to: Option<String>,
+    /// Full-text search in titles and summaries (any language; words are prefixes).
+    #[arg(long = "search", value_name = "WORDS")]
+    pub search: Option<String>,
+}
+
+impl QueryArgs {
+    /// The checked query these flags describe.
+    pub fn to_query(&self) -> Result<Query, QueryError> {
+        let mut author = Vec::new();
+        for a in &self.author {
+            author.push(query::parse_author(a)?);
+        }
+        Query {
+            country: self.country.clone(),
+            region: self.region.clone(),
+            municipality: self.municipality.clone(),
+            category: self.category.clone(),
+            actor_type: self.actor_type.clone(),
+            affected_group: self.affected_group.clone(),
+            author,
+            confidence: self.confidence.clone(),
+            tag: self.tag.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            recorded_from: self.recorded_from.clone(),
+            recorded_to: self.recorded_to.clone(),
+            q: self.search.clone(),
+        }
+        .normalised()
+    }
+}
 
 /// `coalition query`
 #[derive(Debug, clap::Args)]
