@@ -1195,11 +1195,11 @@ mod tests {
             with_total: false,
         };
         let hits = |text: &'static str| {
-            let pool = store.pool().clone();
+            let reader = store.reader();
             let q = search(text);
             let page = page.clone();
             async move {
-                crate::query::findings(&pool, &q, &page)
+                crate::query::findings(&reader, &q, &page)
                     .await
                     .unwrap()
                     .items
@@ -1480,7 +1480,7 @@ mod tests {
             cursor: None,
             with_total: false,
         };
-        let found = crate::query::findings(store.pool(), &search("checkpoint", "police"), &page)
+        let found = crate::query::findings(&store.reader(), &search("checkpoint", "police"), &page)
             .await
             .unwrap();
         assert_eq!(
@@ -1488,9 +1488,10 @@ mod tests {
             [v2.id],
             "only the current version is found"
         );
-        let none = crate::query::findings(store.pool(), &search("checkpoint", "military"), &page)
-            .await
-            .unwrap();
+        let none =
+            crate::query::findings(&store.reader(), &search("checkpoint", "military"), &page)
+                .await
+                .unwrap();
         assert!(none.items.is_empty());
         // New findings after the migration are appended and indexed the same way.
         let later = rec(
@@ -1505,7 +1506,7 @@ mod tests {
             .insert(&[prepare(&later.bytes).unwrap()])
             .await
             .unwrap();
-        let found = crate::query::findings(store.pool(), &search("market", "police"), &page)
+        let found = crate::query::findings(&store.reader(), &search("market", "police"), &page)
             .await
             .unwrap();
         assert_eq!(found.items.len(), 1);

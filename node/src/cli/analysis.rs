@@ -148,13 +148,13 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
     let q = cmd.filters.to_query()?;
     let group_by = query::parse_group_by(&cmd.group_by)?;
     let node = open(home).await?;
-    let pool = node.store().pool();
+    let reader = node.store().reader();
     if group_by.is_empty() {
         let page = query::Page {
             with_total: true,
             ..query::page(Some(cmd.limit), cmd.cursor)?
         };
-        let p = query::findings(pool, &q, &page).await?;
+        let p = query::findings(&reader, &q, &page).await?;
         if cmd.json {
             out(serde_json::to_string_pretty(&p)?)?;
         } else if cmd.csv {
@@ -217,7 +217,7 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
         }
         return Ok(Outcome::Success);
     }
-    let agg = query::aggregate(pool, &q, &group_by).await?;
+    let agg = query::aggregate(&reader, &q, &group_by).await?;
     if cmd.json {
         out(serde_json::to_string_pretty(&agg)?)?;
     } else if cmd.csv {
@@ -307,7 +307,17 @@ pub(super) async fn report(home: &Home, cmd: ReportCmd) -> Result<Outcome> {
     let group_by = query::parse_group_by(&cmd.group_by)?;
     let node = open(home).await?;
     let identity = unlock(&node)?;
-    let r = report::produce(&node, &identity, &q, &group_by).await?;
+    let name = node.config().organisation.name.clone();
+    let epoch = membership_epoch(&node).await;
+    let r = report::produce(
+        &node.store().reader(),
+        &identity,
+        &name,
+        epoch,
+        &q,
+        &group_by,
+    )
+    .await?;
     let text = serde_json::to_vec_pretty(&r)?;
     node::write_atomically(&cmd.output, |w| std::io::Write::write_all(w, &text))?;
     eprintln!(
@@ -319,6 +329,18 @@ pub(super) async fn report(home: &Home, cmd: ReportCmd) -> Result<Outcome> {
         r.report.producer
     );
     Ok(Outcome::Success)
+}
+
+/// The membership epoch a report is made in (hex); a node without a charter has none,
+/// and its reports say `null`.
+async fn membership_epoch(node: &Node) -> Option<String> {
+    match node.membership().await {
+        Ok(m) => m.map(|m| hex::encode(m.current().epoch)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot compute the membership epoch for a report");
+            None
+        }
+    }
 }
 
 /// Runs `coalition verify-report`.
@@ -399,7 +421,7 @@ pub(super) async fn export(
 ) -> Result<usize> {
     let q = filters.to_query()?;
     let records = node.shareable(include_private, recipient).await?;
-    let matching: HashSet<RecordId> = query::matching_ids(node.store().pool(), &q)
+    let matching: HashSet<RecordId> = query::matching_ids(&node.store().reader(), &q)
         .await?
         .into_iter()
         .collect();

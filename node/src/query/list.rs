@@ -2,7 +2,7 @@
 //! a map needs.
 
 use serde::Serialize;
-use sqlx::{QueryBuilder, Row, SqlitePool};
+use sqlx::{QueryBuilder, Row};
 
 use super::error::QueryError;
 use super::model::{fts_expression, Measures, Query};
@@ -10,7 +10,7 @@ use super::page::{decode_cursor, encode_cursor, Page};
 use super::sql::{push_where, totals};
 use crate::identity::OrgKey;
 use crate::record::RecordId;
-use crate::store::StoreError;
+use crate::store::{Reader, StoreError};
 
 /// Separator of multi-valued columns in one SQL result cell (ASCII unit separator).
 const UNIT_SEP: char = '\u{1f}';
@@ -90,7 +90,7 @@ const FEW_MATCHES: i64 = 2_000;
 /// filter is one the index holds (country, category, confidence, incident dates), so no
 /// row is read until the page is full; and a search, if any, matches enough findings
 /// that the walk meets a page of them soon.
-async fn walk_by_date(pool: &SqlitePool, q: &Query) -> Result<bool, QueryError> {
+async fn walk_by_date(reader: &Reader, q: &Query) -> Result<bool, QueryError> {
     let in_index = Query {
         country: q.country.clone(),
         category: q.category.clone(),
@@ -111,17 +111,13 @@ async fn walk_by_date(pool: &SqlitePool, q: &Query) -> Result<bool, QueryError> 
     )
     .bind(expr)
     .bind(FEW_MATCHES)
-    .fetch_one(pool)
+    .fetch_one(reader.pool())
     .await?;
     Ok(matches >= FEW_MATCHES)
 }
 
 /// A page of findings matching `q`, ordered by incident date then id, newest first.
-pub async fn findings(
-    pool: &SqlitePool,
-    q: &Query,
-    page: &Page,
-) -> Result<FindingsPage, QueryError> {
+pub async fn findings(reader: &Reader, q: &Query, page: &Page) -> Result<FindingsPage, QueryError> {
     let cursor = page.cursor.as_deref().map(decode_cursor).transpose()?;
     let sep = UNIT_SEP.to_string();
     let mut qb = QueryBuilder::new(
@@ -143,7 +139,7 @@ pub async fn findings(
     // page is far cheaper than what SQLite's planner picks on its own (reading every
     // match, then sorting): at a million findings, 1-60 ms instead of 0.4-0.8 s.
     qb.push(" WHERE f.rowid IN (SELECT f.rowid FROM findings f");
-    if walk_by_date(pool, q).await? {
+    if walk_by_date(reader, q).await? {
         qb.push(" INDEXED BY findings_current_by_date");
     }
     push_where(&mut qb, q);
@@ -157,7 +153,7 @@ pub async fn findings(
     qb.push(" ORDER BY f.occurred_start DESC, f.id DESC LIMIT ")
         .push_bind(i64::from(page.limit) + 1)
         .push(") ORDER BY f.occurred_start DESC, f.id DESC");
-    let rows = qb.build().fetch_all(pool).await?;
+    let rows = qb.build().fetch_all(reader.pool()).await?;
     let mut items = Vec::with_capacity(rows.len());
     for r in rows.iter().take(page.limit as usize) {
         let id: Vec<u8> = r.get(0);
@@ -202,7 +198,7 @@ pub async fn findings(
         items,
         next_cursor,
         total: if page.with_total {
-            Some(totals(pool, q).await?)
+            Some(totals(reader, q).await?)
         } else {
             None
         },

@@ -5,13 +5,14 @@
 //! SQL is built with [`QueryBuilder`] and every value is a bound parameter; the only
 //! text pasted into SQL comes from the fixed expressions of [`Dimension`].
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::error::QueryError;
 use super::model::{
     days_from_date, fts_expression, Aggregate, AggregateRow, Dimension, Measures, Query,
 };
 use crate::record::RecordId;
+use crate::store::Reader;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -129,11 +130,11 @@ pub(super) fn push_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a Query) {
 /// filters are on country and category only and every grouping is one of country,
 /// category, month, quarter and year; from `findings` otherwise. Both give the same result.
 pub async fn aggregate(
-    pool: &SqlitePool,
+    reader: &Reader,
     q: &Query,
     group_by: &[Dimension],
 ) -> Result<Aggregate, QueryError> {
-    aggregate_from(pool, q, group_by, Source::for_query(q, group_by)).await
+    aggregate_from(reader, q, group_by, Source::for_query(q, group_by)).await
 }
 
 /// Where an aggregate is computed from.
@@ -167,7 +168,7 @@ pub(super) fn rollup_answers(q: &Query, group_by: &[Dimension]) -> bool {
 }
 
 pub(super) async fn aggregate_from(
-    pool: &SqlitePool,
+    reader: &Reader,
     q: &Query,
     group_by: &[Dimension],
     source: Source,
@@ -204,7 +205,7 @@ pub(super) async fn aggregate_from(
             .join(", ");
         qb.push(format_args!(" GROUP BY {cols} ORDER BY {cols}"));
         let n = group_by.len();
-        for r in qb.build().fetch_all(pool).await? {
+        for r in qb.build().fetch_all(reader.pool()).await? {
             rows.push(AggregateRow {
                 keys: (0..n).map(|i| r.get::<Option<String>, _>(i)).collect(),
                 measures: Measures {
@@ -225,7 +226,7 @@ pub(super) async fn aggregate_from(
             affected: t.affected + r.measures.affected,
         })
     } else {
-        totals_from(pool, q, source).await?
+        totals_from(reader, q, source).await?
     };
     Ok(Aggregate {
         group_by: group_by.to_vec(),
@@ -242,12 +243,12 @@ fn push_rollup_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a Query) {
 }
 
 /// Measures over every finding matching `q`.
-pub async fn totals(pool: &SqlitePool, q: &Query) -> Result<Measures, QueryError> {
-    totals_from(pool, q, Source::for_query(q, &[])).await
+pub async fn totals(reader: &Reader, q: &Query) -> Result<Measures, QueryError> {
+    totals_from(reader, q, Source::for_query(q, &[])).await
 }
 
 pub(super) async fn totals_from(
-    pool: &SqlitePool,
+    reader: &Reader,
     q: &Query,
     source: Source,
 ) -> Result<Measures, QueryError> {
@@ -268,7 +269,7 @@ pub(super) async fn totals_from(
             qb
         }
     };
-    let r = qb.build().fetch_one(pool).await?;
+    let r = qb.build().fetch_one(reader.pool()).await?;
     Ok(Measures {
         findings: r.get(0),
         affected: r.get(1),
@@ -276,10 +277,10 @@ pub(super) async fn totals_from(
 }
 
 /// Ids of every finding matching `q`, sorted.
-pub async fn matching_ids(pool: &SqlitePool, q: &Query) -> Result<Vec<RecordId>, QueryError> {
+pub async fn matching_ids(reader: &Reader, q: &Query) -> Result<Vec<RecordId>, QueryError> {
     let mut qb = QueryBuilder::new("SELECT f.id FROM findings f");
     push_where(&mut qb, q);
     qb.push(" ORDER BY f.id");
-    let ids: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(pool).await?;
+    let ids: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(reader.pool()).await?;
     Ok(ids.iter().filter_map(|b| RecordId::from_slice(b)).collect())
 }
