@@ -172,9 +172,10 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
                 "author",
                 "title",
             ])?;
-            for f in &p.items {
+            for item in &p.items {
+                let f = &item.columns;
                 w.write_record([
-                    f.id.to_hex(),
+                    item.id.to_hex(),
                     f.occurred_start.clone(),
                     f.country.clone(),
                     f.region.clone().unwrap_or_default(),
@@ -183,7 +184,7 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
                     f.actor_types.join(";"),
                     f.affected_count.map(|c| c.to_string()).unwrap_or_default(),
                     f.confidence.clone(),
-                    f.author.to_hex(),
+                    item.author.to_hex(),
                     f.title.clone(),
                 ])?;
             }
@@ -193,10 +194,11 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
                 "{:<12}  {:<10}  {:<2}  {:<26}  {:>8}  TITLE",
                 "ID", "DATE", "CC", "CATEGORY", "AFFECTED"
             ))?;
-            for f in &p.items {
+            for item in &p.items {
+                let f = &item.columns;
                 out(format!(
                     "{:<12}  {:<10}  {:<2}  {:<26}  {:>8}  {}",
-                    f.id.short(),
+                    item.id.short(),
                     f.occurred_start,
                     f.country,
                     f.category,

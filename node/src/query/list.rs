@@ -1,13 +1,15 @@
 //! Listing findings a page at a time, newest incident first, with the columns a list or
-//! a map needs.
+//! a map needs: the columns [`FindingIndex`] declares, selected by their names.
 
 use serde::Serialize;
-use sqlx::{QueryBuilder, Row};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::error::QueryError;
 use super::model::{fts_expression, Measures, Query};
 use super::page::{decode_cursor, encode_cursor, Page};
 use super::sql::{push_where, totals};
+use crate::finding::FindingIndex;
 use crate::identity::OrgKey;
 use crate::record::RecordId;
 use crate::store::{Reader, StoreError};
@@ -15,45 +17,17 @@ use crate::store::{Reader, StoreError};
 /// Separator of multi-valued columns in one SQL result cell (ASCII unit separator).
 const UNIT_SEP: char = '\u{1f}';
 
-/// A finding as listed by queries and the API.
+/// A finding as listed by queries and the API: its record, the finding's columns
+/// (declared once, by [`FindingIndex`]) and its envelope's time and audience.
 #[derive(Debug, Clone, Serialize)]
 pub struct FindingSummary {
     /// Record id of the current version.
     pub id: RecordId,
     /// Author organisation.
     pub author: OrgKey,
-    /// Title.
-    pub title: String,
-    /// Language of title and summary.
-    pub language: String,
-    /// Country code.
-    pub country: String,
-    /// Region.
-    pub region: Option<String>,
-    /// Municipality.
-    pub municipality: Option<String>,
-    /// Category code.
-    pub category: String,
-    /// Confidence code.
-    pub confidence: String,
-    /// Incident start date.
-    pub occurred_start: String,
-    /// Incident end date.
-    pub occurred_end: Option<String>,
-    /// Date precision code.
-    pub date_precision: String,
-    /// People affected.
-    pub affected_count: Option<i64>,
-    /// Latitude.
-    pub lat: Option<f64>,
-    /// Longitude.
-    pub lon: Option<f64>,
-    /// Security actor types.
-    pub actor_types: Vec<String>,
-    /// Affected groups.
-    pub affected_groups: Vec<String>,
-    /// Tags.
-    pub tags: Vec<String>,
+    /// The finding's columns, serialised in place (without the summary).
+    #[serde(flatten)]
+    pub columns: FindingIndex,
     /// Author's creation time, ms.
     pub created_at_ms: i64,
     /// Audience code as signed (0 private, 1 coalition, 2 members), before grants.
@@ -71,6 +45,61 @@ pub struct FindingsPage {
     /// Measures over every finding matching the filters, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<Measures>,
+}
+
+/// Where the store keeps the list columns: (column, side table, its value column).
+const LIST_COLUMNS: [(&str, &str, &str); 3] = [
+    ("actor_types", "finding_actors", "actor_type"),
+    ("affected_groups", "finding_groups", "grp"),
+    ("tags", "finding_tags", "tag"),
+];
+
+/// Appends the select list of a listing over `findings f`: id, author, creation time,
+/// audience, and every column of [`FindingIndex::COLUMNS`] under its own name (a list
+/// column as its values joined by [`UNIT_SEP`]).
+fn push_select(qb: &mut QueryBuilder<'_, Sqlite>) {
+    qb.push(
+        "SELECT f.id AS id, f.author AS author, f.created_at AS created_at, \
+         (SELECT audience FROM records r WHERE r.id = f.id) AS audience",
+    );
+    for c in FindingIndex::COLUMNS {
+        match LIST_COLUMNS.iter().find(|(name, _, _)| *name == c) {
+            Some((_, table, value)) => {
+                qb.push(format_args!(", (SELECT group_concat({value}, "))
+                    .push_bind(UNIT_SEP.to_string())
+                    .push(format_args!(
+                        ") FROM {table} x WHERE x.finding = f.rowid) AS {c}"
+                    ));
+            }
+            None => {
+                qb.push(format_args!(", f.{c} AS {c}"));
+            }
+        }
+    }
+    qb.push(" FROM findings f");
+}
+
+/// The finding's columns of a row [`push_select`] selected.
+fn columns_of(r: &SqliteRow) -> FindingIndex {
+    FindingIndex {
+        title: r.get("title"),
+        summary: r.get("summary"),
+        language: r.get("language"),
+        country: r.get("country"),
+        region: r.get("region"),
+        municipality: r.get("municipality"),
+        category: r.get("category"),
+        confidence: r.get("confidence"),
+        occurred_start: r.get("occurred_start"),
+        occurred_end: r.get("occurred_end"),
+        date_precision: r.get("date_precision"),
+        affected_count: r.get("affected_count"),
+        lat: r.get("lat"),
+        lon: r.get("lon"),
+        actor_types: split_list(r.get("actor_types")),
+        groups: split_list(r.get("affected_groups")),
+        tags: split_list(r.get("tags")),
+    }
 }
 
 fn split_list(s: Option<String>) -> Vec<String> {
@@ -119,20 +148,8 @@ async fn walk_by_date(reader: &Reader, q: &Query) -> Result<bool, QueryError> {
 /// A page of findings matching `q`, ordered by incident date then id, newest first.
 pub async fn findings(reader: &Reader, q: &Query, page: &Page) -> Result<FindingsPage, QueryError> {
     let cursor = page.cursor.as_deref().map(decode_cursor).transpose()?;
-    let sep = UNIT_SEP.to_string();
-    let mut qb = QueryBuilder::new(
-        "SELECT f.id, f.author, f.title, f.language, f.country, f.region, f.municipality, \
-         f.category, f.confidence, f.occurred_start, f.occurred_end, f.date_precision, \
-         f.affected_count, f.lat, f.lon, f.created_at, \
-         (SELECT audience FROM records r WHERE r.id = f.id), \
-         (SELECT group_concat(actor_type, ",
-    );
-    qb.push_bind(sep.clone())
-        .push(") FROM finding_actors x WHERE x.finding = f.rowid), (SELECT group_concat(grp, ")
-        .push_bind(sep.clone())
-        .push(") FROM finding_groups x WHERE x.finding = f.rowid), (SELECT group_concat(tag, ")
-        .push_bind(sep)
-        .push(") FROM finding_tags x WHERE x.finding = f.rowid) FROM findings f");
+    let mut qb = QueryBuilder::new("");
+    push_select(&mut qb);
     // Two steps: pick the page's rows by key first (from an index, no table reads), then
     // read only those rows. With the filters `findings_current_by_date` holds, or a
     // search with many matches, walking that index newest first and stopping after the
@@ -156,8 +173,8 @@ pub async fn findings(reader: &Reader, q: &Query, page: &Page) -> Result<Finding
     let rows = qb.build().fetch_all(reader.pool()).await?;
     let mut items = Vec::with_capacity(rows.len());
     for r in rows.iter().take(page.limit as usize) {
-        let id: Vec<u8> = r.get(0);
-        let author: Vec<u8> = r.get(1);
+        let id: Vec<u8> = r.get("id");
+        let author: Vec<u8> = r.get("author");
         let corrupt = |what: &str| {
             QueryError::Store(StoreError::Corrupt {
                 id: hex::encode(&id),
@@ -167,31 +184,16 @@ pub async fn findings(reader: &Reader, q: &Query, page: &Page) -> Result<Finding
         items.push(FindingSummary {
             id: RecordId::from_slice(&id).ok_or_else(|| corrupt("id"))?,
             author: OrgKey::from_bytes(&author).map_err(|_| corrupt("author"))?,
-            title: r.get(2),
-            language: r.get(3),
-            country: r.get(4),
-            region: r.get(5),
-            municipality: r.get(6),
-            category: r.get(7),
-            confidence: r.get(8),
-            occurred_start: r.get(9),
-            occurred_end: r.get(10),
-            date_precision: r.get(11),
-            affected_count: r.get(12),
-            lat: r.get(13),
-            lon: r.get(14),
-            created_at_ms: r.get(15),
-            audience: r.get::<Option<i64>, _>(16).unwrap_or(0),
-            actor_types: split_list(r.get(17)),
-            affected_groups: split_list(r.get(18)),
-            tags: split_list(r.get(19)),
+            columns: columns_of(r),
+            created_at_ms: r.get("created_at"),
+            audience: r.get::<Option<i64>, _>("audience").unwrap_or(0),
         });
     }
     let next_cursor = (rows.len() > page.limit as usize)
         .then(|| {
             items
                 .last()
-                .map(|f| encode_cursor(&f.occurred_start, &f.id))
+                .map(|f| encode_cursor(&f.columns.occurred_start, &f.id))
         })
         .flatten();
     Ok(FindingsPage {

@@ -1,7 +1,7 @@
 use super::model::{days_from_date, fts_expression};
 use super::sql::{aggregate_from, rollup_answers, totals_from, Source};
 use super::*;
-use crate::finding::{to_payload, FINDING_SCHEMA, RETRACTION_SCHEMA};
+use crate::finding::{to_payload, FindingIndex, FINDING_SCHEMA, RETRACTION_SCHEMA};
 use crate::identity::Identity;
 use crate::record::{sign, Audience, Draft, Record, RecordId};
 use crate::store::{prepare, Store};
@@ -227,4 +227,52 @@ fn queries_round_trip_through_json() {
     let text = serde_json::to_string(&q).unwrap();
     assert_eq!(text, r#"{"country":["RS"],"q":"batons"}"#);
     assert_eq!(serde_json::from_str::<Query>(&text).unwrap(), q);
+}
+
+#[test]
+fn finding_summaries_serialise_the_fields_the_api_documents() {
+    let s = FindingSummary {
+        id: RecordId([7; 32]),
+        author: Identity::from_seed(&[21; 32]).key(),
+        columns: FindingIndex {
+            summary: "not listed".into(),
+            ..FindingIndex::default()
+        },
+        created_at_ms: 1,
+        audience: 1,
+    };
+    let text = serde_json::to_string(&s).unwrap();
+    // The order and names of `FindingSummary` in docs/openapi.yaml.
+    let documented = [
+        "id",
+        "author",
+        "title",
+        "language",
+        "country",
+        "region",
+        "municipality",
+        "category",
+        "confidence",
+        "occurred_start",
+        "occurred_end",
+        "date_precision",
+        "affected_count",
+        "lat",
+        "lon",
+        "actor_types",
+        "affected_groups",
+        "tags",
+        "created_at_ms",
+        "audience",
+    ];
+    let mut at = 0;
+    for key in documented {
+        let k = format!("\"{key}\":");
+        at += text[at..]
+            .find(&k)
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+            + k.len();
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), documented.len(), "{text}");
 }
