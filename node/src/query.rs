@@ -11,7 +11,8 @@
 //!
 //! - **Stored once.** `records.id` and `findings.id` are unique (migrations
 //!   `0001_records.sql`, `0004_findings_in_arrival_order.sql`); inserting a held record is
-//!   a no-op (`store::insert_chunk`).
+//!   a no-op (`INSERT OR IGNORE` in `store::insert_chunk`, and only new records get
+//!   finding rows).
 //! - **Latest version, not retracted.** Two flags on each `findings` row, written by the
 //!   store: `is_head` (no finding by the same author supersedes it) and `retracted` (a
 //!   retraction by the same author supersedes it), recomputed for every finding a
@@ -27,15 +28,16 @@
 //!   [`aggregate`] reads it only when it holds everything asked (`sql::rollup_answers`);
 //!   the property test in `query/tests.rs` checks that it always equals counting the rows.
 //! - **Detail views.** Whether one finding counts (`FindingDetail::current`) is read from
-//!   the record view the node builds (`Node::show`: no later version, no retraction), the
-//!   same supersession rule seen from one record.
+//!   the record view the node builds (`Node::show`: no later finding and no retraction by
+//!   the same author supersedes it), the rule the flags encode, checked from the records.
 //!
 //! # Layout
 //!
-//! [`model`](self) filters, grouping and measures; `params` URL query strings; `page`
-//! paging and cursors; `sql` the shared `WHERE` clause, aggregates and totals; `list`
-//! pages of findings; `detail` one finding and its versions. Command-line flags live in
-//! the CLI (`cli::analysis::QueryArgs`), which converts them to a [`Query`].
+//! `model`: filters, grouping and measures; `params`: URL query strings; `page`: limits
+//! and cursors; `sql`: the shared `WHERE` clause, aggregates, totals and matching ids;
+//! `list`: pages of findings; `detail`: one finding and its versions; `error`. The
+//! command-line flags live in the CLI (`cli::analysis::QueryArgs`), which converts them
+//! to a [`Query`].
 
 mod detail;
 mod error;
