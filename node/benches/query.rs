@@ -449,10 +449,11 @@ fn main() {
     // In-process: the library call and the hand-written floor on the same file.
     let (lib_agg, floor, current) = rt.block_on(async {
         let store = Store::open(&db).await.expect("open");
-        let pool = store.pool().clone();
+        let reader = store.reader();
+        let pool = reader.pool();
         let current: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM findings WHERE is_head = 1 AND retracted = 0")
-                .fetch_one(&pool)
+                .fetch_one(pool)
                 .await
                 .expect("count");
         let q = Query::default();
@@ -461,11 +462,13 @@ fn main() {
         let mut fl = Vec::new();
         for _ in 0..RUNS {
             let t = Instant::now();
-            let a = query::aggregate(&pool, &q, &dims).await.expect("aggregate");
+            let a = query::aggregate(&reader, &q, &dims)
+                .await
+                .expect("aggregate");
             lib.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
             let rows = sqlx::query(AGG_FLOOR_SQL)
-                .fetch_all(&pool)
+                .fetch_all(pool)
                 .await
                 .expect("floor");
             fl.push(t.elapsed().as_secs_f64() * 1e3);
@@ -476,7 +479,7 @@ fn main() {
             cursor: None,
             with_total: false,
         };
-        query::findings(&pool, &q, &page).await.expect("page");
+        query::findings(&reader, &q, &page).await.expect("page");
         store.close().await;
         (median(lib), median(fl), current)
     });

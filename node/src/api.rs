@@ -24,8 +24,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::node::Node;
+use crate::node::{Node, NodeError};
 use crate::query::{self, QueryError, Request as QueryRequest};
+use crate::store::{Reader, StoreError};
 
 /// The OpenAPI description shipped with the binary.
 pub const OPENAPI_YAML: &str = include_str!("../../docs/openapi.yaml");
@@ -136,6 +137,14 @@ impl From<QueryError> for Problem {
     }
 }
 
+/// What the handlers read from: the node (for `finding show`'s view of a record) and
+/// the store's reader, which every query goes through.
+#[derive(Clone)]
+struct Api {
+    node: Arc<Node>,
+    reader: Reader,
+}
+
 type Pairs = Result<UrlQuery<Vec<(String, String)>>, QueryRejection>;
 
 fn request(pairs: Pairs) -> Result<QueryRequest, Problem> {
@@ -143,19 +152,19 @@ fn request(pairs: Pairs) -> Result<QueryRequest, Problem> {
     Ok(QueryRequest::from_pairs(&pairs)?)
 }
 
-async fn findings(State(node): State<Arc<Node>>, pairs: Pairs) -> Result<Response, Problem> {
+async fn findings(State(api): State<Api>, pairs: Pairs) -> Result<Response, Problem> {
     let r = request(pairs)?;
     if !r.group_by.is_empty() {
         return Err(Problem::bad_request(
             "group_by belongs to /api/v1/aggregate",
         ));
     }
-    let page = query::findings(node.store().pool(), &r.query, &r.page).await?;
+    let page = query::findings(&api.reader, &r.query, &r.page).await?;
     Ok(Json(page).into_response())
 }
 
 async fn finding(
-    State(node): State<Arc<Node>>,
+    State(api): State<Api>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let Path(id) = id.map_err(|e| Problem::bad_request(e.body_text()))?;
@@ -164,16 +173,29 @@ async fn finding(
             "a finding id is 64 hex characters (or a unique prefix of at least 8)",
         ));
     }
-    let detail = query::finding_detail(&node, &id).await?;
+    let not_found = || Problem::not_found(format!("no finding with id {id}"));
+    let view = match api.node.show(&id).await {
+        Ok(v) => v,
+        Err(NodeError::Store(StoreError::NotFound(_) | StoreError::Ambiguous(_))) => {
+            return Err(not_found())
+        }
+        Err(NodeError::Store(e)) => return Err(QueryError::from(e).into()),
+        Err(e) => return Err(Problem::bad_request(e.to_string())),
+    };
+    let detail = match query::finding_detail(&api.reader, view).await {
+        Ok(d) => d,
+        Err(QueryError::NotFound(_)) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
     Ok(Json(detail).into_response())
 }
 
-async fn aggregate(State(node): State<Arc<Node>>, pairs: Pairs) -> Result<Response, Problem> {
+async fn aggregate(State(api): State<Api>, pairs: Pairs) -> Result<Response, Problem> {
     let r = request(pairs)?;
     if r.page.cursor.is_some() {
         return Err(Problem::bad_request("cursor belongs to /api/v1/findings"));
     }
-    let agg = query::aggregate(node.store().pool(), &r.query, &r.group_by).await?;
+    let agg = query::aggregate(&api.reader, &r.query, &r.group_by).await?;
     Ok(Json(agg).into_response())
 }
 
@@ -281,6 +303,7 @@ async fn guard(bound: IpAddr, req: Request, next: Next) -> Response {
 
 /// The API and dashboard routes over `node`; `bound` is the IP the listener is on.
 pub fn router(node: Arc<Node>, bound: IpAddr) -> Router {
+    let reader = node.store().reader();
     Router::new()
         .route("/", get(index))
         .route("/static/{*path}", get(asset))
@@ -293,7 +316,7 @@ pub fn router(node: Arc<Node>, bound: IpAddr) -> Router {
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| guard(bound, req, next),
         ))
-        .with_state(node)
+        .with_state(Api { node, reader })
 }
 
 /// Serves the API and dashboard on `listener` until `shutdown` resolves, then lets

@@ -17,10 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle;
 use crate::identity::{Identity, OrgKey};
-use crate::node::Node;
 use crate::now_ms;
 use crate::query::{self, AggregateRow, Dimension, Measures, Query, QueryError};
-use crate::store::{Store, StoreError};
+use crate::store::{Reader, Store, StoreError};
 
 /// Format name inside every report.
 pub const REPORT_FORMAT: &str = "coalition-report/1";
@@ -111,34 +110,25 @@ fn signing_bytes(body: &ReportBody) -> Vec<u8> {
     msg
 }
 
-/// The membership epoch a report is made in (hex); a node without a charter has none,
-/// and its reports say `null`.
-pub async fn membership_epoch(node: &Node) -> Option<String> {
-    match node.membership().await {
-        Ok(m) => m.map(|m| hex::encode(m.current().epoch)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot compute the membership epoch for a report");
-            None
-        }
-    }
-}
-
-/// Computes and signs a report of `q` grouped by `group_by` on `node`.
+/// Computes and signs a report of `q` grouped by `group_by`, read through `reader`.
+/// `producer_name` is the organisation's name as configured on its node; `epoch` the
+/// membership epoch (hex) the node is in, `None` until it has a charter.
 pub async fn produce(
-    node: &Node,
+    reader: &Reader,
     identity: &Identity,
+    producer_name: &str,
+    epoch: Option<String>,
     q: &Query,
     group_by: &[Dimension],
 ) -> Result<SignedReport, ReportError> {
-    let pool = node.store().pool();
-    let agg = query::aggregate(pool, q, group_by).await?;
-    let ids = query::matching_ids(pool, q).await?;
+    let agg = query::aggregate(reader, q, group_by).await?;
+    let ids = query::matching_ids(reader, q).await?;
     let body = ReportBody {
         format: REPORT_FORMAT.into(),
         producer: identity.key(),
-        producer_name: node.config().organisation.name.clone(),
+        producer_name: producer_name.to_string(),
         created_at_ms: now_ms(),
-        epoch: membership_epoch(node).await,
+        epoch,
         query: q.clone(),
         group_by: agg.group_by,
         rows: agg.rows,
@@ -318,8 +308,9 @@ pub async fn verify(report: &SignedReport, bundle_path: &Path) -> Result<ReportC
     let store = Store::create(&tmp.0.join("verify.db")).await?;
     let (bundle_records, bundle_invalid) = load_bundle(&store, bundle_path).await?;
     let body = &report.report;
-    let agg = query::aggregate(store.pool(), &body.query, &body.group_by).await?;
-    let counted: BTreeSet<String> = query::matching_ids(store.pool(), &body.query)
+    let reader = store.reader();
+    let agg = query::aggregate(&reader, &body.query, &body.group_by).await?;
+    let counted: BTreeSet<String> = query::matching_ids(&reader, &body.query)
         .await?
         .iter()
         .map(|i| i.to_hex())

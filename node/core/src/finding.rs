@@ -1,11 +1,13 @@
 //! Findings: the operator's input document, its sensitive annex, and the query columns
-//! extracted from a finding payload at ingest.
+//! extracted from a finding payload at ingest ([`FindingIndex`], the one declaration of a
+//! finding's columns: the store indexes them, listings serialise them, exports read them).
 //!
 //! An input file may carry a `sensitive` object (names of victims and witnesses,
 //! contacts). It never becomes part of the finding: `finding add` signs it as a separate
 //! private `annex/v1` record that points at the finding, so the finding can be shared and
 //! still verify while the annex stays on the node.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::record::RecordId;
@@ -54,12 +56,16 @@ pub fn annex_payload(finding: &RecordId, sensitive: &Value) -> Value {
     json!({"finding": finding.to_hex(), "sensitive": sensitive})
 }
 
-/// Query columns of a finding, extracted once at ingest.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Query columns of a finding, extracted once at ingest: the one declaration of a
+/// finding's columns. The store writes them to `findings` and its side tables, query
+/// listings serialise them (as [`FindingIndex::COLUMNS`] names them), and analyst exports
+/// map them to their own headers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct FindingIndex {
     /// Title.
     pub title: String,
-    /// Summary.
+    /// Summary. Not serialised: listings stay short, and the signed payload has it.
+    #[serde(skip_serializing)]
     pub summary: String,
     /// BCP 47 language.
     pub language: String,
@@ -87,7 +93,8 @@ pub struct FindingIndex {
     pub lon: Option<f64>,
     /// Security actor types.
     pub actor_types: Vec<String>,
-    /// Affected groups.
+    /// Affected groups (named `affected_groups` as a column).
+    #[serde(rename = "affected_groups")]
     pub groups: Vec<String>,
     /// Tags.
     pub tags: Vec<String>,
@@ -104,6 +111,30 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 impl FindingIndex {
+    /// The columns' names, in declaration order: the names of the `findings` table's
+    /// columns for single values, and of the lists (`actor_types`, `affected_groups`,
+    /// `tags`) that the store keeps in side tables. Listings select these and serialise
+    /// them under the same names (all but `summary`).
+    pub const COLUMNS: [&'static str; 17] = [
+        "title",
+        "summary",
+        "language",
+        "country",
+        "region",
+        "municipality",
+        "category",
+        "confidence",
+        "occurred_start",
+        "occurred_end",
+        "date_precision",
+        "affected_count",
+        "lat",
+        "lon",
+        "actor_types",
+        "affected_groups",
+        "tags",
+    ];
+
     /// Extracts the columns from a payload already valid against `finding/v1`.
     pub fn extract(v: &Value) -> Self {
         let loc = &v["location"];
@@ -199,6 +230,24 @@ mod tests {
         assert_eq!(ix.actor_types, vec!["police"]);
         assert_eq!(ix.affected_count, Some(12));
         assert_eq!(ix.lat, Some(45.25));
+    }
+
+    #[test]
+    fn column_names_are_the_serialised_fields() {
+        let json = serde_json::to_string(&FindingIndex::default()).unwrap();
+        let mut at = 0;
+        for c in FindingIndex::COLUMNS.iter().filter(|c| **c != "summary") {
+            let key = format!("\"{c}\":");
+            let pos = json[at..]
+                .find(&key)
+                .unwrap_or_else(|| panic!("{c} in {json}"));
+            at += pos + key.len();
+        }
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v.as_object().unwrap().len(),
+            FindingIndex::COLUMNS.len() - 1
+        );
     }
 
     #[test]

@@ -11,9 +11,83 @@ use super::{open, out, unlock, Format, Outcome};
 use crate::config::Home;
 use crate::identity::OrgKey;
 use crate::node::{self, Node};
-use crate::query::{self, Dimension, QueryArgs};
+use crate::query::{self, Dimension, Query, QueryError};
 use crate::record::{Record, RecordId};
 use crate::report;
+
+/// Filter flags shared by `coalition query`, `report` and `export`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct QueryArgs {
+    /// Country code(s), e.g. RS,XK.
+    #[arg(long, value_delimiter = ',', value_name = "CODE")]
+    pub country: Vec<String>,
+    /// Region, as written in the findings (repeat for several).
+    #[arg(long, value_name = "NAME")]
+    pub region: Vec<String>,
+    /// Municipality, as written in the findings (repeat for several).
+    #[arg(long, value_name = "NAME")]
+    pub municipality: Vec<String>,
+    /// Category code(s).
+    #[arg(long, value_delimiter = ',', value_name = "CODE")]
+    pub category: Vec<String>,
+    /// Security actor type code(s).
+    #[arg(long = "actor-type", value_delimiter = ',', value_name = "CODE")]
+    pub actor_type: Vec<String>,
+    /// Affected group code(s).
+    #[arg(long = "affected-group", value_delimiter = ',', value_name = "CODE")]
+    pub affected_group: Vec<String>,
+    /// Author organisation key(s).
+    #[arg(long, value_delimiter = ',', value_name = "KEY")]
+    pub author: Vec<String>,
+    /// Confidence code(s).
+    #[arg(long, value_delimiter = ',', value_name = "CODE")]
+    pub confidence: Vec<String>,
+    /// Tag (repeat for several).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+    /// Incident on or after this date (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<String>,
+    /// Incident on or before this date (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<String>,
+    /// Recorded on or after this UTC day (YYYY-MM-DD).
+    #[arg(long = "recorded-from", value_name = "DATE")]
+    pub recorded_from: Option<String>,
+    /// Recorded on or before this UTC day (YYYY-MM-DD).
+    #[arg(long = "recorded-to", value_name = "DATE")]
+    pub recorded_to: Option<String>,
+    /// Full-text search in titles and summaries (any language; words are prefixes).
+    #[arg(long = "search", value_name = "WORDS")]
+    pub search: Option<String>,
+}
+
+impl QueryArgs {
+    /// The checked query these flags describe.
+    pub fn to_query(&self) -> Result<Query, QueryError> {
+        let mut author = Vec::new();
+        for a in &self.author {
+            author.push(query::parse_author(a)?);
+        }
+        Query {
+            country: self.country.clone(),
+            region: self.region.clone(),
+            municipality: self.municipality.clone(),
+            category: self.category.clone(),
+            actor_type: self.actor_type.clone(),
+            affected_group: self.affected_group.clone(),
+            author,
+            confidence: self.confidence.clone(),
+            tag: self.tag.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            recorded_from: self.recorded_from.clone(),
+            recorded_to: self.recorded_to.clone(),
+            q: self.search.clone(),
+        }
+        .normalised()
+    }
+}
 
 /// `coalition query`
 #[derive(Debug, clap::Args)]
@@ -74,13 +148,13 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
     let q = cmd.filters.to_query()?;
     let group_by = query::parse_group_by(&cmd.group_by)?;
     let node = open(home).await?;
-    let pool = node.store().pool();
+    let reader = node.store().reader();
     if group_by.is_empty() {
         let page = query::Page {
             with_total: true,
             ..query::page(Some(cmd.limit), cmd.cursor)?
         };
-        let p = query::findings(pool, &q, &page).await?;
+        let p = query::findings(&reader, &q, &page).await?;
         if cmd.json {
             out(serde_json::to_string_pretty(&p)?)?;
         } else if cmd.csv {
@@ -98,9 +172,10 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
                 "author",
                 "title",
             ])?;
-            for f in &p.items {
+            for item in &p.items {
+                let f = &item.columns;
                 w.write_record([
-                    f.id.to_hex(),
+                    item.id.to_hex(),
                     f.occurred_start.clone(),
                     f.country.clone(),
                     f.region.clone().unwrap_or_default(),
@@ -109,7 +184,7 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
                     f.actor_types.join(";"),
                     f.affected_count.map(|c| c.to_string()).unwrap_or_default(),
                     f.confidence.clone(),
-                    f.author.to_hex(),
+                    item.author.to_hex(),
                     f.title.clone(),
                 ])?;
             }
@@ -119,10 +194,11 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
                 "{:<12}  {:<10}  {:<2}  {:<26}  {:>8}  TITLE",
                 "ID", "DATE", "CC", "CATEGORY", "AFFECTED"
             ))?;
-            for f in &p.items {
+            for item in &p.items {
+                let f = &item.columns;
                 out(format!(
                     "{:<12}  {:<10}  {:<2}  {:<26}  {:>8}  {}",
-                    f.id.short(),
+                    item.id.short(),
                     f.occurred_start,
                     f.country,
                     f.category,
@@ -143,7 +219,7 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
         }
         return Ok(Outcome::Success);
     }
-    let agg = query::aggregate(pool, &q, &group_by).await?;
+    let agg = query::aggregate(&reader, &q, &group_by).await?;
     if cmd.json {
         out(serde_json::to_string_pretty(&agg)?)?;
     } else if cmd.csv {
@@ -233,7 +309,17 @@ pub(super) async fn report(home: &Home, cmd: ReportCmd) -> Result<Outcome> {
     let group_by = query::parse_group_by(&cmd.group_by)?;
     let node = open(home).await?;
     let identity = unlock(&node)?;
-    let r = report::produce(&node, &identity, &q, &group_by).await?;
+    let name = node.config().organisation.name.clone();
+    let epoch = membership_epoch(&node).await;
+    let r = report::produce(
+        &node.store().reader(),
+        &identity,
+        &name,
+        epoch,
+        &q,
+        &group_by,
+    )
+    .await?;
     let text = serde_json::to_vec_pretty(&r)?;
     node::write_atomically(&cmd.output, |w| std::io::Write::write_all(w, &text))?;
     eprintln!(
@@ -245,6 +331,18 @@ pub(super) async fn report(home: &Home, cmd: ReportCmd) -> Result<Outcome> {
         r.report.producer
     );
     Ok(Outcome::Success)
+}
+
+/// The membership epoch a report is made in (hex); a node without a charter has none,
+/// and its reports say `null`.
+async fn membership_epoch(node: &Node) -> Option<String> {
+    match node.membership().await {
+        Ok(m) => m.map(|m| hex::encode(m.current().epoch)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot compute the membership epoch for a report");
+            None
+        }
+    }
 }
 
 /// Runs `coalition verify-report`.
@@ -325,7 +423,7 @@ pub(super) async fn export(
 ) -> Result<usize> {
     let q = filters.to_query()?;
     let records = node.shareable(include_private, recipient).await?;
-    let matching: HashSet<RecordId> = query::matching_ids(node.store().pool(), &q)
+    let matching: HashSet<RecordId> = query::matching_ids(&node.store().reader(), &q)
         .await?
         .into_iter()
         .collect();

@@ -44,7 +44,7 @@ pub struct ExportCmd {
     pub hxl: bool,
     /// Filters (JSON Lines, CSV and GeoJSON exports).
     #[command(flatten)]
-    pub filters: crate::query::QueryArgs,
+    pub filters: super::analysis::QueryArgs,
 }
 
 /// `coalition import`

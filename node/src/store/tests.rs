@@ -162,11 +162,11 @@ async fn a_large_batch_is_indexed_and_counted_once() {
         with_total: false,
     };
     let hits = |text: &'static str| {
-        let pool = store.pool().clone();
+        let reader = store.reader();
         let q = search(text);
         let page = page.clone();
         async move {
-            crate::query::findings(&pool, &q, &page)
+            crate::query::findings(&reader, &q, &page)
                 .await
                 .unwrap()
                 .items
@@ -445,7 +445,7 @@ async fn findings_survive_the_move_to_arrival_order() {
         cursor: None,
         with_total: false,
     };
-    let found = crate::query::findings(store.pool(), &search("checkpoint", "police"), &page)
+    let found = crate::query::findings(&store.reader(), &search("checkpoint", "police"), &page)
         .await
         .unwrap();
     assert_eq!(
@@ -453,7 +453,7 @@ async fn findings_survive_the_move_to_arrival_order() {
         [v2.id],
         "only the current version is found"
     );
-    let none = crate::query::findings(store.pool(), &search("checkpoint", "military"), &page)
+    let none = crate::query::findings(&store.reader(), &search("checkpoint", "military"), &page)
         .await
         .unwrap();
     assert!(none.items.is_empty());
@@ -470,7 +470,7 @@ async fn findings_survive_the_move_to_arrival_order() {
         .insert(&[prepare(&later.bytes).unwrap()])
         .await
         .unwrap();
-    let found = crate::query::findings(store.pool(), &search("market", "police"), &page)
+    let found = crate::query::findings(&store.reader(), &search("market", "police"), &page)
         .await
         .unwrap();
     assert_eq!(found.items.len(), 1);
