@@ -3,32 +3,32 @@
 //! Exit codes follow ripgrep: 0 success, 1 a check failed (a record does not verify, an
 //! import refused records), 2 a usage or environment error. A closed stdout exits quietly.
 //!
-//! This file holds the top-level [`Cli`], the dispatch and the helpers every command
-//! shares (printing, the passphrase, opening a home); each command group lives in its
-//! own submodule: [`init`] (home, identity, node certificates), [`finding`], [`charter`]
-//! (charter and membership), [`store`] (export, import, verify), [`net`] (run, peers,
-//! status) and `analysis` (query, report, verify-report). clap and anyhow stay in this
-//! layer; the library below it returns typed errors.
+//! This file holds the top-level [`Cli`], the dispatch and the exit codes; what every
+//! command shares (printing, the passphrase, opening a home) is in `shared`, and each
+//! command group has its own submodule: [`init`] (home, identity, node certificates),
+//! [`finding`], [`charter`] (charter and membership), [`store`] (export, import,
+//! verify), [`net`] (run, peers, status) and `analysis` (query, report, verify-report).
+//! clap and anyhow stay in this layer; the library below it returns typed errors.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::config::Home;
-use crate::identity::Identity;
-use crate::node::Node;
 
 mod analysis;
 pub mod charter;
 pub mod finding;
 pub mod init;
 pub mod net;
+mod shared;
 pub mod store;
 
-pub use store::Format;
+// `analysis` reaches these through `super::`.
+use shared::{open, out, unlock};
+pub use shared::{Format, Outcome};
 
 /// Coalition: pool signed findings on security-sector conduct without a central authority.
 #[derive(Debug, Parser)]
@@ -89,26 +89,6 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-}
-
-/// A command's result when it did not fail outright.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything succeeded.
-    Success,
-    /// A check failed (exit 1).
-    CheckFailed,
-}
-
-impl Outcome {
-    /// [`Outcome::Success`] when `ok`, else [`Outcome::CheckFailed`].
-    fn from_check(ok: bool) -> Self {
-        if ok {
-            Self::Success
-        } else {
-            Self::CheckFailed
-        }
-    }
 }
 
 /// Entry point of the binary.
@@ -175,47 +155,4 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Success)
         }
     }
-}
-
-/// Prints one line on stdout (a closed stdout surfaces as `BrokenPipe`).
-fn out(text: impl AsRef<str>) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_ref().as_bytes())?;
-    stdout.write_all(b"\n")?;
-    Ok(())
-}
-
-/// Prints `value` as pretty JSON on stdout.
-fn out_json(value: &impl serde::Serialize) -> Result<()> {
-    out(serde_json::to_string_pretty(value)?)
-}
-
-/// The passphrase: `COALITION_PASSPHRASE`, else an interactive prompt.
-fn passphrase(confirm: bool) -> Result<String> {
-    if let Ok(p) = std::env::var("COALITION_PASSPHRASE") {
-        return Ok(p);
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("no passphrase: set COALITION_PASSPHRASE or run in a terminal to be prompted");
-    }
-    let p = rpassword::prompt_password("Passphrase for the organisation key: ")
-        .context("while reading the passphrase")?;
-    if confirm {
-        let again = rpassword::prompt_password("Repeat the passphrase: ")?;
-        if again != p {
-            bail!("the two passphrases differ; nothing was created");
-        }
-    }
-    Ok(p)
-}
-
-/// Opens the node of `home`.
-async fn open(home: &Home) -> Result<Node> {
-    Ok(Node::open(home.clone()).await?)
-}
-
-/// Unlocks the organisation key of `node` with the passphrase.
-fn unlock(node: &Node) -> Result<Identity> {
-    let p = passphrase(false)?;
-    Ok(node.unlock(&p)?)
 }

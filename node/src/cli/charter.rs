@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
-use super::{open, out, out_json, unlock, Outcome};
+use super::shared::{open, out, out_json, unlock, Outcome};
 use crate::charter::{self, Change, Member, Membership, SignedCharter};
 use crate::config::Home;
 use crate::identity::OrgKey;

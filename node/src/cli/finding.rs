@@ -6,7 +6,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use super::{open, out, out_json, unlock, Outcome};
+use super::shared::{open, out, out_json, unlock, Outcome};
 use crate::config::Home;
 use crate::finding::FindingInput;
 use crate::record::Audience;

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::{open, out, out_json, passphrase, unlock, Outcome};
+use super::shared::{open, out, out_json, passphrase, unlock, Outcome};
 use crate::config::Home;
 use crate::node::Node;
 

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::{open, out, out_json, unlock, Outcome};
+use super::shared::{open, out, out_json, unlock, Outcome};
 use crate::config::Home;
 use crate::daemon::{DaemonInfo, RunArgs};
 

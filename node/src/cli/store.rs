@@ -4,25 +4,13 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use super::{analysis, open, out, out_json, Outcome};
+use super::analysis;
+use super::shared::{open, out, out_json, Format, Outcome};
 use crate::config::Home;
 use crate::identity::OrgKey;
 use crate::verify::{verify_bundle_for, Failure, VerifyReport};
-
-/// Export formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Signed bundle (docs/FORMATS.md), what auditors verify.
-    Bundle,
-    /// One JSON object per record.
-    Jsonl,
-    /// One row per current finding, columns close to ACLED's.
-    Csv,
-    /// GeoJSON FeatureCollection of current findings.
-    Geojson,
-}
 
 /// `coalition export`
 #[derive(Debug, Args)]
