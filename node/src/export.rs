@@ -164,6 +164,22 @@ impl Row {
     }
 }
 
+/// A CSV cell that a spreadsheet will show as text, never evaluate: a cell starting with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return is a formula to Excel and LibreOffice
+/// (CSV/formula injection, OWASP), so it gets a leading `'`. Numbers (a negative
+/// longitude) are left as they are.
+pub fn safe_cell(cell: String) -> String {
+    let risky = cell
+        .chars()
+        .next()
+        .is_some_and(|c| matches!(c, '=' | '+' | '-' | '@' | '\t' | '\r'));
+    if risky && cell.trim().parse::<f64>().is_err() {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
 /// Writes the findings among `records` for which `current` holds as ACLED-like CSV.
 pub fn write_csv<W: Write>(
     w: W,
@@ -200,7 +216,7 @@ pub fn write_csv_with<W: Write>(
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .unwrap_or_default();
         let (actor1, actor2) = row.actors();
-        out.write_record([
+        let cells = [
             format!("{}{}", f.country, &r.id.to_hex()[..12]),
             f.occurred_start.clone(),
             f.occurred_start.get(..4).unwrap_or_default().to_string(),
@@ -231,7 +247,8 @@ pub fn write_csv_with<W: Write>(
             f.confidence.clone(),
             r.id.to_hex(),
             r.author.to_hex(),
-        ])?;
+        ];
+        out.write_record(cells.map(safe_cell))?;
     }
     out.flush()?;
     Ok(())
@@ -284,6 +301,24 @@ pub fn geojson(records: &[Record], current: &dyn Fn(&Record) -> bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formula_cells_are_neutralised_and_numbers_are_not() {
+        assert_eq!(
+            safe_cell("=HYPERLINK(\"http://x\")".into()),
+            "'=HYPERLINK(\"http://x\")"
+        );
+        assert_eq!(
+            safe_cell("+1+cmd|' /C calc'!A0".into()),
+            "'+1+cmd|' /C calc'!A0"
+        );
+        assert_eq!(safe_cell("@SUM(A1)".into()), "'@SUM(A1)");
+        assert_eq!(safe_cell("-2+3".into()), "'-2+3");
+        assert_eq!(safe_cell("\t=1".into()), "'\t=1");
+        assert_eq!(safe_cell("-21.4".into()), "-21.4");
+        assert_eq!(safe_cell("Police stop".into()), "Police stop");
+        assert_eq!(safe_cell(String::new()), "");
+    }
 
     #[test]
     fn coordinates_are_coarsened_to_their_precision() {

@@ -126,7 +126,18 @@ impl Node {
             }
             .into());
         }
-        std::fs::create_dir_all(home.dir()).map_err(io_err(home.dir()))?;
+        // The home holds the key file, the store and its WAL: its owner only.
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(home.dir()).map_err(io_err(home.dir()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(home.dir(), std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err(home.dir()))?;
+        }
         let identity = Identity::generate();
         identity.save(&home.key_path(), passphrase)?;
         let config = Config {

@@ -174,7 +174,7 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
             ])?;
             for item in &p.items {
                 let f = &item.columns;
-                w.write_record([
+                let cells = [
                     item.id.to_hex(),
                     f.occurred_start.clone(),
                     f.country.clone(),
@@ -186,7 +186,8 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
                     f.confidence.clone(),
                     item.author.to_hex(),
                     f.title.clone(),
-                ])?;
+                ];
+                w.write_record(cells.map(crate::export::safe_cell))?;
             }
             w.flush()?;
         } else {
@@ -235,7 +236,7 @@ pub(super) async fn query(home: &Home, cmd: QueryCmd) -> Result<Outcome> {
                 .collect();
             rec.push(r.measures.findings.to_string());
             rec.push(r.measures.affected.to_string());
-            w.write_record(&rec)?;
+            w.write_record(rec.into_iter().map(crate::export::safe_cell))?;
         }
         w.flush()?;
     } else {

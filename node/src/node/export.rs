@@ -17,7 +17,11 @@ use crate::record::{Audience, Record, RecordId};
 use crate::store;
 
 /// Writes `path` via a temporary file in the same directory and a rename, so a crash
-/// never leaves a half-written export under the final name.
+/// never leaves a half-written export under the final name. The file is readable by its
+/// owner only (0600; exports can hold what the organisation shared with chosen members,
+/// or its own private records), and the temporary file is created new, so a link planted
+/// at its name is refused rather than followed; the rename replaces a link at `path`
+/// instead of writing through it.
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
@@ -34,7 +38,14 @@ pub fn write_atomically(
         std::process::id()
     ));
     let result = (|| {
-        let file = std::fs::File::create(&tmp)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&tmp)?;
         {
             let mut w = std::io::BufWriter::new(&file);
             write(&mut w)?;
@@ -57,6 +68,14 @@ impl Node {
         include_private: bool,
         recipient: Option<OrgKey>,
     ) -> Result<Vec<Record>, NodeError> {
+        if include_private && recipient.is_some() {
+            return Err(NodeError::Refused(
+                "--include-private puts every private record and annex in the file: it is for \
+                 your own backups and cannot be combined with --for KEY (export for KEY \
+                 without it)"
+                    .into(),
+            ));
+        }
         let all = self.store.all_records().await?;
         let mut records = Vec::with_capacity(all.len());
         for (id, bytes) in all {

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::*;
 use crate::finding::to_payload;
-use crate::record::{sign, Audience, Draft};
+use crate::record::{sign, Audience, Draft, Record, RecordId};
 
 struct Org {
     id: Identity,
