@@ -301,6 +301,15 @@ async fn guard(bound: IpAddr, req: Request, next: Next) -> Response {
     resp
 }
 
+/// `router` with every route behind the `Host` guard (DNS rebinding: a page elsewhere
+/// must not read this node through a name that resolves to 127.0.0.1) and the safety
+/// headers. The daemon wraps the whole server in it, node routes included.
+pub fn guarded(router: Router, bound: IpAddr) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| guard(bound, req, next),
+    ))
+}
+
 /// The API and dashboard routes over `node`; `bound` is the IP the listener is on.
 pub fn router(node: Arc<Node>, bound: IpAddr) -> Router {
     let reader = node.store().reader();

@@ -113,7 +113,10 @@ pub async fn bind(
         .await
         .map_err(|source| ApiServerError::Bind { addr, source })?;
     let bound = listener.local_addr()?;
-    let app = crate::api::router(node.clone(), bound.ip()).merge(node_router(node, network));
+    let app = crate::api::guarded(
+        crate::api::router(node.clone(), bound.ip()).merge(node_router(node, network)),
+        bound.ip(),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let r = axum::serve(listener, app)

@@ -91,6 +91,11 @@ impl TestNode {
         }
     }
 
+    /// Base URL of its local HTTP API (`http://127.0.0.1:PORT`).
+    pub fn api_url(&self) -> String {
+        self.node.api_url()
+    }
+
     /// Kills it with SIGKILL, as a crash would.
     #[track_caller]
     pub fn kill(&mut self) {

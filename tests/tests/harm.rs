@@ -107,3 +107,40 @@ fn csv_exports_neutralise_spreadsheet_formulas() {
         .lines()
         .any(|l| l.split(',').any(|c| c.starts_with('='))));
 }
+
+/// DNS rebinding: a web page the operator opens elsewhere resolves its own name to
+/// 127.0.0.1 and reads the node's API from the browser. Every route, the node routes that
+/// name the organisation, its peers and their addresses included, must refuse a request
+/// whose `Host` is not this machine.
+#[test]
+fn every_api_route_refuses_a_foreign_host() {
+    let org = Org::init("Org A", "RS");
+    let node = org.start_node("a", "");
+    let agent = ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(30))
+        .build();
+    let get = |path: &str, host: Option<&str>| {
+        let mut req = agent.get(&format!("{}{path}", node.api_url()));
+        if let Some(h) = host {
+            req = req.set("Host", h);
+        }
+        match req.call() {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    };
+    for path in [
+        "/api/v1/status",
+        "/api/v1/peers",
+        "/api/v1/findings",
+        "/api/v1/aggregate?group_by=country",
+        "/",
+    ] {
+        let (status, body) = get(path, Some("attacker.example"));
+        assert_eq!(status, 421, "{path} answered a foreign Host: {body}");
+        assert!(!body.contains("Org A"), "{path} named the organisation: {body}");
+    }
+    let (status, body) = get("/api/v1/status", None);
+    assert_eq!(status, 200, "{body}");
+}
