@@ -6,10 +6,11 @@ use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use coalition::bundle::{self, Reader};
+use coalition::bundle;
 use coalition::identity::Identity;
-use coalition::record::{self, Audience, Draft, RecordId, MAX_RECORD_BYTES};
+use coalition::record::{self, Audience, Draft, MAX_RECORD_BYTES};
 use coalition_proto::v1::BundleHeader;
+use coalition_tests::bundles::{ids, record_span, varint};
 use coalition_tests::{bundle_records, example, verify_offline, write_bundle, Org, PASSPHRASE};
 use prost::Message;
 use serde_json::{json, Value};
@@ -20,35 +21,6 @@ const NIS: &str = "05-rs-nis-roma-children-profiling.json";
 
 // ---------------------------------------------------------------------------------------
 // Helpers: read and craft bundles with the library's own types.
-
-/// Byte range of record `index` (1-based) inside a bundle file.
-fn record_span(path: &Path, index: u64) -> std::ops::Range<usize> {
-    let file = std::fs::File::open(path).expect("open bundle");
-    let entry = Reader::new(std::io::BufReader::new(file))
-        .expect("a readable bundle")
-        .map(|e| e.expect("an intact record"))
-        .find(|e| e.index == index)
-        .expect("record present");
-    let start = entry.offset as usize + varint(entry.bytes.len() as u64).len();
-    start..start + entry.bytes.len()
-}
-
-fn varint(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return out;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn ids(records: &[Vec<u8>]) -> Vec<String> {
-    records.iter().map(|r| RecordId::of(r).to_hex()).collect()
-}
 
 /// Org A with three coalition findings, and its exported bundle.
 fn org_with_bundle() -> (Org, PathBuf) {

@@ -1,0 +1,189 @@
+//! The benchmark's coalition and records: founding it through the library, signing
+//! chains of findings in-process, and the raw `verify_strict` rate they are compared to.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use coalition::charter::{Member, SignedCharter};
+use coalition::config::Home;
+use coalition::finding::{to_payload, FINDING_SCHEMA};
+use coalition::identity::{Identity, OrgKey};
+use coalition::node::Node;
+use coalition::now_ms;
+use coalition::record::{self, Audience, Draft, RecordId, SIGNING_PREFIX};
+use coalition_proto::v1::{RecordBody, SignedRecord};
+use ed25519_dalek::{Signature, VerifyingKey};
+use prost::Message;
+use serde_json::Value;
+
+use super::PASSPHRASE;
+
+pub(super) struct Org {
+    pub(super) home: Home,
+    pub(super) id: Identity,
+}
+
+/// Founds a coalition of `orgs` (each gets a home and a node) plus `authors` (members
+/// without a node); every home holds the charter. Returns the founding epoch.
+pub(super) async fn found(
+    root: &Path,
+    orgs: &[(String, &str)],
+    authors: &[Identity],
+) -> (Vec<Org>, [u8; 32]) {
+    let mut out = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, (name, cc)) in orgs.iter().enumerate() {
+        let home = Home::new(Some(root.join(format!("node{i}"))));
+        let (node, id) = Node::init(home.clone(), name, cc, PASSPHRASE)
+            .await
+            .expect("init");
+        nodes.push(node);
+        out.push(Org { home, id });
+    }
+    let mut members: Vec<Member> = nodes.iter().map(Node::member_card).collect();
+    for (i, a) in authors.iter().enumerate() {
+        members.push(Member {
+            organisation: format!("Field office {i} (fictional)"),
+            country: "RS".into(),
+            key: a.key(),
+        });
+    }
+    let threshold = members.len() as u32 / 2 + 1;
+    let mut charter = SignedCharter::draft(
+        "Network Benchmark Coalition (fictional)",
+        threshold,
+        members,
+        false,
+        now_ms(),
+    )
+    .expect("draft");
+    for o in &out {
+        charter.sign(&o.id).expect("sign");
+    }
+    for a in authors {
+        charter.sign(a).expect("sign");
+    }
+    nodes[0]
+        .adopt_charter(&out[0].id, &charter)
+        .await
+        .expect("adopt");
+    let founding = root.join("charter.bundle");
+    nodes[0]
+        .export_bundle(&founding, false, None)
+        .await
+        .expect("export");
+    for n in &nodes[1..] {
+        n.import(&founding).await.expect("import charter");
+    }
+    let epoch = nodes[0]
+        .membership()
+        .await
+        .expect("membership")
+        .expect("charter")
+        .current()
+        .epoch;
+    for n in nodes {
+        n.store().clone().close().await;
+    }
+    (out, epoch)
+}
+
+/// The shipped example findings, without their `sensitive` part.
+pub(super) fn examples() -> Vec<Value> {
+    coalition_tests::all_examples()
+        .iter()
+        .map(|p| {
+            let mut v: Value = serde_json::from_slice(&std::fs::read(p).expect("read example"))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            v.as_object_mut().expect("object").remove("sensitive");
+            v
+        })
+        .collect()
+}
+
+/// Example `i % n` with a title made unique by `tag`.
+pub(super) fn varied(examples: &[Value], i: usize, tag: &str) -> Value {
+    let mut v = examples[i % examples.len()].clone();
+    let title: String = v["title"]
+        .as_str()
+        .unwrap_or("Finding")
+        .chars()
+        .take(170)
+        .collect();
+    v["title"] = Value::String(format!("{title} [{tag}]"));
+    v
+}
+
+/// Chain head of an author: last seq and id.
+pub(super) type Head = (u64, Option<RecordId>);
+
+/// Signs `count` coalition-wide findings continuing `head` of `author`.
+pub(super) fn chain(
+    author: &Identity,
+    head: Head,
+    count: usize,
+    epoch: [u8; 32],
+    examples: &[Value],
+    tag: &str,
+) -> (Vec<Vec<u8>>, Head) {
+    let (mut seq, mut prev) = head;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        seq += 1;
+        let r = record::sign(
+            author,
+            seq,
+            prev,
+            Draft {
+                schema: FINDING_SCHEMA.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: Some(epoch),
+                payload: to_payload(&varied(examples, seq as usize, &format!("{tag}-{seq}"))),
+                created_at_ms: 1_735_689_600_000 + seq as i64 * 60_000,
+            },
+        );
+        prev = Some(r.id);
+        out.push(r.bytes);
+    }
+    (out, (seq, prev))
+}
+
+// ---- raw verify rate (as node/benches/import.rs) ----------------------------------------
+
+pub(super) fn verify_rate(records: &[Vec<u8>], min: Duration) -> (f64, usize) {
+    let sample: Vec<(VerifyingKey, Vec<u8>, Signature)> = records
+        .iter()
+        .step_by((records.len() / 256).max(1))
+        .take(256)
+        .map(|bytes| {
+            let env = SignedRecord::decode(bytes.as_slice()).expect("decode");
+            let author = RecordBody::decode(env.body.as_ref()).expect("body").author;
+            let key = OrgKey::from_bytes(&author).expect("key").verifying_key();
+            let mut msg = SIGNING_PREFIX.to_vec();
+            msg.extend_from_slice(&env.body);
+            let sig = Signature::from_bytes(env.signature.as_ref().try_into().expect("64"));
+            (key, msg, sig)
+        })
+        .collect();
+    let avg = sample.iter().map(|s| s.1.len()).sum::<usize>() / sample.len();
+    let check = |i: usize| {
+        let (k, m, s) = &sample[i % sample.len()];
+        black_box(k.verify_strict(black_box(m), s)).expect("valid signature");
+    };
+    for i in 0..64 {
+        check(i);
+    }
+    let start = Instant::now();
+    let mut calls = 0usize;
+    loop {
+        for _ in 0..256 {
+            check(calls);
+            calls += 1;
+        }
+        if start.elapsed() >= min {
+            return (calls as f64 / start.elapsed().as_secs_f64(), avg);
+        }
+    }
+}
