@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use coalition_tests::{example, Org};
+use coalition_tests::{example, found, Org};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path)
@@ -114,7 +114,8 @@ fn csv_exports_neutralise_spreadsheet_formulas() {
 /// whose `Host` is not this machine.
 #[test]
 fn every_api_route_refuses_a_foreign_host() {
-    let org = Org::init("Org A", "RS");
+    let (org, other) = (Org::init("Org A", "RS"), Org::init("Org B", "GE"));
+    found("Test Coalition", &[&org, &other], 2);
     let node = org.start_node("a", "");
     let agent = ureq::AgentBuilder::new()
         .timeout(std::time::Duration::from_secs(30))
@@ -139,7 +140,10 @@ fn every_api_route_refuses_a_foreign_host() {
     ] {
         let (status, body) = get(path, Some("attacker.example"));
         assert_eq!(status, 421, "{path} answered a foreign Host: {body}");
-        assert!(!body.contains("Org A"), "{path} named the organisation: {body}");
+        assert!(
+            !body.contains("Org A"),
+            "{path} named the organisation: {body}"
+        );
     }
     let (status, body) = get("/api/v1/status", None);
     assert_eq!(status, 200, "{body}");
