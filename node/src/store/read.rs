@@ -119,7 +119,12 @@ impl Store {
         .bind(author.as_bytes().as_slice())
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::new();
+        self.records_by_ids(ids).await
+    }
+
+    /// The records with the raw ids in `ids`, in that order, each re-read and checked.
+    async fn records_by_ids(&self, ids: Vec<Vec<u8>>) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
         for b in ids {
             if let Some(i) = RecordId::from_slice(&b) {
                 out.push(self.record(&i).await?);
@@ -137,13 +142,7 @@ impl Store {
         .bind(schema)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::new();
-        for b in ids {
-            if let Some(i) = RecordId::from_slice(&b) {
-                out.push(self.record(&i).await?);
-            }
-        }
-        Ok(out)
+        self.records_by_ids(ids).await
     }
 
     /// Every record with one of `schemas`, re-verified, in storage order.
