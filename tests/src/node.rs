@@ -24,11 +24,18 @@ pub fn toml_list(items: &[&str]) -> String {
 
 impl Org {
     /// Rewrites the `[network]` and `[api]` sections of the home's config: loopback TCP
-    /// on a free port, syncs every second, a 3 s hello timeout, the API on a free
+    /// on a free port, syncs every second (unless `extra` sets `sync_interval_secs`), a 3 s
+    /// hello timeout, the API on a free
     /// loopback port, plus the `[network]` lines in `extra` (e.g. `bootstrap = [...]`).
     pub fn configure_network(&self, extra: &str) {
         let path = self.home().join("config.toml");
         let text = std::fs::read_to_string(&path).expect("read config.toml");
+        // One-second anti-entropy unless the test sets its own interval.
+        let interval = if extra.contains("sync_interval_secs") {
+            ""
+        } else {
+            "sync_interval_secs = 1\n"
+        };
         let base = text
             .split("\n[network]")
             .next()
@@ -37,7 +44,7 @@ impl Org {
         std::fs::write(
             &path,
             format!(
-                "{base}\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{extra}\nsync_interval_secs = 1\nhello_timeout_secs = 3\n\n[api]\nlisten = \"127.0.0.1:0\"\n"
+                "{base}\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{extra}\n{interval}hello_timeout_secs = 3\n\n[api]\nlisten = \"127.0.0.1:0\"\n"
             ),
         )
         .expect("write config.toml");

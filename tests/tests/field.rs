@@ -26,3 +26,31 @@ fn a_node_bootstraps_from_a_dns_name() {
         || held(&b).contains(&shared),
     );
 }
+
+/// Gossip carries a new record at once: with anti-entropy once an hour, a record written
+/// after the two nodes met still reaches the other node within seconds, so only the
+/// gossip announcement (and the fetch it triggers) can have carried it.
+#[test]
+fn gossip_delivers_a_new_record_without_waiting_for_the_next_sync() {
+    let (a, b) = (Org::init("Org A", "RS"), Org::init("Org B", "GE"));
+    found("Test Coalition", &[&a, &b], 2);
+    let hourly = "sync_interval_secs = 3600";
+    let first = a.add_example("01-rs-belgrade-protest-force.json", "coalition");
+    let nb = b.start_node("b", hourly);
+    let _na = a.start_node(
+        "a",
+        &format!("bootstrap = {}\n{hourly}", toml_list(&[&nb.tcp])),
+    );
+    eventually(
+        "the sync when the two nodes met carried A's first record",
+        Duration::from_secs(30),
+        || held(&b).contains(&first),
+    );
+    let second = a.add_example("07-xk-mitrovica-bridge-tension.json", "coalition");
+    let took = eventually(
+        "A's new record reached B through gossip",
+        Duration::from_secs(20),
+        || held(&b).contains(&second),
+    );
+    eprintln!("gossip delivered the new record in {took:?}");
+}
