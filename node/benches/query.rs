@@ -6,7 +6,7 @@
 //!
 //! The store is built once and kept under `target/bench-query/` (delete it to rebuild):
 //! real records signed by 16 organisations (about 5 % corrected, 1 % retracted), checked
-//! and inserted through the same `store::prepare_verified` + `Store::insert` path as an
+//! and inserted through the same `check::prepare_verified` + `Store::insert` path as an
 //! import. Run: `cargo bench -p coalition-node --bench query`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use coalition::check;
 use coalition::config::Home;
 use coalition::finding::{to_payload, FINDING_SCHEMA, RETRACTION_SCHEMA};
 use coalition::identity::Identity;
 use coalition::node::Node;
 use coalition::query::{self, Dimension, Page, Query};
 use coalition::record::{sign, Audience, Draft, Record, RecordId};
-use coalition::store::{self, Store};
+use coalition::store::Store;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
@@ -350,7 +351,7 @@ async fn build(dir: &Path, n: usize) {
     for (k, batch) in all.chunks(BATCH).enumerate() {
         let prepared: Vec<_> = batch
             .par_iter()
-            .map(|r| store::prepare_verified(r.clone()).expect("valid generated record"))
+            .map(|r| check::prepare_verified(r.clone()).expect("valid generated record"))
             .collect();
         store.insert(&prepared).await.expect("insert");
         stored += batch.len();

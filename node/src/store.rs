@@ -39,7 +39,7 @@ use crate::record::{self, Record, RecordId};
 
 /// Re-exported for callers that named them through the store (benches, query tests);
 /// the store itself only takes the [`Prepared`] records they make.
-pub use crate::check::{prepare, prepare_verified, IngestError, Prepared};
+use crate::check::Prepared;
 
 /// SQLite `application_id` of a Coalition store ("COLN").
 pub const APPLICATION_ID: i64 = 0x434F_4C4E;

@@ -1,10 +1,11 @@
 use super::model::{days_from_date, fts_expression};
 use super::sql::{aggregate_from, rollup_answers, totals_from, Source};
 use super::*;
+use crate::check::prepare;
 use crate::finding::{to_payload, FindingIndex, FINDING_SCHEMA, RETRACTION_SCHEMA};
 use crate::identity::Identity;
 use crate::record::{sign, Audience, Draft, Record, RecordId};
-use crate::store::{prepare, Store};
+use crate::store::Store;
 use proptest::prelude::*;
 
 const COUNTRIES: [&str; 3] = ["RS", "XK", "GE"];

@@ -9,6 +9,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use super::open::options;
 use super::upkeep::{CHECKPOINT_BYTES, STATS_MIN_ROWS};
 use super::*;
+use crate::check::{prepare, Prepared};
 use crate::finding::{to_payload, FINDING_SCHEMA, RETRACTION_SCHEMA};
 use crate::identity::Identity;
 use crate::record::{sign, Audience, Draft};
