@@ -290,8 +290,11 @@ impl NetworkBehaviour for Behaviour {
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
+            // Refused during setup, here or by a behaviour after this one (which may
+            // refuse a connection this one admitted): it holds no slot.
             FromSwarm::ListenFailure(f) => {
                 self.pending.remove(&f.connection_id);
+                self.inbound.remove(&f.connection_id);
             }
             FromSwarm::ConnectionClosed(c) => {
                 self.closed(c.connection_id, c.peer_id, c.remaining_established)
