@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wait_timeout::ChildExt;
 
+pub mod adversary;
 pub mod bundles;
 pub mod node;
 
