@@ -98,6 +98,9 @@ pub fn main() -> ExitCode {
     #[cfg(unix)]
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
+    // Before any thread starts: the passphrase leaves the environment (and `run`, which
+    // lives long, restarts itself so its initial environment no longer holds it).
+    shared::take_env_passphrase(matches!(cli.command, Command::Run(_)));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
