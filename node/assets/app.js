@@ -2,7 +2,11 @@
 // comes from the node's own API (/api/v1/...); it loads nothing from the internet.
 'use strict';
 
-const LANGS = ['en', 'sr-Latn', 'sq', 'ka'];
+const LANGS = ['en', 'sr-Latn', 'sr-Cyrl', 'mk', 'ru', 'sq', 'ka'];
+// Browser language tags (lower case, by prefix) to dashboard languages, most specific first:
+// Serbian is Cyrillic unless the browser asks for Latin script.
+const BROWSER_LANGS = [['sr-latn', 'sr-Latn'], ['sr-cyrl', 'sr-Cyrl'], ['sr', 'sr-Cyrl'], ['sh', 'sr-Latn'],
+  ['bs', 'sr-Latn'], ['mk', 'mk'], ['ru', 'ru'], ['sq', 'sq'], ['ka', 'ka'], ['en', 'en']];
 const FILTERS = ['country', 'category', 'actor_type', 'affected_group', 'confidence'];
 const DIMS = ['country', 'region', 'municipality', 'category', 'actor_type', 'affected_group',
   'author', 'confidence', 'week', 'month', 'quarter', 'year'];
@@ -69,6 +73,16 @@ function setStatus(text, error) {
 }
 
 // ---- language ----
+
+// The first of the browser's preferred languages the dashboard has, else English.
+function pickLanguage(tags) {
+  for (const tag of tags) {
+    const l = String(tag).toLowerCase();
+    const hit = BROWSER_LANGS.find(([p]) => l === p || l.startsWith(p + '-'));
+    if (hit) return hit[1];
+  }
+  return 'en';
+}
 
 async function setLanguage(lang) {
   if (!LANGS.includes(lang)) lang = 'en';
@@ -371,11 +385,11 @@ async function start() {
     // Countries offered as filters: those the node has findings for (all when none).
     const present = await getJSON('/api/v1/aggregate?group_by=country');
     state.present = present.rows.map((r) => r.keys[0]).filter(Boolean);
-    let lang = 'en';
-    try { lang = localStorage.getItem('coalition.lang') || lang; } catch (_) { /* private mode */ }
+    // A language chosen with the switcher earlier wins; otherwise the browser's preference.
+    let lang = null;
+    try { lang = localStorage.getItem('coalition.lang'); } catch (_) { /* private mode */ }
     if (!LANGS.includes(lang)) {
-      lang = (navigator.languages || []).map((l) => LANGS.find((x) => l.toLowerCase().startsWith(x.slice(0, 2).toLowerCase())))
-        .find(Boolean) || 'en';
+      lang = pickLanguage(navigator.languages || [navigator.language || 'en']);
     }
     $('lang').value = lang;
     await setLanguage(lang);

@@ -54,6 +54,21 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../assets/i18n/sr-Latn.json"),
     ),
     (
+        "i18n/sr-Cyrl.json",
+        "application/json",
+        include_bytes!("../assets/i18n/sr-Cyrl.json"),
+    ),
+    (
+        "i18n/mk.json",
+        "application/json",
+        include_bytes!("../assets/i18n/mk.json"),
+    ),
+    (
+        "i18n/ru.json",
+        "application/json",
+        include_bytes!("../assets/i18n/ru.json"),
+    ),
+    (
         "i18n/sq.json",
         "application/json",
         include_bytes!("../assets/i18n/sq.json"),
@@ -214,7 +229,7 @@ fn vocabularies_json() -> &'static str {
                 );
             }
         }
-        json!({"languages": ["en", "sr-Latn", "sq", "ka"], "vocabularies": out}).to_string()
+        json!({"languages": crate::schema::LABEL_LANGUAGES, "vocabularies": out}).to_string()
     })
 }
 

@@ -173,6 +173,25 @@ async fn queries_count_current_findings_once_and_exports_apply_filters() {
         0,
     );
     assert!(table.contains("საქართველო"), "{table}");
+    // Serbian Cyrillic and Russian too; a language the node has no labels for is refused.
+    let table = coalition_ok(
+        home,
+        &["query", "--group-by", "country", "--lang", "sr-Cyrl"],
+        0,
+    );
+    assert!(
+        table.contains("Србија") && table.contains("Грузија"),
+        "{table}"
+    );
+    let table = coalition_ok(home, &["query", "--group-by", "country", "--lang", "ru"], 0);
+    assert!(
+        table.contains("Сербия") && table.contains("Грузия"),
+        "{table}"
+    );
+    let bad = coalition(home, &["query", "--lang", "fr"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("'fr'") && err.contains("sr-Cyrl"), "{err}");
 
     // ACLED-like CSV with HXL, filtered; private findings stay out.
     let csv_path = f.home.dir.join("ge.csv");

@@ -67,6 +67,10 @@ const VOCAB_FILE: (&str, &str) = (
 /// Longest violation message shown (enum lists can be long).
 const MAX_MESSAGE_CHARS: usize = 240;
 
+/// Languages every vocabulary is labelled in (BCP 47 tags, as in the `x-labels` of
+/// `vocab.v1.json`); English first, the fallback for a missing label.
+pub const LABEL_LANGUAGES: &[&str] = &["en", "sr-Latn", "sr-Cyrl", "mk", "ru", "sq", "ka"];
+
 /// Why a payload or input document is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -289,6 +293,28 @@ mod tests {
             .vocabulary("category")
             .contains(&"excessive_force".to_string()));
         assert!(schemas().vocabulary("country").contains(&"XK".to_string()));
+    }
+
+    #[test]
+    fn labels_in_every_language() {
+        for lang in &LABEL_LANGUAGES[1..] {
+            assert_ne!(
+                schemas().label("category", "excessive_force", lang),
+                "Excessive use of force",
+                "{lang} falls back to English"
+            )
+        }
+        assert_eq!(
+            schemas().label("actor_type", "gendarmerie", "sr-Cyrl"),
+            "Жандармерија"
+        );
+        assert_eq!(
+            schemas().label("actor_type", "gendarmerie", "ru"),
+            "Жандармерия"
+        );
+        // A language without labels, or a code without one, falls back to English.
+        assert_eq!(schemas().label("country", "FR", "mk"), "France");
+        assert_eq!(schemas().label("confidence", "high", "fr"), "High");
     }
 
     #[test]

@@ -112,8 +112,9 @@ pub struct QueryCmd {
     /// CSV output.
     #[arg(long)]
     pub csv: bool,
-    /// Language of labels in tables: en, sr-Latn, sq, ka.
-    #[arg(long, default_value = "en")]
+    /// Language of labels in tables: en, sr-Latn, sr-Cyrl, mk, ru, sq, ka.
+    #[arg(long, default_value = "en",
+          value_parser = clap::builder::PossibleValuesParser::new(crate::schema::LABEL_LANGUAGES))]
     pub lang: String,
 }
 
