@@ -82,8 +82,17 @@ pub enum Command {
     Report(analysis::ReportCmd),
     /// Check a report's signature and recompute it from a bundle's records.
     VerifyReport(analysis::VerifyReportCmd),
-    /// Run a demonstration: two organisations record findings, exchange a bundle, and an
-    /// auditor verifies it.
+    /// Run a demonstration: four organisations found a coalition and run their nodes on
+    /// loopback.
+    ///
+    /// Four fictional organisations (RS, XK, MK, GE) create identities and sign a charter
+    /// (threshold 3 of 4); each records some of the shipped example findings
+    /// (`schemas/examples/`) for the whole coalition, for one chosen member or privately,
+    /// and starts its node as a separate `coalition run` process (one node reaches the
+    /// first only through another). The demo waits until every node holds exactly what it
+    /// is entitled to, prints what an analyst sees, and verifies a bundle offline as an
+    /// auditor would (and a copy with one flipped bit, which fails). It then stops the
+    /// nodes; the homes are removed unless --dir was given.
     Demo {
         /// Directory for the demo homes (default: a temporary directory, removed after).
         #[arg(long)]
