@@ -291,6 +291,17 @@ fn plain_name(path: &Path) -> Result<&str, String> {
     }
 }
 
+/// ` (DETAIL)` when the error's text is plain printable ASCII; the tar crate quotes the
+/// bytes it failed on, which in a garbage file are anything.
+fn printable(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if text.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        format!(" ({text})")
+    } else {
+        String::new()
+    }
+}
+
 /// Unpacks and checks the archive `file` into the empty directory `dir`.
 fn unpack(file: &Path, dir: &Path) -> Result<Manifest, String> {
     let f = std::fs::File::open(file).map_err(|e| format!("cannot open it: {e}"))?;
@@ -301,7 +312,12 @@ fn unpack(file: &Path, dir: &Path) -> Result<Manifest, String> {
     let mut manifest: Option<Manifest> = None;
     let mut seen = BTreeSet::new();
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("the archive is damaged or truncated ({e})"))?;
+        let mut entry = entry.map_err(|e| {
+            format!(
+                "it is not a tar archive, or the archive is damaged or truncated{}",
+                printable(&e)
+            )
+        })?;
         let path = entry
             .path()
             .map_err(|e| format!("a member has an unreadable name ({e})"))?
@@ -361,9 +377,12 @@ fn unpack(file: &Path, dir: &Path) -> Result<Manifest, String> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut size = 0u64;
         loop {
-            let n = entry
-                .read(&mut buf)
-                .map_err(|e| format!("member {name} cannot be read ({e}): damaged or truncated"))?;
+            let n = entry.read(&mut buf).map_err(|e| {
+                format!(
+                    "member {name} cannot be read{}: damaged or truncated",
+                    printable(&e)
+                )
+            })?;
             if n == 0 {
                 break;
             }

@@ -218,6 +218,16 @@ async fn tampered_truncated_and_garbage_backups_are_refused_leaving_nothing() {
     // Garbage.
     let err = refused(scratch.path(), &vec![0x5a; 4096]).await;
     assert!(err.contains("not a usable Coalition backup"), "{err}");
+    // Random bytes: the message quotes none of them.
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let err = refused(scratch.path(), &noise).await;
+    assert!(err.contains("not a tar archive"), "{err}");
+    assert!(
+        err.chars().all(|c| c.is_ascii() && !c.is_control()),
+        "{err:?}"
+    );
     // A manifest of another format.
     let mut future = members.clone();
     future[0].1 = String::from_utf8(future[0].1.clone())
