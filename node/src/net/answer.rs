@@ -35,6 +35,13 @@ pub(super) fn error_response(message: impl Into<String>) -> pb::SyncResponse {
     }
 }
 
+/// A failure on this node: the peer is told only that; the detail (store or I/O
+/// messages, paths) goes to the local log.
+fn internal_error(peer: PeerId, e: &dyn std::fmt::Display) -> pb::SyncResponse {
+    tracing::warn!(%peer, error = %e, "cannot answer a sync request");
+    error_response("internal error")
+}
+
 /// Answers a verified member's sync request. `Err` marks a protocol violation (the
 /// response is sent all the same).
 pub(super) async fn answer(
@@ -65,7 +72,7 @@ pub(super) async fn answer(
                 },
                 Ok(()),
             ),
-            Err(e) => (error_response(format!("internal error: {e}")), Ok(())),
+            Err(e) => (internal_error(peer, &e), Ok(())),
         },
         Kind::Reconcile(rec) => {
             if rec.buckets.len() > BUCKETS_PER_RECONCILE {
@@ -76,7 +83,7 @@ pub(super) async fn answer(
             }
             let set = match common(node, index, &me, &peer_org).await {
                 Ok(s) => s,
-                Err(e) => return (error_response(format!("internal error: {e}")), Ok(())),
+                Err(e) => return (internal_error(peer, &e), Ok(())),
             };
             let refs = parse_bucket_refs(&rec.buckets);
             let theirs: HashSet<RecordId> = rec
@@ -111,7 +118,7 @@ pub(super) async fn answer(
                         read += r.iter().map(|(_, b)| b.len() + 8).sum::<usize>();
                         records.extend(r.into_iter().map(|(_, b)| b));
                     }
-                    Err(e) => return (error_response(format!("internal error: {e}")), Ok(())),
+                    Err(e) => return (internal_error(peer, &e), Ok(())),
                 }
                 // Membership records still go first among what was read; only a chunk
                 // larger than a page (thousands of records) is read in parts.
@@ -165,7 +172,7 @@ pub(super) async fn answer(
             };
             let report = match node.ingest_from_peer(ok).await {
                 Ok(r) => r,
-                Err(e) => return (error_response(format!("internal error: {e}")), Ok(())),
+                Err(e) => return (internal_error(peer, &e), Ok(())),
             };
             for f in &report.failures {
                 tracing::warn!(%peer, record = f.id.as_deref().unwrap_or("?"), reason = %f.reason, "refused pushed record");
@@ -270,5 +277,35 @@ mod tests {
         .await;
         assert!(verdict.is_ok());
         assert_eq!(node.store().count().await.unwrap(), before + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_on_this_node_tells_the_peer_no_detail() {
+        use sqlx::ConnectOptions;
+        let TwoMembers {
+            _dir,
+            node,
+            me,
+            peer,
+            ..
+        } = two_members().await;
+        // Break the store under the answer: the holdings read a table that is gone.
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(node.store().path())
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("DROP TABLE audience_members")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let index = Mutex::new(Index::default());
+        let summary = pb::sync_request::Kind::Summary(pb::Summary::default());
+        let from = crate::net::test_support::peer_id(1);
+        let (resp, _) = answer(&node, &index, me.key(), from, peer.key(), summary).await;
+        match resp.kind {
+            Some(pb::sync_response::Kind::Error(e)) => assert_eq!(e.message, "internal error"),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -33,8 +33,8 @@ pub(super) fn setup(e: impl std::fmt::Display) -> NetError {
     NetError::Setup(e.to_string())
 }
 
-/// Why a peer's node certificate was refused. The text (after `certificate refused: `)
-/// is what the peer is told.
+/// Why a peer's node certificate was refused. The text goes to the local log; the peer
+/// is told a fixed phrase (`event_loop::gate::refusal`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertError {
