@@ -271,6 +271,8 @@ impl EventLoop {
                     .connected(peer_id, connection_id, address, relayed, now)
                 {
                     self.gate_opened(peer_id, &endpoint);
+                } else {
+                    self.gate_joined(peer_id, &endpoint);
                 }
             }
             SwarmEvent::ConnectionClosed {

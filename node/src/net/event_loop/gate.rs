@@ -127,6 +127,22 @@ impl EventLoop {
         }
     }
 
+    /// Another connection to a tracked, unverified peer: if this node dialled it by its
+    /// peer id and has no hello out to it (the peer's own connection came first, as when
+    /// both dial at once, and each waits on the other), it introduces itself now.
+    pub(super) fn gate_joined(&mut self, peer: PeerId, endpoint: &ConnectedPoint) {
+        let hello_out = self
+            .pending
+            .values()
+            .any(|p| matches!(p, Pending::Hello(to) if *to == peer));
+        if opening(endpoint, &peer) == Opening::Introduce
+            && !self.peers.is_verified(&peer)
+            && !hello_out
+        {
+            self.send_hello(peer);
+        }
+    }
+
     /// Sends this node's certificate; the answer is handled by `on_hello_response`.
     pub(super) fn send_hello(&mut self, peer: PeerId) {
         let hello = pb::SyncRequest {
