@@ -30,7 +30,7 @@ use std::path::Path;
 
 pub use authoring::Added;
 pub use export::write_atomically;
-pub use ingest::{CheckedRecords, ImportReport};
+pub use ingest::{CheckedRecords, ImportReport, GOVERNANCE_CAP, GOVERNANCE_CAP_REASON};
 pub use view::RecordView;
 
 pub use crate::now_ms;
@@ -95,6 +95,7 @@ pub struct Node {
     home: Home,
     config: Config,
     store: Store,
+    fold_cache: membership::FoldCache,
 }
 
 impl Node {
@@ -156,6 +157,7 @@ impl Node {
                 home,
                 config,
                 store,
+                fold_cache: Default::default(),
             },
             identity,
         ))
@@ -169,6 +171,7 @@ impl Node {
             home,
             config,
             store,
+            fold_cache: Default::default(),
         })
     }
 

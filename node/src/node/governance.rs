@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::membership::CHARTER_META;
-use super::{Node, NodeError};
+use super::{Node, NodeError, GOVERNANCE_CAP};
 use crate::charter::{self, Change, SignedCharter};
 use crate::finding::to_payload;
 use crate::identity::Identity;
@@ -103,6 +103,14 @@ impl Node {
                 "proposal {id} has already taken effect"
             )));
         }
+        if m.pending
+            .iter()
+            .any(|q| q.proposal == id && q.approvers.contains(&identity.key()))
+        {
+            return Err(NodeError::Refused(format!(
+                "this organisation already supports proposal {id}; its support counts once, so there is nothing to add"
+            )));
+        }
         if let Some(other) = m
             .pending
             .iter()
@@ -145,6 +153,21 @@ impl Node {
         schema: &str,
         payload: Vec<u8>,
     ) -> Result<Record, NodeError> {
+        if charter::MEMBERSHIP_SCHEMAS.contains(&schema) {
+            // Other nodes store at most GOVERNANCE_CAP per author and epoch.
+            let folded = self.folded().await?;
+            let epoch = folded.membership.as_ref().map(|m| m.current().epoch);
+            let held = folded
+                .per_author_epoch
+                .get(&(identity.key(), epoch))
+                .copied()
+                .unwrap_or(0);
+            if held >= GOVERNANCE_CAP {
+                return Err(NodeError::Refused(format!(
+                    "this organisation already signed {held} membership records under the current epoch, the most other nodes store; wait for the membership to change"
+                )));
+            }
+        }
         self.append_one(identity, schema, Audience::Coalition, None, payload)
             .await
     }
