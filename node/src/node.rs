@@ -188,6 +188,11 @@ impl Node {
         Ok(id)
     }
 
+    /// The home.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
     /// The config.
     pub fn config(&self) -> &Config {
         &self.config

@@ -120,7 +120,12 @@ fn daemon_get(home: &Home, path: &str) -> Result<serde_json::Value> {
     })?;
     let api = info.api.context("the running node serves no HTTP API")?;
     let url = format!("http://{api}{path}");
-    let mut resp = ureq::get(&url)
+    let mut req = ureq::get(&url);
+    // Needed when the node listens off loopback; harmless otherwise.
+    if let Some(token) = crate::api_server::read_token(&home.api_token_path())? {
+        req = req.header("Authorization", format!("Bearer {}", token.as_str()));
+    }
+    let mut resp = req
         .call()
         .with_context(|| format!("cannot reach the running node at {url}"))?;
     let text = resp
