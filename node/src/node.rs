@@ -30,6 +30,7 @@ use std::path::Path;
 
 pub use authoring::Added;
 pub use export::write_atomically;
+pub use governance::REPLICAS_META;
 pub use ingest::{CheckedRecords, ImportReport, GOVERNANCE_CAP, GOVERNANCE_CAP_REASON};
 pub use view::RecordView;
 

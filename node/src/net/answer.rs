@@ -56,7 +56,7 @@ pub(super) async fn answer(
     }
     match request {
         Kind::Hello(_) => (error_response("hello already accepted"), Ok(())),
-        Kind::Summary(summary) => match common(node, index, &me, &peer_org).await {
+        Kind::Summary(summary) => match common(node, index, &me, &peer_org, &peer).await {
             Ok(set) => (
                 pb::SyncResponse {
                     kind: Some(pb::sync_response::Kind::Buckets(
@@ -74,7 +74,7 @@ pub(super) async fn answer(
                     Err(Violation::TooManyBuckets),
                 );
             }
-            let set = match common(node, index, &me, &peer_org).await {
+            let set = match common(node, index, &me, &peer_org, &peer).await {
                 Ok(s) => s,
                 Err(e) => return (error_response(format!("internal error: {e}")), Ok(())),
             };
@@ -156,7 +156,7 @@ pub(super) async fn answer(
             let (ok, bad): (Vec<_>, Vec<_>) = {
                 let ix = index.lock().await;
                 records.into_iter().partition(|b| {
-                    addressed_to(b, &me, |id, author| {
+                    addressed_to(b, &me, &peer_org, |id, author| {
                         batch_grants.iter().any(|(t, a, aud)| {
                             t == id && a == author && audience::reaches(aud, &me)
                         }) || ix.granted_to(id, author, &me)
@@ -196,9 +196,18 @@ pub(super) async fn answer(
 }
 
 /// Whether `me` may receive a pushed record: its author, its own audience, or a grant.
-fn addressed_to(bytes: &[u8], me: &OrgKey, granted: impl Fn(&RecordId, &OrgKey) -> bool) -> bool {
+fn addressed_to(
+    bytes: &[u8],
+    me: &OrgKey,
+    peer_org: &OrgKey,
+    granted: impl Fn(&RecordId, &OrgKey) -> bool,
+) -> bool {
     match record::verify(bytes) {
-        Ok(r) => audience::entitled(&r.author, &r.audience, me) || granted(&r.id, &r.author),
+        Ok(r) => {
+            audience::entitled(&r.author, &r.audience, me)
+                || audience::from_own_organisation(&r.author, me, peer_org)
+                || granted(&r.id, &r.author)
+        }
         // Invalid records are refused (and counted) by ingest.
         Err(_) => true,
     }

@@ -11,6 +11,9 @@ use crate::finding::to_payload;
 use crate::identity::Identity;
 use crate::record::{Audience, Record, RecordId};
 
+/// Meta key holding the replica enrolments: a JSON list of peer ids.
+pub const REPLICAS_META: &str = "replicas";
+
 impl Node {
     /// Adopts a fully signed charter: stores it as a record by this organisation.
     pub async fn adopt_charter(
@@ -143,6 +146,53 @@ impl Node {
             .sign_for_coalition(identity, charter::NODE_CERT_SCHEMA, payload)
             .await?;
         Ok(r)
+    }
+
+    /// The peer ids of this organisation's other nodes that this node's operator enrolled
+    /// as replicas (PRIVATE records sync to them; see `coalition replica`).
+    pub async fn replicas(&self) -> Result<Vec<String>, NodeError> {
+        Ok(self
+            .store
+            .meta(REPLICAS_META)
+            .await?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// Enrols the node with libp2p peer id `peer_id` as a replica: once it proves (by its
+    /// node certificate) that it belongs to this organisation, this node's PRIVATE
+    /// records sync to it. False if it was enrolled already.
+    pub async fn add_replica(&self, peer_id: &str) -> Result<bool, NodeError> {
+        let peer: libp2p::PeerId = peer_id.trim().parse().map_err(|e| {
+            NodeError::Refused(format!(
+                "{peer_id:?} is not a libp2p peer id ({e}); `coalition status` on the other node prints its peer id"
+            ))
+        })?;
+        let mut list = self.replicas().await?;
+        if list.contains(&peer.to_string()) {
+            return Ok(false);
+        }
+        list.push(peer.to_string());
+        list.sort();
+        self.store
+            .set_meta(REPLICAS_META, &serde_json::to_string(&list).expect("list"))
+            .await?;
+        Ok(true)
+    }
+
+    /// Withdraws a replica enrolment; false if `peer_id` was not enrolled. Records it
+    /// received stay on it.
+    pub async fn remove_replica(&self, peer_id: &str) -> Result<bool, NodeError> {
+        let mut list = self.replicas().await?;
+        let before = list.len();
+        list.retain(|p| p != peer_id.trim());
+        if list.len() == before {
+            return Ok(false);
+        }
+        self.store
+            .set_meta(REPLICAS_META, &serde_json::to_string(&list).expect("list"))
+            .await?;
+        Ok(true)
     }
 
     /// Signs and stores a governance record for the whole coalition (every member must
