@@ -57,7 +57,7 @@ pub(super) async fn answer(
     }
     match request {
         Kind::Hello(_) => (error_response("hello already accepted"), Ok(())),
-        Kind::Summary(summary) => match common(node, index, &me, &peer_org).await {
+        Kind::Summary(summary) => match common(node, index, &me, &peer_org, &peer).await {
             Ok(set) => (
                 pb::SyncResponse {
                     kind: Some(pb::sync_response::Kind::Buckets(
@@ -75,7 +75,7 @@ pub(super) async fn answer(
                     Err(Violation::TooManyBuckets),
                 );
             }
-            let set = match common(node, index, &me, &peer_org).await {
+            let set = match common(node, index, &me, &peer_org, &peer).await {
                 Ok(s) => s,
                 Err(e) => return internal(&peer, e),
             };
@@ -141,7 +141,7 @@ pub(super) async fn answer(
             let (ok, bad): (Vec<_>, Vec<_>) = {
                 let ix = index.lock().await;
                 records.into_iter().partition(|b| {
-                    addressed_to(b, &me, |id, author| {
+                    addressed_to(b, &me, &peer_org, |id, author| {
                         batch_grants.iter().any(|(t, a, aud)| {
                             t == id && a == author && audience::reaches(aud, &me)
                         }) || ix.granted_to(id, author, &me)
@@ -211,9 +211,18 @@ fn internal(peer: &PeerId, e: impl std::fmt::Display) -> (pb::SyncResponse, Resu
 }
 
 /// Whether `me` may receive a pushed record: its author, its own audience, or a grant.
-fn addressed_to(bytes: &[u8], me: &OrgKey, granted: impl Fn(&RecordId, &OrgKey) -> bool) -> bool {
+fn addressed_to(
+    bytes: &[u8],
+    me: &OrgKey,
+    peer_org: &OrgKey,
+    granted: impl Fn(&RecordId, &OrgKey) -> bool,
+) -> bool {
     match record::verify(bytes) {
-        Ok(r) => audience::entitled(&r.author, &r.audience, me) || granted(&r.id, &r.author),
+        Ok(r) => {
+            audience::entitled(&r.author, &r.audience, me)
+                || audience::from_own_organisation(&r.author, me, peer_org)
+                || granted(&r.id, &r.author)
+        }
         // Invalid records are refused (and counted) by ingest.
         Err(_) => true,
     }
