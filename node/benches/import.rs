@@ -15,7 +15,7 @@
 //! These are figures, not assertions: the bench never fails on a threshold.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use coalition::bundle;
@@ -24,11 +24,10 @@ use coalition::config::Home;
 use coalition::finding::{to_payload, FINDING_SCHEMA};
 use coalition::identity::{Identity, OrgKey};
 use coalition::node::Node;
-use coalition::record::{self, Audience, Draft, Record, RecordId, SIGNING_PREFIX};
+use coalition::record::{self, Audience, Draft, Record, RecordId};
+use coalition::sample::{self, env_count, measure_one_core, thousands, varied};
 use coalition::store::Store;
-use coalition_proto::v1::{BundleHeader, SignedRecord};
-use ed25519_dalek::{Signature, VerifyingKey};
-use prost::Message;
+use coalition_proto::v1::BundleHeader;
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -44,57 +43,10 @@ const SMOKE_MEASURE: Duration = Duration::from_millis(200);
 /// Batch size used by the insert-only measurement (same as `Node::import`).
 const INSERT_BATCH: usize = 8192;
 
-fn record_count(default: usize) -> usize {
-    match std::env::var("COALITION_BENCH_RECORDS") {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| {
-                eprintln!(
-                    "COALITION_BENCH_RECORDS={v:?} is not a positive number; using {default}"
-                );
-                default
-            }),
-        Err(_) => default,
-    }
-}
-
 /// The shipped example findings, without their `sensitive` part.
 fn examples() -> Vec<Value> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    let out: Vec<Value> = paths
-        .iter()
-        .map(|p| {
-            let mut v: Value = serde_json::from_slice(&std::fs::read(p).expect("read example"))
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            v.as_object_mut().expect("object").remove("sensitive");
-            v
-        })
-        .collect();
-    assert!(!out.is_empty(), "no examples in {}", dir.display());
-    out
-}
-
-/// Example `i % n` with a title made unique by `tag`, so every record has its own id.
-fn varied(examples: &[Value], i: usize, tag: &str) -> Value {
-    let mut v = examples[i % examples.len()].clone();
-    let title: String = v["title"]
-        .as_str()
-        .unwrap_or("Finding")
-        .chars()
-        .take(170)
-        .collect();
-    v["title"] = Value::String(format!("{title} [{tag}]"));
-    v
+    sample::example_findings(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 /// Signs `n` finding records spread over `authors`, each author with a proper seq/prev
@@ -161,25 +113,6 @@ fn make_records(n: usize, authors: &[Identity]) -> Vec<Vec<u8>> {
     out
 }
 
-/// Runs `f` repeatedly on this thread for at least `MIN_MEASURE`; returns (calls, elapsed).
-fn measure_one_core(min: Duration, mut f: impl FnMut(usize)) -> (u64, Duration) {
-    for i in 0..64 {
-        f(i); // warm-up
-    }
-    let start = Instant::now();
-    let mut calls = 0u64;
-    loop {
-        for _ in 0..256 {
-            f(calls as usize);
-            calls += 1;
-        }
-        let e = start.elapsed();
-        if e >= min {
-            return (calls, e);
-        }
-    }
-}
-
 /// CPU seconds used so far by each thread of this process, summed by thread name (Linux
 /// `/proc/self/task/*/stat`; empty elsewhere). Threads that ended are not counted.
 fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
@@ -224,18 +157,6 @@ fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-fn fmt_rate(r: f64) -> String {
-    let s = format!("{:.0}", r);
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn main() {
     // `cargo bench` passes `--bench`. Without it (`cargo test --benches`/`--all-targets`)
     // run a quick smoke version so the test suite stays fast.
@@ -244,10 +165,16 @@ fn main() {
     }
     let full = std::env::args().any(|a| a == "--bench");
     let (n, min) = if full {
-        (record_count(DEFAULT_RECORDS), MIN_MEASURE)
+        (
+            env_count("COALITION_BENCH_RECORDS", DEFAULT_RECORDS),
+            MIN_MEASURE,
+        )
     } else {
         println!("(smoke run: not invoked by `cargo bench`)");
-        (record_count(SMOKE_RECORDS), SMOKE_MEASURE)
+        (
+            env_count("COALITION_BENCH_RECORDS", SMOKE_RECORDS),
+            SMOKE_MEASURE,
+        )
     };
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!("coalition import benchmark: {n} records, {AUTHORS} authors, {cores} cores");
@@ -277,32 +204,12 @@ fn main() {
     // ---- (a) raw verify_strict, one core ------------------------------------------------
     // Messages exactly as record::verify checks them: prefix + the body bytes of real
     // records (a sample of 256 of them, so the loop does not verify one message only).
-    let sample: Vec<(VerifyingKey, Vec<u8>, Signature)> = records
-        .iter()
-        .step_by((n / 256).max(1))
-        .take(256)
-        .map(|bytes| {
-            let env = SignedRecord::decode(bytes.as_slice()).expect("decode");
-            let author = coalition_proto::v1::RecordBody::decode(env.body.as_ref())
-                .expect("body")
-                .author;
-            let key = OrgKey::from_bytes(&author).expect("key").verifying_key();
-            let mut msg = SIGNING_PREFIX.to_vec();
-            msg.extend_from_slice(&env.body);
-            let sig = Signature::from_bytes(env.signature.as_ref().try_into().expect("64"));
-            (key, msg, sig)
-        })
-        .collect();
-    let avg_msg = sample.iter().map(|s| s.1.len()).sum::<usize>() / sample.len();
-    let (calls, el) = measure_one_core(min, |i| {
-        let (k, m, s) = &sample[i % sample.len()];
-        black_box(k.verify_strict(black_box(m), s)).expect("valid signature");
-    });
+    let (calls, el, avg_msg) = sample::raw_verify(&records, min);
     let verify_rate = rate(calls, el);
     println!();
     println!(
         "(a) raw ed25519 verify_strict, 1 core: {} records/s  ({calls} verifications of {avg_msg}-byte messages in {:.2} s, {:.1} µs each)",
-        fmt_rate(verify_rate),
+        thousands(verify_rate),
         el.as_secs_f64(),
         1e6 / verify_rate
     );
@@ -318,12 +225,12 @@ fn main() {
     let prepare_rate = rate(calls, el);
     println!(
         "    record::verify (decode + canonical check + verify_strict + hash), 1 core: {} records/s ({:.1} µs each)",
-        fmt_rate(record_verify_rate),
+        thousands(record_verify_rate),
         1e6 / record_verify_rate
     );
     println!(
         "    check::prepare (record::verify + JSON parse + schema check + columns), 1 core: {} records/s ({:.1} µs each; schema part ≈ {:.1} µs)",
-        fmt_rate(prepare_rate),
+        thousands(prepare_rate),
         1e6 / prepare_rate,
         1e6 / prepare_rate - 1e6 / record_verify_rate
     );
@@ -353,7 +260,7 @@ fn main() {
     println!();
     println!(
         "(b) Node::import of {n} records into an empty store: {} records/s  ({:.2} s wall clock; stored {}, duplicates {}, failures {})",
-        fmt_rate(import_rate),
+        thousands(import_rate),
         import_time.as_secs_f64(),
         report.stored,
         report.duplicates,
@@ -429,25 +336,25 @@ fn main() {
         "    read + frame bundle               {:>8.2} s  {:>5.1}% of import   ({} records/s)",
         read_time.as_secs_f64(),
         pct(read_time),
-        fmt_rate(rate(n as u64, read_time))
+        thousands(rate(n as u64, read_time))
     );
     println!(
         "    verify + schema check (prepare)   {:>8.2} s  {:>5.1}% of import   ({} records/s on {cores} cores, par_iter)",
         prepare_time.as_secs_f64(),
         pct(prepare_time),
-        fmt_rate(rate(n as u64, prepare_time))
+        thousands(rate(n as u64, prepare_time))
     );
     println!(
         "      of which record::verify alone   {:>8.2} s  {:>5.1}% of import   ({} records/s on {cores} cores)",
         verify_par_time.as_secs_f64(),
         pct(verify_par_time),
-        fmt_rate(rate(n as u64, verify_par_time))
+        thousands(rate(n as u64, verify_par_time))
     );
     println!(
         "    SQLite insert ({INSERT_BATCH}-record txns)  {:>8.2} s  {:>5.1}% of import   ({} records/s)",
         insert_time.as_secs_f64(),
         pct(insert_time),
-        fmt_rate(rate(n as u64, insert_time))
+        thousands(rate(n as u64, insert_time))
     );
     let sum = read_time + prepare_time + insert_time;
     println!(
@@ -462,13 +369,13 @@ fn main() {
     println!();
     println!(
         "ceilings at {cores} cores: verify_strict only {} records/s (ratio {:.2}); prepare only {} records/s (ratio {:.2}); prepare then insert, not overlapped {} records/s (ratio {:.2}); overlapped max(prepare, insert) {} records/s (ratio {:.2})",
-        fmt_rate(verify_rate * cores as f64),
+        thousands(verify_rate * cores as f64),
         cores as f64,
-        fmt_rate(rate(n as u64, prepare_time)),
+        thousands(rate(n as u64, prepare_time)),
         rate(n as u64, prepare_time) / verify_rate,
-        fmt_rate(rate(n as u64, prepare_time + insert_time)),
+        thousands(rate(n as u64, prepare_time + insert_time)),
         rate(n as u64, prepare_time + insert_time) / verify_rate,
-        fmt_rate(rate(n as u64, prepare_time.max(insert_time))),
+        thousands(rate(n as u64, prepare_time.max(insert_time))),
         rate(n as u64, prepare_time.max(insert_time)) / verify_rate,
     );
 }

@@ -74,6 +74,9 @@ pub enum Command {
     Run(crate::daemon::RunArgs),
     /// Peers of the running node and the organisations they speak for.
     Peers(net::PeersCmd),
+    /// This organisation's other nodes that receive its PRIVATE records (replicas).
+    #[command(subcommand)]
+    Replica(net::ReplicaCmd),
     /// Status of the running node: peers, records per author, last sync, membership epoch.
     Status(net::StatusCmd),
     /// Count and list findings: filters, grouping, table, JSON or CSV.
@@ -98,6 +101,9 @@ pub fn main() -> ExitCode {
     #[cfg(unix)]
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
+    // Before any thread starts: the passphrase leaves the environment (and `run`, which
+    // lives long, restarts itself so its initial environment no longer holds it).
+    shared::take_env_passphrase(matches!(cli.command, Command::Run(_)));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -149,7 +155,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Charter(cmd) => charter::charter(&home, cmd).await,
         Command::Member(cmd) => charter::member(&home, cmd).await,
         Command::Run(args) => net::run(&home, args).await,
-        Command::Peers(cmd) => net::peers(&home, cmd),
+        Command::Peers(cmd) => net::peers(&home, cmd).await,
+        Command::Replica(cmd) => net::replica(&home, cmd).await,
         Command::Status(cmd) => net::status(&home, cmd),
         Command::Query(cmd) => analysis::query(&home, cmd).await,
         Command::Report(cmd) => analysis::report(&home, cmd).await,

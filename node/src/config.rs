@@ -80,6 +80,12 @@ impl Home {
         self.dir.join("coalition.db")
     }
 
+    /// `api.token`: the bearer token the HTTP API requires when it listens on an
+    /// address other machines can reach (created by `init`, mode 0600).
+    pub fn api_token_path(&self) -> PathBuf {
+        self.dir.join("api.token")
+    }
+
     /// Whether any part of a home is present.
     pub fn exists(&self) -> bool {
         self.config_path().exists() || self.key_path().exists() || self.db_path().exists()
@@ -123,6 +129,19 @@ pub struct Network {
     pub sync_interval_secs: Option<u64>,
     /// Seconds a peer may stay connected without a valid certificate (default 10).
     pub hello_timeout_secs: Option<u64>,
+    /// Inbound connections one IP address may hold (default 8).
+    pub max_connections_per_ip: Option<usize>,
+    /// Inbound connections of peers without a verified certificate, in total (default 16).
+    pub max_unverified_connections: Option<usize>,
+    /// Seconds a peer that let its hello time out is refused (default 300).
+    pub hello_timeout_block_secs: Option<u64>,
+    /// Hello timeouts from one IP address after which the address is refused for
+    /// `hello_timeout_block_secs` (default 3).
+    pub hello_timeouts_per_ip: Option<u32>,
+    /// A peer's sync requests answered at once (default 4).
+    pub max_requests_in_flight_per_peer: Option<u32>,
+    /// A peer's sync requests a second, bursts of twice that (default 20).
+    pub max_requests_per_second_per_peer: Option<u32>,
 }
 
 /// The `[api]` section.

@@ -7,8 +7,9 @@
 //! crate adds what a running node needs: [`store`] (SQLite), [`config`] (home and config
 //! file), [`node`] (operations on a home), [`export`], [`query`], [`report`], [`api`]
 //! (local HTTP API and dashboard), [`net`] (libp2p), [`daemon`] (`coalition run`),
-//! [`cli`], [`demo`], and [`launch`] (a running `coalition run` process, for the demo,
-//! the end-to-end tests and the benchmarks).
+//! [`cli`], [`demo`], [`launch`] (a running `coalition run` process, for the demo,
+//! the end-to-end tests and the benchmarks), and [`sample`] (example findings made into
+//! many records, and benchmark figures).
 
 pub use coalition_core::{
     audience, bundle, charter, check, finding, identity, now_ms, record, schema, verify,
@@ -26,4 +27,5 @@ pub mod net;
 pub mod node;
 pub mod query;
 pub mod report;
+pub mod sample;
 pub mod store;

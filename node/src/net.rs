@@ -16,6 +16,7 @@
 //! (the task that reads the store), `behaviour` (the swarm), and `event_loop`, the task
 //! that owns the swarm and routes between them. This file only starts them.
 
+mod admission;
 mod answer;
 mod behaviour;
 mod cert;
@@ -44,9 +45,10 @@ use tokio::sync::{mpsc, watch};
 use crate::identity::Identity;
 use crate::node::Node;
 
+pub use admission::AdmissionLimits;
 pub use behaviour::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER, MAX_GOSSIP_BYTES};
 pub use client::Command;
-pub use config::NetConfig;
+pub use config::{NetConfig, RequestLimits};
 pub use error::{CertError, NetError, SyncError, Violation};
 pub use peers::MAX_VIOLATIONS;
 pub use relay::AddrError;

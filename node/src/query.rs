@@ -35,6 +35,7 @@
 //!
 //! `model`: filters, grouping and measures; `params`: URL query strings; `page`: limits
 //! and cursors; `sql`: the shared `WHERE` clause, aggregates, totals and matching ids;
+//! `publish`: the same counts restricted to what an audience may see (signed reports);
 //! `list`: pages of findings; `detail`: one finding and its versions; `error`. The
 //! command-line flags live in the CLI (`cli::analysis::QueryArgs`), which converts them
 //! to a [`Query`].
@@ -45,6 +46,7 @@ mod list;
 mod model;
 mod page;
 mod params;
+mod publish;
 mod sql;
 
 pub use detail::{finding_detail, history, FindingDetail, Version};
@@ -56,6 +58,7 @@ pub use model::{
 };
 pub use page::{page, Page, DEFAULT_LIMIT, MAX_LIMIT};
 pub use params::{parse_author, Request};
+pub use publish::{publishable, Publishable};
 pub use sql::{aggregate, matching_ids, totals};
 
 #[cfg(test)]

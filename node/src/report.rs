@@ -1,34 +1,42 @@
 //! Verifiable reports: an aggregate an organisation publishes, with everything an auditor
 //! needs to check it against the signed records.
 //!
-//! A report names the query and grouping, the resulting rows, the id of every record it
-//! counted, the membership epoch and the producing organisation, and carries that
-//! organisation's ed25519 signature over `"coalition/v1/report\0"` followed by the
-//! compact JSON of the `report` object. [`verify`] checks the signature, loads a bundle
-//! into a throw-away store, recomputes the aggregate with the same code the node uses,
-//! and lists which records are missing or differ.
+//! A report names the query and grouping, the audience it was made for, the resulting
+//! rows, the id of every record it counted, the membership epoch and the producing
+//! organisation, and carries that organisation's ed25519 signature over
+//! `"coalition/v1/report\0"` followed by the compact JSON of the `report` object.
+//!
+//! A report is made to be published: it counts, and names by id, only the findings its
+//! audience may see (the whole coalition unless made `--for` one member), as
+//! [`query::publishable`] decides with the audience rules. [`verify`] (in `verify`)
+//! checks the signature, judges the producer and every counted record's author against
+//! the coalition's membership, loads a bundle into a throw-away store, recomputes the
+//! aggregate with the same code, and lists which records are missing or differ.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ed25519_dalek::Signature;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle;
 use crate::identity::{Identity, OrgKey};
 use crate::now_ms;
 use crate::query::{self, AggregateRow, Dimension, Measures, Query, QueryError};
-use crate::store::{Reader, Store, StoreError};
+use crate::store::{Reader, StoreError};
 
-/// Format name inside every report.
-pub const REPORT_FORMAT: &str = "coalition-report/1";
+mod verify;
+
+pub use verify::{verify, ReportCheck, RowDiff, Unentitled};
+
+/// Format name inside every report this version writes.
+pub const REPORT_FORMAT: &str = "coalition-report/2";
+/// Format of reports made before reports honoured audiences (read, and verified as
+/// reports for the whole coalition).
+pub const REPORT_FORMAT_V1: &str = "coalition-report/1";
 /// Domain-separation prefix of report signatures.
 pub const REPORT_SIGNING_PREFIX: &[u8] = b"coalition/v1/report\0";
 /// Largest report file read.
 pub const MAX_REPORT_BYTES: u64 = 256 << 20;
-/// Records verified and inserted per step when loading a bundle.
-const LOAD_BATCH: usize = 8192;
 
 /// Errors producing or reading reports.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +90,10 @@ pub struct ReportBody {
     pub created_at_ms: i64,
     /// Membership epoch the producer's node was in (`null` until the node has a charter).
     pub epoch: Option<String>,
+    /// Who the report was made for: only findings this audience may see are counted.
+    /// Absent only in format 1 reports, made before reports honoured audiences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<ReportAudience>,
     /// Filters.
     pub query: Query,
     /// Grouping.
@@ -92,6 +104,47 @@ pub struct ReportBody {
     pub total: Measures,
     /// Hex ids of every finding record counted, sorted.
     pub records: Vec<String>,
+}
+
+/// Who a report is for, stated in the signed report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ReportAudience {
+    /// Anyone in (or outside) the coalition: only findings shared with the whole
+    /// coalition count.
+    Coalition,
+    /// One member organisation (`report --for KEY`): findings shared with the whole
+    /// coalition or with that member count.
+    Member {
+        /// The member's organisation key.
+        key: OrgKey,
+    },
+}
+
+impl ReportAudience {
+    /// The audience for `recipient` (`None`: the whole coalition).
+    pub fn for_recipient(recipient: Option<OrgKey>) -> Self {
+        match recipient {
+            None => Self::Coalition,
+            Some(key) => Self::Member { key },
+        }
+    }
+
+    /// The recipient the audience rules are asked about (`None`: the whole coalition).
+    pub fn recipient(&self) -> Option<&OrgKey> {
+        match self {
+            Self::Coalition => None,
+            Self::Member { key } => Some(key),
+        }
+    }
+
+    /// Words for people: `the whole coalition` or `member KEY`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Coalition => "the whole coalition".into(),
+            Self::Member { key } => format!("member {key}"),
+        }
+    }
 }
 
 /// A report file: the body and the producer's signature over it.
@@ -110,9 +163,30 @@ fn signing_bytes(body: &ReportBody) -> Vec<u8> {
     msg
 }
 
-/// Computes and signs a report of `q` grouped by `group_by`, read through `reader`.
-/// `producer_name` is the organisation's name as configured on its node; `epoch` the
-/// membership epoch (hex) the node is in, `None` until it has a charter.
+impl ReportBody {
+    /// Signs this body as `identity` (its key should be `producer`).
+    pub fn sign(self, identity: &Identity) -> SignedReport {
+        let signature = hex::encode(identity.sign(&signing_bytes(&self)));
+        SignedReport {
+            report: self,
+            signature,
+        }
+    }
+}
+
+/// A signed report and how many matching findings it left out because its audience may
+/// not see them (that number is for the producer and is not in the report).
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// The report.
+    pub report: SignedReport,
+    /// Current findings matching the query that the report does not count.
+    pub withheld: usize,
+}
+
+/// Computes and signs a report of `q` grouped by `group_by` for `audience`, read through
+/// `reader`. `producer_name` is the organisation's name as configured on its node;
+/// `epoch` the membership epoch (hex) the node is in, `None` until it has a charter.
 pub async fn produce(
     reader: &Reader,
     identity: &Identity,
@@ -120,25 +194,25 @@ pub async fn produce(
     epoch: Option<String>,
     q: &Query,
     group_by: &[Dimension],
-) -> Result<SignedReport, ReportError> {
-    let agg = query::aggregate(reader, q, group_by).await?;
-    let ids = query::matching_ids(reader, q).await?;
+    audience: ReportAudience,
+) -> Result<Produced, ReportError> {
+    let p = query::publishable(reader, q, group_by, audience.recipient()).await?;
     let body = ReportBody {
         format: REPORT_FORMAT.into(),
         producer: identity.key(),
         producer_name: producer_name.to_string(),
         created_at_ms: now_ms(),
         epoch,
+        audience: Some(audience),
         query: q.clone(),
-        group_by: agg.group_by,
-        rows: agg.rows,
-        total: agg.total,
-        records: ids.iter().map(|i| i.to_hex()).collect(),
+        group_by: p.aggregate.group_by,
+        rows: p.aggregate.rows,
+        total: p.aggregate.total,
+        records: p.counted.iter().map(|i| i.to_hex()).collect(),
     };
-    let signature = hex::encode(identity.sign(&signing_bytes(&body)));
-    Ok(SignedReport {
-        report: body,
-        signature,
+    Ok(Produced {
+        report: body.sign(identity),
+        withheld: p.withheld.len(),
     })
 }
 
@@ -156,13 +230,18 @@ pub fn read(path: &Path) -> Result<SignedReport, ReportError> {
     }
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let r: SignedReport = serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?;
-    if r.report.format != REPORT_FORMAT {
-        return Err(malformed(format!(
-            "format {:?}, this version reads {REPORT_FORMAT:?}",
-            r.report.format
-        )));
+    match (r.report.format.as_str(), &r.report.audience) {
+        (REPORT_FORMAT, Some(_)) | (REPORT_FORMAT_V1, None) => Ok(r),
+        (REPORT_FORMAT, None) => Err(malformed(format!(
+            "a {REPORT_FORMAT} report must state its audience"
+        ))),
+        (REPORT_FORMAT_V1, Some(_)) => Err(malformed(format!(
+            "a {REPORT_FORMAT_V1} report has no audience field"
+        ))),
+        (other, _) => Err(malformed(format!(
+            "format {other:?}, this version reads {REPORT_FORMAT:?} and {REPORT_FORMAT_V1:?}"
+        ))),
     }
-    Ok(r)
 }
 
 impl SignedReport {
@@ -188,186 +267,6 @@ impl SignedReport {
     }
 }
 
-/// A group whose numbers differ between the report and the recomputation.
-#[derive(Debug, Clone, Serialize)]
-pub struct RowDiff {
-    /// The group's keys.
-    pub keys: Vec<Option<String>>,
-    /// What the report says (`null`: group absent).
-    pub reported: Option<Measures>,
-    /// What the bundle gives (`null`: group absent).
-    pub recomputed: Option<Measures>,
-}
-
-/// Outcome of checking a report against a bundle.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportCheck {
-    /// Producer key.
-    pub producer: OrgKey,
-    /// Producer name as claimed in the report.
-    pub producer_name: String,
-    /// Why the signature does not verify, if it does not.
-    pub signature_error: Option<String>,
-    /// Records in the bundle that verified.
-    pub bundle_records: u64,
-    /// Records in the bundle that did not verify (ignored for the recomputation).
-    pub bundle_invalid: u64,
-    /// Totals the report states.
-    pub reported_total: Measures,
-    /// Totals recomputed from the bundle.
-    pub recomputed_total: Measures,
-    /// Counted records the bundle does not contain.
-    pub missing: Vec<String>,
-    /// Counted records the bundle contains but that do not count there (a later
-    /// version or a retraction is in the bundle, or the record does not match).
-    pub not_counted: Vec<String>,
-    /// Records that count in the bundle but that the report did not count.
-    pub extra: Vec<String>,
-    /// Groups whose numbers differ.
-    pub rows_differ: Vec<RowDiff>,
-}
-
-impl ReportCheck {
-    /// True when the signature verifies and the bundle reproduces the report exactly.
-    pub fn ok(&self) -> bool {
-        self.signature_error.is_none()
-            && self.missing.is_empty()
-            && self.not_counted.is_empty()
-            && self.extra.is_empty()
-            && self.rows_differ.is_empty()
-            && self.reported_total == self.recomputed_total
-    }
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> std::io::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!(
-            "coalition-verify-report-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir(&p)?;
-        Ok(Self(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
-
-/// Loads every valid record of a bundle into `store`. Returns (valid, invalid) counts.
-async fn load_bundle(store: &Store, path: &Path) -> Result<(u64, u64), ReportError> {
-    let file = std::fs::File::open(path).map_err(io_err(path))?;
-    let reader = bundle::Reader::new(std::io::BufReader::with_capacity(1 << 20, file))?;
-    let (mut valid, mut invalid) = (0u64, 0u64);
-    let mut entries = reader.peekable();
-    loop {
-        let mut batch = Vec::with_capacity(LOAD_BATCH);
-        for e in entries.by_ref().take(LOAD_BATCH) {
-            match e {
-                Ok(e) => batch.push(e),
-                Err(_) => invalid += 1,
-            }
-        }
-        if batch.is_empty() {
-            break;
-        }
-        let prepared: Vec<_> = tokio::task::block_in_place(|| {
-            batch
-                .par_iter()
-                .map(|e| crate::check::prepare(&e.bytes))
-                .collect::<Vec<_>>()
-        });
-        let ok: Vec<_> = prepared
-            .into_iter()
-            .filter_map(|p| {
-                if p.is_err() {
-                    invalid += 1;
-                }
-                p.ok()
-            })
-            .collect();
-        valid += ok.len() as u64;
-        store.insert(&ok).await?;
-    }
-    Ok((valid, invalid))
-}
-
-/// Checks `report` against the records of the bundle at `bundle_path`.
-pub async fn verify(report: &SignedReport, bundle_path: &Path) -> Result<ReportCheck, ReportError> {
-    let signature_error = report.check_signature().err();
-    let tmp = TempDir::new().map_err(io_err(&std::env::temp_dir()))?;
-    let store = Store::create(&tmp.0.join("verify.db")).await?;
-    let (bundle_records, bundle_invalid) = load_bundle(&store, bundle_path).await?;
-    let body = &report.report;
-    let reader = store.reader();
-    let agg = query::aggregate(&reader, &body.query, &body.group_by).await?;
-    let counted: BTreeSet<String> = query::matching_ids(&reader, &body.query)
-        .await?
-        .iter()
-        .map(|i| i.to_hex())
-        .collect();
-    let reported: BTreeSet<String> = body.records.iter().cloned().collect();
-    let mut missing = Vec::new();
-    let mut not_counted = Vec::new();
-    for id in reported.difference(&counted) {
-        let held = match id.parse() {
-            Ok(rid) => match store.record(&rid).await {
-                Ok(_) => true,
-                Err(StoreError::NotFound(_)) => false,
-                Err(e) => return Err(e.into()),
-            },
-            Err(_) => false,
-        };
-        if held {
-            not_counted.push(id.clone());
-        } else {
-            missing.push(id.clone());
-        }
-    }
-    let extra = counted.difference(&reported).cloned().collect();
-    let mine = query::rows_by_key(&agg);
-    let theirs: std::collections::BTreeMap<_, _> = body
-        .rows
-        .iter()
-        .map(|r| (r.keys.clone(), r.measures))
-        .collect();
-    let keys: BTreeSet<_> = mine.keys().chain(theirs.keys()).cloned().collect();
-    let rows_differ = keys
-        .into_iter()
-        .filter_map(|k| {
-            let (a, b) = (theirs.get(&k).copied(), mine.get(&k).copied());
-            (a != b).then_some(RowDiff {
-                keys: k,
-                reported: a,
-                recomputed: b,
-            })
-        })
-        .collect();
-    store.close().await;
-    Ok(ReportCheck {
-        producer: body.producer,
-        producer_name: body.producer_name.clone(),
-        signature_error,
-        bundle_records,
-        bundle_invalid,
-        reported_total: body.total,
-        recomputed_total: agg.total,
-        missing,
-        not_counted,
-        extra,
-        rows_differ,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +278,7 @@ mod tests {
             producer_name: "Test Org".into(),
             created_at_ms: 1,
             epoch: None,
+            audience: Some(ReportAudience::Coalition),
             query: Query {
                 country: vec!["GE".into()],
                 ..Default::default()
@@ -416,5 +316,40 @@ mod tests {
         assert!(t.check_signature().is_err());
         let extra = text.replacen("\"format\"", "\"note\": \"x\",\n\"format\"", 1);
         assert!(serde_json::from_str::<SignedReport>(&extra).is_err());
+        // The audience is signed: a report for the coalition cannot be relabelled.
+        let relabelled = text.replace(
+            "\"kind\": \"coalition\"",
+            &format!("\"kind\": \"member\", \"key\": \"{}\"", id.key()),
+        );
+        assert_ne!(relabelled, text);
+        let r: SignedReport = serde_json::from_str(&relabelled).unwrap();
+        assert!(r.check_signature().is_err());
+    }
+
+    #[test]
+    fn reports_state_their_audience_and_format_1_reports_still_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::from_seed(&[3; 32]);
+        let path = dir.path().join("r.json");
+        let write = |r: &SignedReport| std::fs::write(&path, serde_json::to_vec(r).unwrap());
+        // A format 2 report without an audience is refused.
+        let mut b = body();
+        b.audience = None;
+        write(&b.clone().sign(&id)).unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("must state its audience"), "{err}");
+        // A format 1 report (signed before the field existed) reads and its signature
+        // still verifies: an absent audience is not serialised.
+        b.format = REPORT_FORMAT_V1.into();
+        let v1 = b.sign(&id);
+        assert!(!serde_json::to_string(&v1).unwrap().contains("audience"));
+        write(&v1).unwrap();
+        read(&path).unwrap().check_signature().unwrap();
+        let member = ReportAudience::for_recipient(Some(id.key()));
+        assert_eq!(member.recipient(), Some(&id.key()));
+        assert_eq!(
+            serde_json::to_value(&member).unwrap(),
+            serde_json::json!({"kind": "member", "key": id.key().to_hex()})
+        );
     }
 }

@@ -37,6 +37,7 @@ use coalition::identity::Identity;
 use coalition::node::Node;
 use coalition::now_ms;
 use coalition::record::Audience;
+use coalition::sample::{env_count, thousands, varied};
 use coalition_tests::write_bundle;
 use rayon::prelude::*;
 
@@ -49,7 +50,7 @@ use nodes::{
     cli, configure, findings_held, print_synced, reader, received_at, start, synced_lines,
     wait_until, Daemon, Synced,
 };
-use records::{chain, examples, found, varied, verify_rate, Head};
+use records::{chain, examples, found, verify_rate, Head};
 
 const PASSPHRASE: &str = "network benchmark passphrase";
 /// Authoring members of the synced records (they run no node).
@@ -67,34 +68,6 @@ struct Settings {
     nodes: usize,
     propagations: usize,
     sync_timeout: Duration,
-}
-
-fn env_count(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| {
-                eprintln!("{name}={v:?} is not a positive number; using {default}");
-                default
-            }),
-        Err(_) => default,
-    }
-}
-
-fn fmt_rate(r: f64) -> String {
-    let s = format!("{r:.0}");
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -154,7 +127,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
     let (verify, msg) = verify_rate(&records, s.verify_min);
     println!(
         "raw ed25519 verify_strict, 1 core: {} records/s ({msg}-byte messages, {:.1} µs each)",
-        fmt_rate(verify),
+        thousands(verify),
         1e6 / verify
     );
     let bundle_path = root.join("records.bundle");
@@ -208,7 +181,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
     println!();
     println!(
         "1. full sync of {n} records into an empty node: {} records/s ({secs:.2} s from the empty node's start to its last record stored)",
-        fmt_rate(rate)
+        thousands(rate)
     );
     println!(
         "   ratio to single-core verify_strict: {ratio:.3}; target >= 0.50: {} ({cores} cores)",

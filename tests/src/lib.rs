@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wait_timeout::ChildExt;
 
+pub mod adversary;
 pub mod bundles;
 pub mod node;
 
@@ -304,6 +305,29 @@ impl Org {
         org.key = Some(key);
         org.name = name.to_string();
         org
+    }
+
+    /// A second home of the same organisation: a copy of this home (key file, config,
+    /// store) as it is now, as on a second laptop or a backup restored elsewhere. Copy it
+    /// before this home's node first runs, so that the copy's node gets a peer id of its
+    /// own.
+    #[track_caller]
+    pub fn second_home(&self) -> Org {
+        use std::os::unix::fs::PermissionsExt;
+        let copy = Org {
+            name: self.name.clone(),
+            key: self.key.clone(),
+            ..Org::empty()
+        };
+        std::fs::create_dir(copy.home()).expect("create the second home");
+        std::fs::set_permissions(copy.home(), std::fs::Permissions::from_mode(0o700))
+            .expect("home mode");
+        for entry in std::fs::read_dir(self.home()).expect("read the home") {
+            let from = entry.expect("home entry").path();
+            let to = copy.home().join(from.file_name().expect("a file name"));
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        }
+        copy
     }
 
     /// The organisation name given to `init` (empty for [`Org::empty`]).

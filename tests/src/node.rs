@@ -103,6 +103,11 @@ impl TestNode {
         self.node.api_url()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.node.pid()
+    }
+
     /// Kills it with SIGKILL, as a crash would.
     #[track_caller]
     pub fn kill(&mut self) {

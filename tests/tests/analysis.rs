@@ -248,6 +248,22 @@ async fn queries_count_current_findings_once_and_exports_apply_filters() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_verify_against_bundles_and_mismatches_are_named() {
     let f = fixture().await;
+    // Reports are judged against a coalition's membership: this organisation founds one
+    // of its own.
+    let mut charter = coalition::charter::SignedCharter::draft(
+        "Solo Coalition",
+        1,
+        vec![f.home.node.member_card()],
+        false,
+        1,
+    )
+    .unwrap();
+    charter.sign(&f.home.identity).unwrap();
+    f.home
+        .node
+        .adopt_charter(&f.home.identity, &charter)
+        .await
+        .unwrap();
     let home = f.home.dir.as_path();
     let dir = f.home.dir.clone();
     let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
@@ -268,7 +284,8 @@ async fn reports_verify_against_bundles_and_mismatches_are_named() {
         serde_json::from_str(&std::fs::read_to_string(p("rs-ge.json")).unwrap()).unwrap();
     assert_eq!(report["report"]["total"]["findings"], 9);
     assert_eq!(report["report"]["records"].as_array().unwrap().len(), 9);
-    assert!(report["report"]["epoch"].is_null());
+    assert!(report["report"]["epoch"].is_string());
+    assert_eq!(report["report"]["audience"]["kind"], "coalition");
     let ids: Vec<&str> = report["report"]["records"]
         .as_array()
         .unwrap()
@@ -301,26 +318,45 @@ async fn reports_verify_against_bundles_and_mismatches_are_named() {
     );
     assert!(out.contains("signature: INVALID"), "{out}");
 
-    // A report counting a private finding cannot be reproduced from the shared bundle.
+    // A report of everything still does not count (nor name) the private finding.
     coalition_ok(
         home,
         &["report", "--group-by", "country", "-o", &p("all.json")],
         0,
     );
+    let all = std::fs::read_to_string(p("all.json")).unwrap();
+    assert!(!all.contains(&f.private.to_hex()), "{all}");
+    coalition_ok(
+        home,
+        &["verify-report", &p("all.json"), &p("coalition.bundle")],
+        0,
+    );
+
+    // A bundle without the latest version of a counted finding cannot reproduce it.
+    let records: Vec<Vec<u8>> = coalition_tests::bundle_records(Path::new(&p("coalition.bundle")))
+        .into_iter()
+        .filter(|r| RecordId::of(r) != f.corrected_v2)
+        .collect();
+    coalition_tests::write_bundle(Path::new(&p("older.bundle")), &records);
     let out = coalition_ok(
         home,
         &[
             "verify-report",
             "--json",
             &p("all.json"),
-            &p("coalition.bundle"),
+            &p("older.bundle"),
         ],
         1,
     );
     let check: Value = serde_json::from_str(&out).unwrap();
     assert!(check["signature_error"].is_null());
-    assert_eq!(check["missing"], serde_json::json!([f.private.to_hex()]));
-    assert_eq!(check["rows_differ"][0]["keys"], serde_json::json!(["XK"]));
+    assert!(check["producer_error"].is_null());
+    assert_eq!(
+        check["missing"],
+        serde_json::json!([f.corrected_v2.to_hex()])
+    );
+    assert_eq!(check["extra"], serde_json::json!([f.corrected_v1.to_hex()]));
+    assert_eq!(check["rows_differ"][0]["keys"], serde_json::json!(["RS"]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,11 @@
 //! The one check every record passes before any node stores it: encoding, signature
-//! (`verify_strict` over the exact bytes received), payload schema, and the query columns
-//! extracted from a valid finding. Judging the author against the membership is the
+//! (`verify_strict` over the exact bytes received), canonical body, payload schema, and
+//! the query columns extracted from a valid finding.
+//!
+//! Canonicality is judged here, at the door, and not in [`record::verify`]: a body padded
+//! with unknown fields is signed and verifies, so it would cost every node that stores
+//! and serves it up to 1 MiB; new records are refused, while records already stored (or
+//! in bundles written before) stay readable by `record::verify`. Judging the author against the membership is the
 //! caller's second step ([`crate::charter::Membership::judge`]), because it needs the
 //! membership the caller holds.
 
@@ -15,6 +20,19 @@ pub enum IngestError {
     /// Bad encoding or signature.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// The body is not the canonical encoding of its fields (unknown fields used as
+    /// padding, repeated or default-valued fields, fields out of order).
+    #[error(
+        "record body is not canonically encoded: {signed} bytes signed where its fields encode \
+         to {canonical} (unknown, repeated or out-of-order protobuf fields); have the author's \
+         software sign the canonical protobuf encoding of the body"
+    )]
+    NonCanonical {
+        /// Body bytes as signed.
+        signed: usize,
+        /// Bytes of the canonical encoding of the same fields.
+        canonical: usize,
+    },
     /// Payload does not match its schema.
     #[error(transparent)]
     Schema(#[from] SchemaError),
@@ -32,9 +50,13 @@ pub struct Prepared {
     pub finding: Option<FindingIndex>,
 }
 
-/// Verifies `bytes` (encoding, signature, schema) and extracts its query columns.
+/// Verifies `bytes` (encoding, signature, canonical body, schema) and extracts its query
+/// columns.
 pub fn prepare(bytes: &[u8]) -> Result<Prepared, IngestError> {
     let record = record::verify(bytes)?;
+    if let Some((signed, canonical)) = record::noncanonical_body(bytes) {
+        return Err(IngestError::NonCanonical { signed, canonical });
+    }
     prepare_verified(record)
 }
 
@@ -47,4 +69,254 @@ pub fn prepare_verified(record: Record) -> Result<Prepared, IngestError> {
         record,
         finding,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use coalition_proto::v1::{RecordBody, SignedRecord};
+    use prost::Message;
+
+    use super::*;
+    use crate::identity::Identity;
+    use crate::record::{signing_message, Audience, Draft};
+
+    /// A record signed by `id` over `body` exactly as given.
+    fn signed(id: &Identity, body: Vec<u8>) -> Vec<u8> {
+        let signature = id.sign(&signing_message(&body));
+        SignedRecord {
+            body: body.into(),
+            signature: signature.to_vec().into(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_body_padded_with_unknown_fields_is_refused_though_signed() {
+        let id = Identity::from_seed(&[7; 32]);
+        let good = record::sign(
+            &id,
+            1,
+            None,
+            Draft {
+                schema: "grant/v1".into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: None,
+                payload: br#"{"record":"00"}"#.to_vec(),
+                created_at_ms: 1_700_000_000_000,
+            },
+        );
+        let env = SignedRecord::decode(good.bytes.as_slice()).unwrap();
+        // The same body again, signed as is: still canonical.
+        assert!(record::noncanonical_body(&signed(&id, env.body.to_vec())).is_none());
+        // Field 99, length-delimited, 512 KiB of padding: prost skips it when decoding.
+        let mut padded = env.body.to_vec();
+        prost::encoding::bytes::encode(99, &vec![0u8; 512 << 10], &mut padded);
+        let padded = signed(&id, padded);
+        assert!(
+            record::verify(&padded).is_ok(),
+            "the padded record verifies"
+        );
+        match prepare(&padded) {
+            Err(e @ IngestError::NonCanonical { signed, canonical }) => {
+                assert!(signed > canonical + (512 << 10), "{e}");
+                assert!(e.to_string().contains("canonical"), "{e}");
+            }
+            other => panic!("padded record not refused as non-canonical: {other:?}"),
+        }
+        // A field written out at its default value (an empty `supersedes`) is not
+        // canonical either.
+        let mut body = RecordBody::decode(env.body.as_ref())
+            .unwrap()
+            .encode_to_vec();
+        prost::encoding::bytes::encode(8, &Vec::<u8>::new(), &mut body);
+        assert!(matches!(
+            prepare(&signed(&id, body)),
+            Err(IngestError::NonCanonical { .. })
+        ));
+    }
+}
+
+/// Why a governance record (charter, proposal, approval) is not stored. Kept apart from
+/// the record check above: it needs the membership the node holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GovernanceRefusal {
+    /// The author has no standing to sign it: not a founder of this coalition's charter,
+    /// not a member under the epoch it names, or the record names no epoch. A peer that
+    /// sends one is breaking the rules (honest nodes never store one).
+    #[error("{0}")]
+    NotEntitled(String),
+    /// It names a membership epoch this node has not reached (its membership records may
+    /// come later); not the sender's fault.
+    #[error("{0}")]
+    UnknownEpoch(String),
+}
+
+/// Whether the author of governance record `record` was entitled to sign it, judged
+/// against `membership` (the coalition this node belongs to, if any) for organisation
+/// `me`: a charter must be valid, signed by every founder and stored by one of them, and
+/// (once the node belongs to a coalition) be that coalition's charter, or (before) list
+/// `me`; a proposal or approval must name an epoch of this coalition's history under
+/// which its author was a member. Other records are not governance records: `Ok`.
+pub fn governance_entitled(
+    record: &Record,
+    membership: Option<&crate::charter::Membership>,
+    me: &crate::identity::OrgKey,
+) -> Result<(), GovernanceRefusal> {
+    use crate::charter::{SignedCharter, APPROVAL_SCHEMA, CHARTER_SCHEMA, PROPOSAL_SCHEMA};
+    use GovernanceRefusal::{NotEntitled, UnknownEpoch};
+    match record.schema.as_str() {
+        CHARTER_SCHEMA => {
+            let sc: SignedCharter = serde_json::from_slice(&record.payload)
+                .map_err(|e| NotEntitled(format!("invalid charter: {e}")))?;
+            sc.check()
+                .map_err(|e| NotEntitled(format!("invalid charter: {e}")))?;
+            if !sc.charter.members.iter().any(|m| m.key == record.author) {
+                return Err(NotEntitled(format!(
+                    "charter stored by {} who is not one of its founders",
+                    record.author.short()
+                )));
+            }
+            match membership {
+                Some(m) if m.charter_id != sc.charter.id() => Err(NotEntitled(format!(
+                    "charter {:?} ({}) is not the charter of this node's coalition {:?} ({}); a node stores one coalition's charter",
+                    sc.charter.name,
+                    &hex::encode(sc.charter.id())[..12],
+                    m.name,
+                    &hex::encode(m.charter_id)[..12]
+                ))),
+                None if !sc.charter.members.iter().any(|m| m.key == *me) => {
+                    Err(NotEntitled(format!(
+                        "charter {:?} does not list this organisation ({}); a node stores only the charter of the coalition it belongs to",
+                        sc.charter.name,
+                        me.short()
+                    )))
+                }
+                _ => Ok(()),
+            }
+        }
+        PROPOSAL_SCHEMA | APPROVAL_SCHEMA => {
+            let Some(epoch) = record.epoch else {
+                return Err(NotEntitled(format!(
+                    "{} names no membership epoch, so its author's standing cannot be judged",
+                    record.schema
+                )));
+            };
+            let Some(m) = membership else {
+                return Err(UnknownEpoch(format!(
+                    "names membership epoch {} which is not in this coalition's history (no charter on this node yet)",
+                    &hex::encode(epoch)[..12]
+                )));
+            };
+            if m.state_at(&epoch).is_none() {
+                return Err(UnknownEpoch(format!(
+                    "names membership epoch {} which is not in this coalition's history (made under a membership this node has not seen, or a fork)",
+                    &hex::encode(epoch)[..12]
+                )));
+            }
+            m.judge(record).map_err(NotEntitled)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod governance_tests {
+    use super::*;
+    use crate::charter::{Member, Membership, SignedCharter, APPROVAL_SCHEMA, CHARTER_SCHEMA};
+    use crate::identity::Identity;
+    use crate::record::{sign, Audience, Draft};
+
+    fn rec(who: &Identity, schema: &str, epoch: Option<[u8; 32]>, payload: Vec<u8>) -> Record {
+        sign(
+            who,
+            1,
+            None,
+            Draft {
+                schema: schema.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch,
+                payload,
+                created_at_ms: 1,
+            },
+        )
+    }
+
+    fn charter(founders: &[&Identity]) -> SignedCharter {
+        let members = founders
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Member {
+                organisation: format!("org{i}"),
+                country: "GE".into(),
+                key: f.key(),
+            })
+            .collect();
+        let mut sc = SignedCharter::draft("c", founders.len() as u32, members, false, 1).unwrap();
+        for f in founders {
+            sc.sign(f).unwrap();
+        }
+        sc
+    }
+
+    #[test]
+    fn only_members_at_the_named_epoch_and_founders_are_entitled() {
+        let (a, b, stranger) = (
+            Identity::from_seed(&[1; 32]),
+            Identity::from_seed(&[2; 32]),
+            Identity::from_seed(&[3; 32]),
+        );
+        let sc = charter(&[&a, &b]);
+        let payload = serde_json::to_vec(&sc).unwrap();
+        let c = rec(&a, CHARTER_SCHEMA, None, payload.clone());
+        assert_eq!(governance_entitled(&c, None, &a.key()), Ok(()));
+        // A charter that does not list this node's organisation is not stored.
+        assert!(matches!(
+            governance_entitled(&c, None, &stranger.key()),
+            Err(GovernanceRefusal::NotEntitled(_))
+        ));
+        // Stored by someone who is not a founder.
+        let by_stranger = rec(&stranger, CHARTER_SCHEMA, None, payload);
+        assert!(governance_entitled(&by_stranger, None, &a.key()).is_err());
+        let m = Membership::fold(&[c], None).unwrap().unwrap();
+        let epoch = m.current().epoch;
+        let approval = |who: &Identity, epoch| {
+            rec(
+                who,
+                APPROVAL_SCHEMA,
+                epoch,
+                format!("{{\"proposal\":\"{}\"}}", "ab".repeat(32)).into_bytes(),
+            )
+        };
+        assert_eq!(
+            governance_entitled(&approval(&b, Some(epoch)), Some(&m), &a.key()),
+            Ok(())
+        );
+        let junk = governance_entitled(&approval(&stranger, Some(epoch)), Some(&m), &a.key());
+        assert!(
+            matches!(&junk, Err(GovernanceRefusal::NotEntitled(r)) if r.contains("not a member")),
+            "{junk:?}"
+        );
+        assert!(matches!(
+            governance_entitled(&approval(&b, None), Some(&m), &a.key()),
+            Err(GovernanceRefusal::NotEntitled(_))
+        ));
+        assert!(matches!(
+            governance_entitled(&approval(&b, Some([9; 32])), Some(&m), &a.key()),
+            Err(GovernanceRefusal::UnknownEpoch(r)) if r.contains("not in this coalition's history")
+        ));
+        // Another coalition's charter, once this node belongs to one.
+        let other = rec(
+            &stranger,
+            CHARTER_SCHEMA,
+            None,
+            serde_json::to_vec(&charter(&[&stranger])).unwrap(),
+        );
+        assert!(matches!(
+            governance_entitled(&other, Some(&m), &a.key()),
+            Err(GovernanceRefusal::NotEntitled(r)) if r.contains("is not the charter")
+        ));
+    }
 }

@@ -275,7 +275,18 @@ pub fn sign(identity: &Identity, seq: u64, prev: Option<RecordId>, draft: Draft)
     }
 }
 
-fn signing_message(body: &[u8]) -> Vec<u8> {
+/// For record bytes whose envelope decodes, the body's length as signed and the length of
+/// the canonical encoding of its fields, when the two differ: the body carries unknown
+/// fields (padding), repeated fields, default values written out, or fields out of order.
+/// `None` when the body is canonical (or does not decode; [`verify`] reports that).
+pub fn noncanonical_body(bytes: &[u8]) -> Option<(usize, usize)> {
+    let env = SignedRecord::decode(bytes).ok()?;
+    let body = RecordBody::decode(env.body.as_ref()).ok()?;
+    let canonical = body.encode_to_vec();
+    (canonical != env.body.as_ref()).then(|| (env.body.len(), canonical.len()))
+}
+
+pub(crate) fn signing_message(body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(SIGNING_PREFIX.len() + body.len());
     m.extend_from_slice(SIGNING_PREFIX);
     m.extend_from_slice(body);

@@ -104,13 +104,17 @@ pub enum SchemaError {
 }
 
 /// One schema rule a document breaks.
+///
+/// The message never quotes the offending value: a finding's fields hold names of
+/// victims and witnesses, and errors end up on terminals, in logs and in replies to
+/// peers. It names the field (by its path), the rule and the rule's limit instead.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Violation {
     /// JSON pointer to the offending value (`/location/country`), or `/` for the root.
     pub path: String,
     /// The JSON Schema keyword that failed (`required`, `enum`, `maxLength`…).
     pub rule: String,
-    /// Human description.
+    /// Human description, with the value itself replaced by "the value".
     pub message: String,
 }
 
@@ -193,7 +197,7 @@ impl Schemas {
             .iter_errors(value)
             .map(|e| {
                 let path = e.instance_path().to_string();
-                let mut message = e.to_string();
+                let mut message = e.masked_with("the value").to_string();
                 if message.chars().count() > MAX_MESSAGE_CHARS {
                     message = message.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
                 }
@@ -317,6 +321,41 @@ mod tests {
                 .any(|v| v.path == "/title" && v.rule == "minLength"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn violations_never_quote_the_value() {
+        let secret = "Witness Jelena Secretname of 12 Hidden Street";
+        let mut v = parse_json(
+            &std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../schemas/examples/03-rs-presevo-checkpoint-harassment.json"),
+            )
+            .unwrap(),
+            "example",
+        )
+        .unwrap();
+        v["category"] = secret.into();
+        v["language"] = secret.into();
+        v["occurred"]["start"] = secret.into();
+        v["title"] = secret.repeat(20).into();
+        v["confidence"] = serde_json::json!({ "note": secret });
+        let err = schemas()
+            .validate("finding/v1", &v, "input.json")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("Secretname"), "{text}");
+        let SchemaError::Invalid { violations, .. } = &err else {
+            panic!("{err}")
+        };
+        for field in ["/category", "/title", "/occurred/start", "/confidence"] {
+            assert!(
+                violations.iter().any(|v| v.path == field),
+                "{field} not named: {text}"
+            );
+        }
+        assert!(text.contains("the value"), "{text}");
+        assert!(violations.iter().any(|v| v.rule == "maxLength"), "{text}");
     }
 
     #[test]

@@ -129,6 +129,11 @@ pub struct ReportCmd {
     /// Report file to write.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: PathBuf,
+    /// Make the report for this member organisation: it then also counts findings shared
+    /// with that member. Without it the report is for the whole coalition and counts only
+    /// findings shared with every member (never private ones).
+    #[arg(long = "for", value_name = "KEY")]
+    pub recipient: Option<OrgKey>,
 }
 
 /// `coalition verify-report`
@@ -138,6 +143,10 @@ pub struct VerifyReportCmd {
     pub report: PathBuf,
     /// Bundle with the records the report counted.
     pub bundle: PathBuf,
+    /// Judge membership by this charter id (from `coalition charter show`) instead of
+    /// trusting the charter the bundle carries.
+    #[arg(long, value_name = "CHARTER_ID")]
+    pub charter: Option<String>,
     /// Machine-readable result.
     #[arg(long)]
     pub json: bool,
@@ -312,25 +321,36 @@ pub(super) async fn report(home: &Home, cmd: ReportCmd) -> Result<Outcome> {
     let identity = unlock(&node)?;
     let name = node.config().organisation.name.clone();
     let epoch = membership_epoch(&node).await;
-    let r = report::produce(
+    let audience = report::ReportAudience::for_recipient(cmd.recipient);
+    let produced = report::produce(
         &node.store().reader(),
         &identity,
         &name,
         epoch,
         &q,
         &group_by,
+        audience.clone(),
     )
     .await?;
-    let text = serde_json::to_vec_pretty(&r)?;
+    let r = &produced.report;
+    let text = serde_json::to_vec_pretty(r)?;
     node::write_atomically(&cmd.output, |w| std::io::Write::write_all(w, &text))?;
     eprintln!(
-        "wrote report of {} findings ({} people affected) in {} groups to {}, signed by {}",
+        "wrote report for {} of {} findings ({} people affected) in {} groups to {}, signed by {}",
+        audience.describe(),
         r.report.total.findings,
         r.report.total.affected,
         r.report.rows.len(),
         cmd.output.display(),
         r.report.producer
     );
+    if produced.withheld > 0 {
+        eprintln!(
+            "left out {} matching findings that {} may not see (private, or shared only with other members)",
+            produced.withheld,
+            audience.describe()
+        );
+    }
     Ok(Outcome::Success)
 }
 
@@ -348,8 +368,17 @@ async fn membership_epoch(node: &Node) -> Option<String> {
 
 /// Runs `coalition verify-report`.
 pub(super) async fn verify_report(cmd: VerifyReportCmd) -> Result<Outcome> {
+    let charter = cmd
+        .charter
+        .map(|c| {
+            hex::decode(c.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| anyhow::anyhow!("--charter takes the 64-hex-character charter id that `coalition charter show` prints"))
+        })
+        .transpose()?;
     let r = report::read(&cmd.report)?;
-    let check = report::verify(&r, &cmd.bundle)
+    let check = report::verify(&r, &cmd.bundle, charter)
         .await
         .with_context(|| format!("while checking against {}", cmd.bundle.display()))?;
     if cmd.json {
@@ -361,6 +390,28 @@ pub(super) async fn verify_report(cmd: VerifyReportCmd) -> Result<Outcome> {
                 check.producer, check.producer_name
             ))?,
             Some(e) => out(format!("signature: INVALID: {e}"))?,
+        }
+        out(format!(
+            "audience: {}{}",
+            check.audience.describe(),
+            if check.audience_stated {
+                ""
+            } else {
+                " (not stated: a format 1 report, made before reports honoured audiences)"
+            }
+        ))?;
+        match (&check.coalition, &check.producer_error) {
+            (_, Some(e)) => out(format!("producer: NOT ACCEPTED: {e}"))?,
+            (Some(c), None) => out(format!(
+                "producer: a member of {c:?} under the report's epoch and still one"
+            ))?,
+            (None, None) => {}
+        }
+        for u in &check.unentitled {
+            out(format!(
+                "counted record by a non-member: {}: {}",
+                u.id, u.reason
+            ))?;
         }
         out(format!(
             "bundle: {} records verify, {} do not (ignored)",
@@ -375,6 +426,12 @@ pub(super) async fn verify_report(cmd: VerifyReportCmd) -> Result<Outcome> {
         ))?;
         for id in &check.missing {
             out(format!("missing from the bundle: {id}"))?;
+        }
+        for id in &check.not_shareable {
+            out(format!(
+                "counted but not shared with {} (private, or for other members only): {id}",
+                check.audience.describe()
+            ))?;
         }
         for id in &check.not_counted {
             out(format!(
@@ -399,7 +456,12 @@ pub(super) async fn verify_report(cmd: VerifyReportCmd) -> Result<Outcome> {
             ))?;
         }
         out(if check.ok() {
-            "OK: the bundle reproduces the report exactly"
+            "OK: the bundle reproduces the report exactly, from members' records, for a member"
+        } else if check.signature_error.is_some()
+            || check.producer_error.is_some()
+            || !check.unentitled.is_empty()
+        {
+            "FAILED: the report is not a member's report of members' records"
         } else {
             "MISMATCH: the bundle does not reproduce the report"
         })?;

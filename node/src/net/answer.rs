@@ -10,6 +10,7 @@ use libp2p::PeerId;
 use tokio::sync::Mutex;
 
 use crate::audience;
+use crate::charter::MEMBERSHIP_SCHEMAS;
 use crate::identity::OrgKey;
 use crate::node::Node;
 use crate::record::{self, RecordId};
@@ -23,8 +24,8 @@ use super::sync::{parse_bucket_refs, BUCKETS_PER_RECONCILE};
 
 /// Room left in a frame for protobuf overhead.
 const FRAME_SLACK: usize = 64 * 1024;
-/// Records read from the store at a time while filling a page.
-const PAGE_READ: usize = 400;
+/// Bytes a record takes in a response beyond its own (protobuf tag and length).
+const RECORD_OVERHEAD: usize = 8;
 
 /// An error response; `message` is what the peer is told.
 pub(super) fn error_response(message: impl Into<String>) -> pb::SyncResponse {
@@ -33,13 +34,6 @@ pub(super) fn error_response(message: impl Into<String>) -> pb::SyncResponse {
             message: message.into(),
         })),
     }
-}
-
-/// A failure on this node: the peer is told only that; the detail (store or I/O
-/// messages, paths) goes to the local log.
-fn internal_error(peer: PeerId, e: &dyn std::fmt::Display) -> pb::SyncResponse {
-    tracing::warn!(%peer, error = %e, "cannot answer a sync request");
-    error_response("internal error")
 }
 
 /// Answers a verified member's sync request. `Err` marks a protocol violation (the
@@ -63,7 +57,7 @@ pub(super) async fn answer(
     }
     match request {
         Kind::Hello(_) => (error_response("hello already accepted"), Ok(())),
-        Kind::Summary(summary) => match common(node, index, &me, &peer_org).await {
+        Kind::Summary(summary) => match common(node, index, &me, &peer_org, &peer).await {
             Ok(set) => (
                 pb::SyncResponse {
                     kind: Some(pb::sync_response::Kind::Buckets(
@@ -72,7 +66,7 @@ pub(super) async fn answer(
                 },
                 Ok(()),
             ),
-            Err(e) => (internal_error(peer, &e), Ok(())),
+            Err(e) => internal(&peer, e),
         },
         Kind::Reconcile(rec) => {
             if rec.buckets.len() > BUCKETS_PER_RECONCILE {
@@ -81,9 +75,9 @@ pub(super) async fn answer(
                     Err(Violation::TooManyBuckets),
                 );
             }
-            let set = match common(node, index, &me, &peer_org).await {
+            let set = match common(node, index, &me, &peer_org, &peer).await {
                 Ok(s) => s,
-                Err(e) => return (internal_error(peer, &e), Ok(())),
+                Err(e) => return internal(&peer, e),
             };
             let refs = parse_bucket_refs(&rec.buckets);
             let theirs: HashSet<RecordId> = rec
@@ -93,53 +87,37 @@ pub(super) async fn answer(
                 .collect();
             let mine = set.ids_in(&refs);
             let mine_set: HashSet<RecordId> = mine.iter().copied().collect();
-            let held = index.lock().await;
+            // What the peer holds and this node does not share with it: judged on the
+            // common set alone, so that naming an id this node holds outside it (a
+            // private record, one for another member) gets the same answer as naming an
+            // id it never saw.
             let wanted: Vec<_> = theirs
                 .iter()
-                .filter(|id| !mine_set.contains(id) && !held.holds(id))
+                .filter(|id| !mine_set.contains(id))
                 .map(|id| id.0.to_vec().into())
                 .collect();
-            // Read in storage order (see `Store::bytes_at`).
-            let mut to_send: Vec<(i64, RecordId)> = mine
+            let held = index.lock().await;
+            let to_send: Vec<(i64, RecordId)> = mine
                 .into_iter()
                 .filter(|id| !theirs.contains(id))
                 .filter_map(|id| held.rowid(&id).map(|r| (r, id)))
                 .collect();
             drop(held);
-            to_send.sort_unstable_by_key(|(rowid, _)| *rowid);
-            // Read only about what fits in one page (records are ~1-2 KB; a chunk can
-            // hold thousands more than a page carries).
-            let mut records = Vec::new();
-            let (mut read, mut consumed) = (0, 0);
-            for part in to_send.chunks(PAGE_READ) {
-                consumed += part.len();
-                match node.store().bytes_at(part).await {
-                    Ok(r) => {
-                        read += r.iter().map(|(_, b)| b.len() + 8).sum::<usize>();
-                        records.extend(r.into_iter().map(|(_, b)| b));
-                    }
-                    Err(e) => return (internal_error(peer, &e), Ok(())),
-                }
-                // Membership records still go first among what was read; only a chunk
-                // larger than a page (thousands of records) is read in parts.
-                if read > MAX_RESPONSE_BYTES {
-                    break;
-                }
-            }
-            let unread = consumed < to_send.len();
-            // Cached: the key is read once per record, not once per comparison.
-            records.sort_by_cached_key(|b| !is_membership(b));
-            let mut size = 0;
-            let mut out = Vec::new();
-            let mut more = unread;
-            for r in records {
-                if size + r.len() + 8 > MAX_RESPONSE_BYTES - FRAME_SLACK {
-                    more = true;
-                    break;
-                }
-                size += r.len() + 8;
-                out.push(r.into());
-            }
+            // Budget by bytes before reading: the store says each record's size (without
+            // reading its bytes); only the records that fit one page are read.
+            let sizes = match node.store().sizes_at(&to_send).await {
+                Ok(s) => s,
+                Err(e) => return internal(&peer, e),
+            };
+            let (page, more) = plan_page(sizes, MAX_RESPONSE_BYTES - FRAME_SLACK);
+            let mut records = match node.store().bytes_at(&page).await {
+                Ok(r) => r,
+                Err(e) => return internal(&peer, e),
+            };
+            // Membership records first (the page holds all of them that fit, before any
+            // other record); cached: the key is read once per record.
+            records.sort_by_cached_key(|(_, b)| !is_membership(b));
+            let out = records.into_iter().map(|(_, b)| b.into()).collect();
             (
                 pb::SyncResponse {
                     kind: Some(pb::sync_response::Kind::Result(pb::ReconcileResult {
@@ -163,7 +141,7 @@ pub(super) async fn answer(
             let (ok, bad): (Vec<_>, Vec<_>) = {
                 let ix = index.lock().await;
                 records.into_iter().partition(|b| {
-                    addressed_to(b, &me, |id, author| {
+                    addressed_to(b, &me, &peer_org, |id, author| {
                         batch_grants.iter().any(|(t, a, aud)| {
                             t == id && a == author && audience::reaches(aud, &me)
                         }) || ix.granted_to(id, author, &me)
@@ -172,7 +150,7 @@ pub(super) async fn answer(
             };
             let report = match node.ingest_from_peer(ok).await {
                 Ok(r) => r,
-                Err(e) => return (internal_error(peer, &e), Ok(())),
+                Err(e) => return internal(&peer, e),
             };
             for f in &report.failures {
                 tracing::warn!(%peer, record = f.id.as_deref().unwrap_or("?"), reason = %f.reason, "refused pushed record");
@@ -202,10 +180,49 @@ pub(super) async fn answer(
     }
 }
 
+/// The records of one page, by storage position, from `(rowid, id, size, schema)`:
+/// membership records first, then storage order, as many as fit `budget` bytes; and
+/// whether any are left for another page. Nothing is read to decide.
+fn plan_page(
+    mut sizes: Vec<(i64, RecordId, usize, String)>,
+    budget: usize,
+) -> (Vec<(i64, RecordId)>, bool) {
+    sizes.sort_unstable_by_key(|(rowid, _, _, schema)| {
+        (!MEMBERSHIP_SCHEMAS.contains(&schema.as_str()), *rowid)
+    });
+    let mut used = 0;
+    let mut page = Vec::new();
+    for (rowid, id, size, _) in &sizes {
+        if used + size + RECORD_OVERHEAD > budget {
+            break;
+        }
+        used += size + RECORD_OVERHEAD;
+        page.push((*rowid, *id));
+    }
+    let more = page.len() < sizes.len();
+    (page, more)
+}
+
+/// The answer to a request this node could not serve for a reason of its own: the
+/// detail goes to the log, the peer is told only that it failed.
+fn internal(peer: &PeerId, e: impl std::fmt::Display) -> (pb::SyncResponse, Result<(), Violation>) {
+    tracing::warn!(%peer, error = %e, "could not answer a sync request");
+    (error_response("internal error; retry later"), Ok(()))
+}
+
 /// Whether `me` may receive a pushed record: its author, its own audience, or a grant.
-fn addressed_to(bytes: &[u8], me: &OrgKey, granted: impl Fn(&RecordId, &OrgKey) -> bool) -> bool {
+fn addressed_to(
+    bytes: &[u8],
+    me: &OrgKey,
+    peer_org: &OrgKey,
+    granted: impl Fn(&RecordId, &OrgKey) -> bool,
+) -> bool {
     match record::verify(bytes) {
-        Ok(r) => audience::entitled(&r.author, &r.audience, me) || granted(&r.id, &r.author),
+        Ok(r) => {
+            audience::entitled(&r.author, &r.audience, me)
+                || audience::from_own_organisation(&r.author, me, peer_org)
+                || granted(&r.id, &r.author)
+        }
         // Invalid records are refused (and counted) by ingest.
         Err(_) => true,
     }
@@ -279,6 +296,92 @@ mod tests {
         assert_eq!(node.store().count().await.unwrap(), before + 1);
     }
 
+    fn id(n: u8) -> RecordId {
+        RecordId([n; 32])
+    }
+
+    #[test]
+    fn a_page_is_planned_by_size_before_anything_is_read() {
+        // Ten 1 MiB records and a charter stored last: the charter goes first, then as
+        // many records as fit the budget, and the rest is left for another page.
+        let mut sizes: Vec<_> = (1..=10)
+            .map(|i| (i64::from(i), id(i), 1 << 20, "finding/v1".to_string()))
+            .collect();
+        sizes.push((11, id(11), 900, "charter/v1".to_string()));
+        let budget = MAX_RESPONSE_BYTES - FRAME_SLACK;
+        let (page, more) = plan_page(sizes, budget);
+        assert_eq!(page.first(), Some(&(11, id(11))), "membership first");
+        assert_eq!(page.len(), 1 + 7, "{page:?}");
+        assert!(more);
+        assert_eq!(
+            page[1..].iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+            (1..=7).collect::<Vec<i64>>()
+        );
+        let (page, more) = plan_page(vec![(1, id(1), 100, "finding/v1".into())], budget);
+        assert_eq!((page.len(), more), (1, false));
+        assert_eq!(plan_page(Vec::new(), budget), (Vec::new(), false));
+    }
+
+    /// A peer that names an id it learned elsewhere (a private record of this node)
+    /// must get the same `wanted` as for an id this node never saw.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wanted_does_not_reveal_records_held_outside_the_common_set() {
+        let TwoMembers {
+            _dir,
+            node,
+            me,
+            peer,
+            epoch,
+        } = two_members().await;
+        let head = node.store().chain_head(&me.key()).await.unwrap();
+        let mut private = draft(epoch);
+        private.audience = record::Audience::Private;
+        let private = record::sign(
+            &me,
+            head.map_or(1, |(s, _)| s + 1),
+            head.map(|(_, id)| id),
+            private,
+        );
+        let report = node
+            .ingest_from_peer(vec![private.bytes.clone()])
+            .await
+            .unwrap();
+        assert_eq!(report.stored, 1, "{:?}", report.failures);
+        let mut index = Index::default();
+        index.refresh(node.store()).await.unwrap();
+        assert!(index.holds(&private.id));
+        let index = Mutex::new(index);
+        let never_seen = id(42);
+        let from = crate::net::test_support::peer_id(3);
+        let (resp, verdict) = answer(
+            &node,
+            &index,
+            me.key(),
+            from,
+            peer.key(),
+            pb::sync_request::Kind::Reconcile(pb::Reconcile {
+                buckets: Vec::new(),
+                ids: vec![private.id.0.to_vec().into(), never_seen.0.to_vec().into()],
+            }),
+        )
+        .await;
+        assert!(verdict.is_ok());
+        let Some(pb::sync_response::Kind::Result(r)) = resp.kind else {
+            panic!("unexpected {resp:?}");
+        };
+        let wanted: HashSet<RecordId> = r
+            .wanted
+            .iter()
+            .filter_map(|b| RecordId::from_slice(b))
+            .collect();
+        assert_eq!(
+            wanted,
+            HashSet::from([private.id, never_seen]),
+            "the answer tells a held private record from an unknown id"
+        );
+        assert!(r.records.is_empty());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failure_on_this_node_tells_the_peer_no_detail() {
         use sqlx::ConnectOptions;
@@ -304,7 +407,9 @@ mod tests {
         let from = crate::net::test_support::peer_id(1);
         let (resp, _) = answer(&node, &index, me.key(), from, peer.key(), summary).await;
         match resp.kind {
-            Some(pb::sync_response::Kind::Error(e)) => assert_eq!(e.message, "internal error"),
+            Some(pb::sync_response::Kind::Error(e)) => {
+                assert_eq!(e.message, "internal error; retry later")
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -15,7 +15,7 @@ use libp2p::{
 
 use super::config::NetConfig;
 use super::error::{setup, NetError};
-use super::{codec, gossip, relay};
+use super::{admission, codec, gossip, relay};
 
 /// Largest gossip message (an announcement is ~100 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 1024;
@@ -27,6 +27,7 @@ pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 /// The composed behaviour: gating first, then the protocols.
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
+    pub(super) admission: admission::Behaviour,
     pub(super) limits: connection_limits::Behaviour,
     pub(super) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(super) identify: identify::Behaviour,
@@ -46,6 +47,7 @@ pub(super) fn build_swarm(
 ) -> Result<Swarm<Behaviour>, NetError> {
     let relay_server = config.relay_server;
     let use_mdns = config.mdns;
+    let admission = config.admission;
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -97,6 +99,7 @@ pub(super) fn build_swarm(
                     .with_max_established(Some(MAX_CONNECTIONS))
                     .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
                 Ok(Behaviour {
+                    admission: admission::Behaviour::new(admission),
                     limits: connection_limits::Behaviour::new(limits),
                     blocked: allow_block_list::Behaviour::default(),
                     identify: identify::Behaviour::new(

@@ -1,6 +1,7 @@
 //! Length-limited codec for `/coalition/sync/1`: a 4-byte big-endian length, then that
 //! many bytes of a prost message. A length over the limit is refused before anything
-//! is allocated for it.
+//! is allocated for it; a length within it is not trusted either (memory grows with the
+//! bytes that actually arrive).
 
 use std::io;
 
@@ -14,6 +15,9 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/coalition/sync/1");
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Largest response frame: 8 MiB.
 pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
+
+/// Bytes set aside for a frame before any of it arrived.
+const INITIAL_READ: usize = 64 * 1024;
 
 /// Raw-bytes codec with explicit limits (protobuf decoding happens in the event loop).
 #[derive(Debug, Clone, Copy)]
@@ -43,8 +47,16 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, limit: usize) -> io
             format!("frame of {len} bytes is over the {limit}-byte limit"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
+    // Grown as bytes arrive, not allocated for the length claimed: a peer that claims
+    // 4 MiB and sends a few bytes holds a few bytes of this node's memory, not 4 MiB.
+    let mut buf = Vec::with_capacity(len.min(INITIAL_READ));
+    io.take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame ended after {} of {len} bytes", buf.len()),
+        ));
+    }
     Ok(buf)
 }
 

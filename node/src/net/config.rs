@@ -11,7 +11,27 @@ use libp2p::Multiaddr;
 
 use crate::config::{Config, ConfigError};
 
+use super::admission::AdmissionLimits;
 use super::relay::{self, AddrError};
+
+/// How much of this node's answering one peer may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// A peer's requests answered at once (`max_requests_in_flight_per_peer`).
+    pub in_flight_per_peer: u32,
+    /// A peer's requests a second, bursts of twice that
+    /// (`max_requests_per_second_per_peer`).
+    pub per_second: u32,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            in_flight_per_peer: 4,
+            per_second: 20,
+        }
+    }
+}
 
 /// Network settings (the `[network]` section of the config, resolved).
 #[derive(Debug, Clone)]
@@ -36,6 +56,10 @@ pub struct NetConfig {
     pub sync_interval: Duration,
     /// How long a peer may stay connected without a verified certificate.
     pub hello_timeout: Duration,
+    /// Inbound connections admitted per address, while unverified, and after a timeout.
+    pub admission: AdmissionLimits,
+    /// A peer's share of this node's answers.
+    pub requests: RequestLimits,
 }
 
 impl Default for NetConfig {
@@ -52,6 +76,8 @@ impl Default for NetConfig {
             relay_server: false,
             sync_interval: Duration::from_secs(30),
             hello_timeout: Duration::from_secs(10),
+            admission: AdmissionLimits::default(),
+            requests: RequestLimits::default(),
         }
     }
 }
@@ -117,6 +143,24 @@ impl NetConfig {
         if let Some(s) = n.hello_timeout_secs {
             c.hello_timeout = Duration::from_secs(s.max(1));
         }
+        let a = &mut c.admission;
+        a.per_ip = n.max_connections_per_ip.map_or(a.per_ip, |v| v.max(1));
+        a.unverified = n
+            .max_unverified_connections
+            .map_or(a.unverified, |v| v.max(1));
+        if let Some(s) = n.hello_timeout_block_secs {
+            a.timeout_block = Duration::from_secs(s);
+        }
+        a.timeouts_per_ip = n
+            .hello_timeouts_per_ip
+            .map_or(a.timeouts_per_ip, |v| v.max(1));
+        let r = &mut c.requests;
+        r.in_flight_per_peer = n
+            .max_requests_in_flight_per_peer
+            .map_or(r.in_flight_per_peer, |v| v.max(1));
+        r.per_second = n
+            .max_requests_per_second_per_peer
+            .map_or(r.per_second, |v| v.max(1));
         Ok(c)
     }
 }
@@ -142,6 +186,35 @@ mod tests {
             .public()
             .to_peer_id()
             .to_string()
+    }
+
+    #[test]
+    fn abuse_limits_have_defaults_and_can_be_set() {
+        let d = config("").expect("valid");
+        assert_eq!(d.admission, AdmissionLimits::default());
+        assert_eq!(d.requests, RequestLimits::default());
+        let c = config(
+            "max_connections_per_ip = 2\nmax_unverified_connections = 5\n\
+             hello_timeout_block_secs = 60\nhello_timeouts_per_ip = 4\n\
+             max_requests_in_flight_per_peer = 1\nmax_requests_per_second_per_peer = 3",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.admission,
+            AdmissionLimits {
+                per_ip: 2,
+                unverified: 5,
+                timeout_block: Duration::from_secs(60),
+                timeouts_per_ip: 4,
+            }
+        );
+        assert_eq!(
+            c.requests,
+            RequestLimits {
+                in_flight_per_peer: 1,
+                per_second: 3,
+            }
+        );
     }
 
     #[test]

@@ -150,7 +150,9 @@ pub enum Violation {
 /// membership records may come later. The node reports refusals as text
 /// (`ImportReport::failures`), so this is the one place that reads it.
 pub(super) fn names_unknown_epoch(reason: &str) -> bool {
+    // A membership record over the per-author cap is not the sender's fault either.
     reason.contains("not in this coalition's history")
+        || reason.contains(crate::node::GOVERNANCE_CAP_REASON)
 }
 
 /// An error with its sources, for logs.

@@ -401,6 +401,12 @@ impl EventLoop {
         if self.inflight.load(Ordering::Relaxed) >= MAX_INFLIGHT_ANSWERS {
             return self.respond(channel, error_response("busy, retry later"));
         }
+        if let Err(why) = self
+            .peers
+            .admit_request(&peer, Instant::now(), &self.config.requests)
+        {
+            return self.respond(channel, error_response(why.to_string()));
+        }
         self.inflight.fetch_add(1, Ordering::Relaxed);
         let (node, index, me, tx, inflight) = (
             self.node.clone(),
@@ -473,6 +479,7 @@ impl EventLoop {
                 response,
                 verdict,
             } => {
+                self.peers.answered(&peer);
                 let _ = self
                     .swarm
                     .behaviour_mut()

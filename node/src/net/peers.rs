@@ -13,10 +13,25 @@ use libp2p::PeerId;
 use crate::charter::Membership;
 use crate::identity::OrgKey;
 
+use super::config::RequestLimits;
 use super::status::{PeerStatus, SyncStats};
 
 /// Protocol violations after which a peer is disconnected and blocked.
 pub const MAX_VIOLATIONS: u32 = 3;
+
+/// Why a peer's request was not admitted (the peer is told).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum RequestRefused {
+    /// Its earlier requests are still being answered.
+    #[error("busy: {0} of your requests are being answered already; wait for their answers")]
+    Busy(u32),
+    /// It asks faster than the rate allows.
+    #[error("too many requests: at most {0} a second; retry later")]
+    TooFast(u32),
+    /// Not connected (its connection closed meanwhile).
+    #[error("not connected")]
+    NotConnected,
+}
 
 /// A connected peer.
 #[derive(Debug)]
@@ -29,6 +44,12 @@ struct Peer {
     resync: bool,
     last_sync: Option<i64>,
     last_stats: Option<SyncStats>,
+    /// Its requests being answered now.
+    answering: u32,
+    /// Requests it may still make now (a token bucket refilled at the configured rate).
+    tokens: f64,
+    /// When `tokens` was last refilled.
+    refilled: Instant,
     /// Open connections: remote address (for a relayed inbound one, the circuit it came
     /// through) and whether it is relayed.
     connections: HashMap<ConnectionId, (String, bool)>,
@@ -119,6 +140,9 @@ impl PeerTable {
                 resync: false,
                 last_sync: None,
                 last_stats: None,
+                answering: 0,
+                tokens: f64::INFINITY,
+                refilled: now,
                 connections: HashMap::from([(connection, (address, relayed))]),
             },
         );
@@ -163,6 +187,41 @@ impl PeerTable {
             self.relay_unverified.remove(&peer);
         }
         first
+    }
+
+    /// Admits a request of `peer` at `now` under `limits`: at most
+    /// `in_flight_per_peer` of its requests are answered at once, and it may make
+    /// `per_second` requests a second (bursts of twice that). Refused requests are
+    /// answered with the reason; an admitted one must be followed by [`Self::answered`].
+    pub(super) fn admit_request(
+        &mut self,
+        peer: &PeerId,
+        now: Instant,
+        limits: &RequestLimits,
+    ) -> Result<(), RequestRefused> {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return Err(RequestRefused::NotConnected);
+        };
+        let burst = f64::from(limits.per_second.max(1)) * 2.0;
+        let elapsed = now.saturating_duration_since(p.refilled).as_secs_f64();
+        p.tokens = (p.tokens + elapsed * f64::from(limits.per_second)).min(burst);
+        p.refilled = now;
+        if p.answering >= limits.in_flight_per_peer {
+            return Err(RequestRefused::Busy(limits.in_flight_per_peer));
+        }
+        if p.tokens < 1.0 {
+            return Err(RequestRefused::TooFast(limits.per_second));
+        }
+        p.tokens -= 1.0;
+        p.answering += 1;
+        Ok(())
+    }
+
+    /// An admitted request of `peer` was answered.
+    pub(super) fn answered(&mut self, peer: &PeerId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.answering = p.answering.saturating_sub(1);
+        }
     }
 
     /// Counts a violation. True when the peer has reached [`MAX_VIOLATIONS`] and is to

@@ -68,17 +68,12 @@ pub(super) fn draft(epoch: [u8; 32]) -> Draft {
         audience: Audience::Coalition,
         supersedes: None,
         epoch: Some(epoch),
-        payload: to_payload(&serde_json::json!({
-            "title": "Checkpoint stops",
-            "summary": "Repeated identity checks of local residents at a temporary checkpoint.",
-            "language": "en",
-            "occurred": {"start": "2025-10-01", "precision": "month"},
-            "location": {"country": "RS"},
-            "category": "intimidation_harassment",
-            "actors": [{"type": "gendarmerie"}],
-            "sources": [{"type": "victim"}],
-            "confidence": "medium"
-        })),
+        payload: to_payload(
+            &serde_json::from_str(include_str!(
+                "../../../schemas/examples/03-rs-presevo-checkpoint-harassment.json"
+            ))
+            .unwrap(),
+        ),
         created_at_ms: 0,
     }
 }

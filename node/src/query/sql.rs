@@ -87,7 +87,22 @@ fn push_exists<'a>(
 
 /// Appends `WHERE …` for `q` over `findings f`: current, not retracted, and every filter.
 pub(super) fn push_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a Query) {
+    push_where_excluding(qb, q, None);
+}
+
+/// As [`push_where`], leaving out the findings whose `rowid` is in `excluded` (a JSON
+/// array of integers, bound as one parameter).
+pub(super) fn push_where_excluding<'a>(
+    qb: &mut QueryBuilder<'a, Sqlite>,
+    q: &'a Query,
+    excluded: Option<&'a str>,
+) {
     qb.push(" WHERE f.is_head = 1 AND f.retracted = 0");
+    if let Some(rows) = excluded {
+        qb.push(" AND f.rowid NOT IN (SELECT value FROM json_each(")
+            .push_bind(rows)
+            .push("))");
+    }
     push_in(qb, "f.country", &q.country);
     push_in(qb, "f.region", &q.region);
     push_in(qb, "f.municipality", &q.municipality);
@@ -134,7 +149,7 @@ pub async fn aggregate(
     q: &Query,
     group_by: &[Dimension],
 ) -> Result<Aggregate, QueryError> {
-    aggregate_from(reader, q, group_by, Source::for_query(q, group_by)).await
+    aggregate_from(reader, q, group_by, Source::for_query(q, group_by), None).await
 }
 
 /// Where an aggregate is computed from.
@@ -148,7 +163,7 @@ pub(super) enum Source {
 
 impl Source {
     /// The rollup when it holds everything `q` grouped by `group_by` needs.
-    fn for_query(q: &Query, group_by: &[Dimension]) -> Self {
+    pub(super) fn for_query(q: &Query, group_by: &[Dimension]) -> Self {
         if rollup_answers(q, group_by) {
             Self::Rollup
         } else {
@@ -167,12 +182,16 @@ pub(super) fn rollup_answers(q: &Query, group_by: &[Dimension]) -> bool {
     *q == rollup_filters && group_by.iter().all(|d| d.rollup_sql().is_some())
 }
 
+/// An aggregate read from `source`, leaving out the findings whose rowid is in
+/// `excluded` (a JSON array; only with [`Source::Findings`]: the rollup cannot).
 pub(super) async fn aggregate_from(
     reader: &Reader,
     q: &Query,
     group_by: &[Dimension],
     source: Source,
+    excluded: Option<&str>,
 ) -> Result<Aggregate, QueryError> {
+    debug_assert!(excluded.is_none() || source == Source::Findings);
     let mut rows = Vec::new();
     if !group_by.is_empty() {
         let mut qb = QueryBuilder::new("SELECT ");
@@ -196,7 +215,7 @@ pub(super) async fn aggregate_from(
                 if group_by.contains(&Dimension::AffectedGroup) {
                     qb.push(" LEFT JOIN finding_groups g ON g.finding = f.rowid");
                 }
-                push_where(&mut qb, q);
+                push_where_excluding(&mut qb, q, excluded);
             }
         }
         let cols = (1..=group_by.len())
@@ -226,7 +245,7 @@ pub(super) async fn aggregate_from(
             affected: t.affected + r.measures.affected,
         })
     } else {
-        totals_from(reader, q, source).await?
+        totals_from(reader, q, source, excluded).await?
     };
     Ok(Aggregate {
         group_by: group_by.to_vec(),
@@ -244,13 +263,15 @@ fn push_rollup_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a Query) {
 
 /// Measures over every finding matching `q`.
 pub async fn totals(reader: &Reader, q: &Query) -> Result<Measures, QueryError> {
-    totals_from(reader, q, Source::for_query(q, &[])).await
+    totals_from(reader, q, Source::for_query(q, &[]), None).await
 }
 
+/// Measures read from `source`, leaving out the findings whose rowid is in `excluded`.
 pub(super) async fn totals_from(
     reader: &Reader,
     q: &Query,
     source: Source,
+    excluded: Option<&str>,
 ) -> Result<Measures, QueryError> {
     let mut qb = match source {
         Source::Rollup => {
@@ -265,7 +286,7 @@ pub(super) async fn totals_from(
             let mut qb = QueryBuilder::new(
                 "SELECT COUNT(*), COALESCE(SUM(f.affected_count), 0) FROM findings f",
             );
-            push_where(&mut qb, q);
+            push_where_excluding(&mut qb, q, excluded);
             qb
         }
     };
@@ -278,8 +299,17 @@ pub(super) async fn totals_from(
 
 /// Ids of every finding matching `q`, sorted.
 pub async fn matching_ids(reader: &Reader, q: &Query) -> Result<Vec<RecordId>, QueryError> {
+    matching_ids_in(reader, q, None).await
+}
+
+/// As [`matching_ids`], leaving out the findings whose rowid is in `excluded`.
+pub(super) async fn matching_ids_in(
+    reader: &Reader,
+    q: &Query,
+    excluded: Option<&str>,
+) -> Result<Vec<RecordId>, QueryError> {
     let mut qb = QueryBuilder::new("SELECT f.id FROM findings f");
-    push_where(&mut qb, q);
+    push_where_excluding(&mut qb, q, excluded);
     qb.push(" ORDER BY f.id");
     let ids: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(reader.pool()).await?;
     Ok(ids.iter().filter_map(|b| RecordId::from_slice(b)).collect())

@@ -139,12 +139,12 @@ proptest! {
             for q in &filters {
                 for g in groupings {
                     assert!(rollup_answers(q, g));
-                    let fast = aggregate_from(&reader, q, g, Source::Rollup).await.unwrap();
-                    let slow = aggregate_from(&reader, q, g, Source::Findings).await.unwrap();
+                    let fast = aggregate_from(&reader, q, g, Source::Rollup, None).await.unwrap();
+                    let slow = aggregate_from(&reader, q, g, Source::Findings, None).await.unwrap();
                     assert_eq!(&fast, &slow, "query {q:?} grouped by {g:?}");
                     assert_eq!(
-                        totals_from(&reader, q, Source::Rollup).await.unwrap(),
-                        totals_from(&reader, q, Source::Findings).await.unwrap()
+                        totals_from(&reader, q, Source::Rollup, None).await.unwrap(),
+                        totals_from(&reader, q, Source::Findings, None).await.unwrap()
                     );
                 }
             }
@@ -243,31 +243,10 @@ fn finding_summaries_serialise_the_fields_the_api_documents() {
         audience: 1,
     };
     let text = serde_json::to_string(&s).unwrap();
-    // The order and names of `FindingSummary` in docs/openapi.yaml.
-    let documented = [
-        "id",
-        "author",
-        "title",
-        "language",
-        "country",
-        "region",
-        "municipality",
-        "category",
-        "confidence",
-        "occurred_start",
-        "occurred_end",
-        "date_precision",
-        "affected_count",
-        "lat",
-        "lon",
-        "actor_types",
-        "affected_groups",
-        "tags",
-        "created_at_ms",
-        "audience",
-    ];
+    let documented = documented_properties("FindingSummary");
+    assert!(documented.len() > 10, "{documented:?}");
     let mut at = 0;
-    for key in documented {
+    for key in &documented {
         let k = format!("\"{key}\":");
         at += text[at..]
             .find(&k)
@@ -276,4 +255,201 @@ fn finding_summaries_serialise_the_fields_the_api_documents() {
     }
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v.as_object().unwrap().len(), documented.len(), "{text}");
+}
+
+/// The property names of `schema` in docs/openapi.yaml, in their order: the lines
+/// indented under its `properties:`.
+fn documented_properties(schema: &str) -> Vec<String> {
+    let lines: Vec<&str> = crate::api::OPENAPI_YAML.lines().collect();
+    let header = format!("    {schema}:");
+    let at = lines
+        .iter()
+        .position(|l| *l == header)
+        .unwrap_or_else(|| panic!("{schema} in docs/openapi.yaml"));
+    lines[at + 1..]
+        .iter()
+        .skip_while(|l| l.trim() != "properties:")
+        .skip(1)
+        .take_while(|l| l.starts_with("        "))
+        .filter(|l| !l.starts_with("         "))
+        .filter_map(|l| l.trim().split_once(':').map(|(name, _)| name.to_string()))
+        .collect()
+}
+
+/// Signs a finding (or, with `grant`, a grant widening record `grant` to `audience`).
+fn authored(
+    who: &Identity,
+    seq: u64,
+    prev: Option<RecordId>,
+    audience: Audience,
+    body: Vec<u8>,
+    schema: &str,
+) -> Record {
+    sign(
+        who,
+        seq,
+        prev,
+        Draft {
+            schema: schema.into(),
+            audience,
+            supersedes: None,
+            epoch: None,
+            payload: body,
+            created_at_ms: 1,
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn published_counts_hold_only_what_the_audience_may_see() {
+    let a = Identity::from_seed(&[31; 32]);
+    let b = Identity::from_seed(&[32; 32]);
+    let c = Identity::from_seed(&[33; 32]);
+    let shared = authored(
+        &a,
+        1,
+        None,
+        Audience::Coalition,
+        payload(0, 0, 0, Some(3)),
+        FINDING_SCHEMA,
+    );
+    let private = authored(
+        &a,
+        2,
+        Some(shared.id),
+        Audience::Private,
+        payload(0, 0, 1, Some(5)),
+        FINDING_SCHEMA,
+    );
+    let for_b = authored(
+        &a,
+        3,
+        Some(private.id),
+        Audience::members(vec![b.key()]),
+        payload(1, 0, 0, Some(7)),
+        FINDING_SCHEMA,
+    );
+    let for_c = authored(
+        &a,
+        4,
+        Some(for_b.id),
+        Audience::members(vec![c.key()]),
+        payload(2, 1, 0, Some(11)),
+        FINDING_SCHEMA,
+    );
+    let widened = authored(
+        &a,
+        5,
+        Some(for_c.id),
+        Audience::members(vec![b.key()]),
+        payload(2, 2, 0, Some(13)),
+        FINDING_SCHEMA,
+    );
+    // The author widens `widened` to the whole coalition; B's "grant" of A's `for_b` has
+    // no effect (only an author widens its own records).
+    let grant = |target: &Record| {
+        to_payload(
+            &serde_json::json!({"record": target.id.to_hex(), "audience": {"kind": "coalition"}}),
+        )
+    };
+    let own_grant = authored(
+        &a,
+        6,
+        Some(widened.id),
+        Audience::Coalition,
+        grant(&widened),
+        crate::finding::GRANT_SCHEMA,
+    );
+    let foreign_grant = authored(
+        &b,
+        1,
+        None,
+        Audience::Coalition,
+        grant(&for_b),
+        crate::finding::GRANT_SCHEMA,
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(&dir.path().join("s.db")).await.unwrap();
+    let all = [
+        &shared,
+        &private,
+        &for_b,
+        &for_c,
+        &widened,
+        &own_grant,
+        &foreign_grant,
+    ];
+    let prepared: Vec<_> = all.iter().map(|r| prepare(&r.bytes).unwrap()).collect();
+    store.insert(&prepared).await.unwrap();
+    let reader = store.reader();
+    let sorted = |mut v: Vec<RecordId>| {
+        v.sort();
+        v
+    };
+
+    // Everything counts for the node's own eyes; the rollup path answers it.
+    let everything = aggregate(&reader, &Query::default(), &[Dimension::Country])
+        .await
+        .unwrap();
+    assert_eq!(everything.total.findings, 5);
+
+    let coalition = publishable(&reader, &Query::default(), &[Dimension::Country], None)
+        .await
+        .unwrap();
+    assert_eq!(coalition.counted, sorted(vec![shared.id, widened.id]));
+    assert_eq!(
+        coalition.withheld,
+        sorted(vec![private.id, for_b.id, for_c.id])
+    );
+    assert_eq!(
+        coalition.aggregate.total,
+        Measures {
+            findings: 2,
+            affected: 16
+        }
+    );
+    assert_eq!(
+        coalition
+            .aggregate
+            .rows
+            .iter()
+            .map(|r| (r.keys[0].clone(), r.measures.findings))
+            .collect::<Vec<_>>(),
+        vec![(Some("GE".into()), 1), (Some("RS".into()), 1)]
+    );
+
+    let for_member_b = publishable(&reader, &Query::default(), &[], Some(&b.key()))
+        .await
+        .unwrap();
+    assert_eq!(
+        for_member_b.counted,
+        sorted(vec![shared.id, for_b.id, widened.id])
+    );
+    assert_eq!(
+        for_member_b.aggregate.total,
+        Measures {
+            findings: 3,
+            affected: 23
+        }
+    );
+
+    // Filters still apply, and the rollup is never used to count around a withheld finding.
+    let rs = Query {
+        country: vec!["RS".into()],
+        ..Query::default()
+    };
+    let rs_only = publishable(&reader, &rs, &[Dimension::Month], None)
+        .await
+        .unwrap();
+    assert_eq!(rs_only.counted, vec![shared.id]);
+    assert_eq!(
+        rs_only.aggregate.total,
+        Measures {
+            findings: 1,
+            affected: 3
+        }
+    );
+    assert_eq!(rs_only.aggregate.rows.len(), 1);
+    store.close().await;
 }

@@ -45,6 +45,34 @@ fn finding_chain(
         .collect()
 }
 
+/// A coalition finding titled `title`, superseding nothing.
+fn finding(org: &Identity, seq: u64, prev: Option<RecordId>, title: &str) -> Record {
+    rec(org, seq, prev, FINDING_SCHEMA, finding_json(title), None)
+}
+
+/// A new version of `old`, written right after it in the chain.
+fn correction(org: &Identity, seq: u64, old: &Record, title: &str) -> Record {
+    rec(
+        org,
+        seq,
+        Some(old.id),
+        FINDING_SCHEMA,
+        finding_json(title),
+        Some(old.id),
+    )
+}
+
+/// The titles of the current findings in `store`.
+async fn titles(store: &Store) -> Vec<String> {
+    store
+        .findings(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.title)
+        .collect()
+}
+
 fn rec(
     id: &Identity,
     seq: u64,
@@ -71,22 +99,8 @@ fn rec(
 #[tokio::test]
 async fn supersession_is_order_independent_and_duplicates_are_no_ops() {
     let org = Identity::from_seed(&[4; 32]);
-    let v1 = rec(
-        &org,
-        1,
-        None,
-        FINDING_SCHEMA,
-        finding_json("First version"),
-        None,
-    );
-    let v2 = rec(
-        &org,
-        2,
-        Some(v1.id),
-        FINDING_SCHEMA,
-        finding_json("Second version"),
-        Some(v1.id),
-    );
+    let v1 = finding(&org, 1, None, "First version");
+    let v2 = correction(&org, 2, &v1, "Second version");
     let rt = rec(
         &org,
         3,
@@ -194,14 +208,7 @@ async fn lookups_stay_indexed_as_a_store_grows_from_empty() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     let org = Identity::from_seed(&[9; 32]);
-    let first = rec(
-        &org,
-        1,
-        None,
-        FINDING_SCHEMA,
-        finding_json("Finding 1"),
-        None,
-    );
+    let first = finding(&org, 1, None, "Finding 1");
     let created = Store::create(&path).await.unwrap();
     created
         .insert(&[prepare(&first.bytes).unwrap()])
@@ -293,14 +300,7 @@ async fn records_reach_the_database_file_without_waiting_for_the_writers_checkpo
 async fn another_authors_correction_has_no_effect() {
     let a = Identity::from_seed(&[5; 32]);
     let b = Identity::from_seed(&[6; 32]);
-    let v1 = rec(
-        &a,
-        1,
-        None,
-        FINDING_SCHEMA,
-        finding_json("Original by A"),
-        None,
-    );
+    let v1 = finding(&a, 1, None, "Original by A");
     let hijack = rec(
         &b,
         1,
@@ -315,13 +315,7 @@ async fn another_authors_correction_has_no_effect() {
         .insert(&[prepare(&v1.bytes).unwrap(), prepare(&hijack.bytes).unwrap()])
         .await
         .unwrap();
-    let titles: Vec<String> = store
-        .findings(false)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.title)
-        .collect();
+    let titles: Vec<String> = titles(&store).await;
     assert!(titles.contains(&"Original by A".to_string()), "{titles:?}");
 }
 
@@ -343,30 +337,9 @@ async fn findings_survive_the_move_to_arrival_order() {
         std::fs::copy(shipped.join(name), old_migrations.join(name)).unwrap();
     }
     let org = Identity::from_seed(&[9; 32]);
-    let v1 = rec(
-        &org,
-        1,
-        None,
-        FINDING_SCHEMA,
-        finding_json("Checkpoint raid"),
-        None,
-    );
-    let v2 = rec(
-        &org,
-        2,
-        Some(v1.id),
-        FINDING_SCHEMA,
-        finding_json("Checkpoint raid at night"),
-        Some(v1.id),
-    );
-    let other = rec(
-        &org,
-        3,
-        Some(v2.id),
-        FINDING_SCHEMA,
-        finding_json("Bridge protest"),
-        None,
-    );
+    let v1 = finding(&org, 1, None, "Checkpoint raid");
+    let v2 = correction(&org, 2, &v1, "Checkpoint raid at night");
+    let other = finding(&org, 3, Some(v2.id), "Bridge protest");
     let path = dir.path().join("old.db");
     {
         let mut c = options(&path)
@@ -427,13 +400,7 @@ async fn findings_survive_the_move_to_arrival_order() {
     }
     let store = Store::open(&path).await.unwrap();
     assert!(store.integrity_check().await.unwrap().is_empty());
-    let mut titles: Vec<String> = store
-        .findings(false)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.title)
-        .collect();
+    let mut titles: Vec<String> = titles(&store).await;
     titles.sort();
     assert_eq!(titles, ["Bridge protest", "Checkpoint raid at night"]);
     let search = |text: &str, actor: &str| crate::query::Query {
@@ -459,14 +426,7 @@ async fn findings_survive_the_move_to_arrival_order() {
         .unwrap();
     assert!(none.items.is_empty());
     // New findings after the migration are appended and indexed the same way.
-    let later = rec(
-        &org,
-        4,
-        Some(other.id),
-        FINDING_SCHEMA,
-        finding_json("Market search"),
-        None,
-    );
+    let later = finding(&org, 4, Some(other.id), "Market search");
     store
         .insert(&[prepare(&later.bytes).unwrap()])
         .await
@@ -509,14 +469,7 @@ async fn foreign_database_is_refused_untouched() {
 #[tokio::test]
 async fn prefixes_resolve_uniquely() {
     let org = Identity::from_seed(&[8; 32]);
-    let r = rec(
-        &org,
-        1,
-        None,
-        FINDING_SCHEMA,
-        finding_json("Prefix test"),
-        None,
-    );
+    let r = finding(&org, 1, None, "Prefix test");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(&dir.path().join("s.db")).await.unwrap();
     store.insert(&[prepare(&r.bytes).unwrap()]).await.unwrap();

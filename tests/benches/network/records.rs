@@ -1,20 +1,17 @@
 //! The benchmark's coalition and records: founding it through the library, signing
 //! chains of findings in-process, and the raw `verify_strict` rate they are compared to.
 
-use std::hint::black_box;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use coalition::charter::{Member, SignedCharter};
 use coalition::config::Home;
 use coalition::finding::{to_payload, FINDING_SCHEMA};
-use coalition::identity::{Identity, OrgKey};
+use coalition::identity::Identity;
 use coalition::node::Node;
 use coalition::now_ms;
-use coalition::record::{self, Audience, Draft, RecordId, SIGNING_PREFIX};
-use coalition_proto::v1::{RecordBody, SignedRecord};
-use ed25519_dalek::{Signature, VerifyingKey};
-use prost::Message;
+use coalition::record::{self, Audience, Draft, RecordId};
+use coalition::sample::varied;
 use serde_json::Value;
 
 use super::PASSPHRASE;
@@ -91,28 +88,8 @@ pub(super) async fn found(
 
 /// The shipped example findings, without their `sensitive` part.
 pub(super) fn examples() -> Vec<Value> {
-    coalition_tests::all_examples()
-        .iter()
-        .map(|p| {
-            let mut v: Value = serde_json::from_slice(&std::fs::read(p).expect("read example"))
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            v.as_object_mut().expect("object").remove("sensitive");
-            v
-        })
-        .collect()
-}
-
-/// Example `i % n` with a title made unique by `tag`.
-pub(super) fn varied(examples: &[Value], i: usize, tag: &str) -> Value {
-    let mut v = examples[i % examples.len()].clone();
-    let title: String = v["title"]
-        .as_str()
-        .unwrap_or("Finding")
-        .chars()
-        .take(170)
-        .collect();
-    v["title"] = Value::String(format!("{title} [{tag}]"));
-    v
+    let dir = coalition_tests::examples_dir();
+    coalition::sample::example_findings(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 /// Chain head of an author: last seq and id.
@@ -153,37 +130,6 @@ pub(super) fn chain(
 // ---- raw verify rate (as node/benches/import.rs) ----------------------------------------
 
 pub(super) fn verify_rate(records: &[Vec<u8>], min: Duration) -> (f64, usize) {
-    let sample: Vec<(VerifyingKey, Vec<u8>, Signature)> = records
-        .iter()
-        .step_by((records.len() / 256).max(1))
-        .take(256)
-        .map(|bytes| {
-            let env = SignedRecord::decode(bytes.as_slice()).expect("decode");
-            let author = RecordBody::decode(env.body.as_ref()).expect("body").author;
-            let key = OrgKey::from_bytes(&author).expect("key").verifying_key();
-            let mut msg = SIGNING_PREFIX.to_vec();
-            msg.extend_from_slice(&env.body);
-            let sig = Signature::from_bytes(env.signature.as_ref().try_into().expect("64"));
-            (key, msg, sig)
-        })
-        .collect();
-    let avg = sample.iter().map(|s| s.1.len()).sum::<usize>() / sample.len();
-    let check = |i: usize| {
-        let (k, m, s) = &sample[i % sample.len()];
-        black_box(k.verify_strict(black_box(m), s)).expect("valid signature");
-    };
-    for i in 0..64 {
-        check(i);
-    }
-    let start = Instant::now();
-    let mut calls = 0usize;
-    loop {
-        for _ in 0..256 {
-            check(calls);
-            calls += 1;
-        }
-        if start.elapsed() >= min {
-            return (calls as f64 / start.elapsed().as_secs_f64(), avg);
-        }
-    }
+    let (calls, took, avg) = coalition::sample::raw_verify(records, min);
+    (calls as f64 / took.as_secs_f64(), avg)
 }

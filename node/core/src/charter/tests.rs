@@ -77,6 +77,14 @@ fn coalition() -> (Vec<Org>, Vec<Record>) {
     (orgs, vec![charter])
 }
 
+/// A threshold change that does not need the low-threshold acknowledgement.
+fn threshold(threshold: u32) -> Change {
+    Change::Threshold {
+        threshold,
+        low_threshold_acknowledged: false,
+    }
+}
+
 fn fold(records: &[Record]) -> Membership {
     Membership::fold(records, None)
         .unwrap()
@@ -222,13 +230,7 @@ fn rotated_key_is_retired_from_the_rotation_epoch() {
 fn stale_epoch_proposal_has_no_effect() {
     let (mut o, mut recs) = coalition();
     let e0 = fold(&recs).current().epoch;
-    let p1 = o[0].propose(
-        e0,
-        Change::Threshold {
-            threshold: 4,
-            low_threshold_acknowledged: false,
-        },
-    );
+    let p1 = o[0].propose(e0, threshold(4));
     let a = [o[1].approve(e0, &p1), o[2].approve(e0, &p1)];
     recs.push(p1);
     recs.extend(a);
@@ -237,13 +239,7 @@ fn stale_epoch_proposal_has_no_effect() {
     // A proposal still naming e0 after the change cannot apply, even when members
     // approve it now (their approvals name the current epoch, not the proposal's).
     let e1 = m.current().epoch;
-    let stale = o[4].propose(
-        e0,
-        Change::Threshold {
-            threshold: 5,
-            low_threshold_acknowledged: false,
-        },
-    );
+    let stale = o[4].propose(e0, threshold(5));
     let more = [
         o[3].approve(e1, &stale),
         o[0].approve(e1, &stale),
@@ -301,13 +297,7 @@ fn conflicting_proposals_and_an_equivocating_approver() {
 fn forged_and_non_member_approvals_are_ignored() {
     let (mut o, mut recs) = coalition();
     let e0 = fold(&recs).current().epoch;
-    let p = o[0].propose(
-        e0,
-        Change::Threshold {
-            threshold: 4,
-            low_threshold_acknowledged: false,
-        },
-    );
+    let p = o[0].propose(e0, threshold(4));
     let mut outsider = Org::new(66);
     let a_out = outsider.approve(e0, &p);
     let a1 = o[1].approve(e0, &p);
@@ -330,13 +320,7 @@ fn forged_and_non_member_approvals_are_ignored() {
 fn the_same_member_twice_counts_once() {
     let (mut o, mut recs) = coalition();
     let e0 = fold(&recs).current().epoch;
-    let p = o[0].propose(
-        e0,
-        Change::Threshold {
-            threshold: 4,
-            low_threshold_acknowledged: false,
-        },
-    );
+    let p = o[0].propose(e0, threshold(4));
     let twice = [
         o[1].approve(e0, &p),
         o[1].approve(e0, &p),
@@ -370,13 +354,7 @@ fn scenario() -> Vec<Record> {
         },
     );
     let b = [o[1].approve(e1, &q), o[0].approve(e1, &q)];
-    let r = o[2].propose(
-        e1,
-        Change::Threshold {
-            threshold: 4,
-            low_threshold_acknowledged: false,
-        },
-    );
+    let r = o[2].propose(e1, threshold(4));
     let c = [o[4].approve(e1, &r), o[1].approve(e1, &r)];
     recs.push(q);
     recs.extend(b);
@@ -465,16 +443,10 @@ fn an_auditor_verifies_membership_offline_from_a_bundle() {
     assert!(!other.ok());
 }
 
+/// A valid finding: one of the shipped examples.
 fn finding() -> Value {
-    json!({
-        "title": "Checkpoint stops",
-        "summary": "Repeated identity checks of local residents at a temporary checkpoint.",
-        "language": "en",
-        "occurred": {"start": "2025-10-01", "precision": "month"},
-        "location": {"country": "RS"},
-        "category": "intimidation_harassment",
-        "actors": [{"type": "gendarmerie"}],
-        "sources": [{"type": "victim"}],
-        "confidence": "medium"
-    })
+    serde_json::from_str(include_str!(
+        "../../../../schemas/examples/03-rs-presevo-checkpoint-harassment.json"
+    ))
+    .unwrap()
 }

@@ -187,6 +187,7 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .set_application_score(&peer, 0.0);
+        self.swarm.behaviour_mut().admission.verified(peer);
         self.start_sync(peer);
         if self.reservations.is_relay(&peer) {
             self.reserve();
@@ -264,6 +265,12 @@ impl EventLoop {
     pub(super) fn close_gate(&mut self, now: Instant) {
         for peer in self.peers.late(now, now_ms(), self.config.hello_timeout) {
             tracing::info!(%peer, "no valid certificate in time; disconnecting");
+            if !self.peers.is_verified(&peer) {
+                self.swarm
+                    .behaviour_mut()
+                    .admission
+                    .hello_timed_out(peer, now);
+            }
             self.disconnect(peer);
         }
         // The relay server is not for strangers: a peer that reserved or opened a circuit

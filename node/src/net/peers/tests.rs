@@ -171,3 +171,55 @@ fn removed_members_are_found() {
     t.verify(p, org(2), i64::MAX);
     assert_eq!(t.not_members(None), vec![p]);
 }
+
+#[test]
+fn one_peer_gets_its_share_of_answers_and_of_the_request_rate() {
+    let limits = RequestLimits {
+        in_flight_per_peer: 2,
+        per_second: 5,
+    };
+    let (p, q, t0) = (peer_id(1), peer_id(2), Instant::now());
+    let mut t = with_peer(p, t0);
+    t.connected(
+        q,
+        ConnectionId::new_unchecked(2),
+        "/ip4/198.51.100.8/tcp/1".into(),
+        false,
+        t0,
+    );
+    t.admit_request(&p, t0, &limits).unwrap();
+    t.admit_request(&p, t0, &limits).unwrap();
+    assert_eq!(
+        t.admit_request(&p, t0, &limits),
+        Err(RequestRefused::Busy(2)),
+        "a third request in flight"
+    );
+    // Another peer is not affected by the first one's load.
+    t.admit_request(&q, t0, &limits).unwrap();
+    // Answered requests free their slots, up to the burst (twice the rate).
+    let mut admitted = 2;
+    loop {
+        t.answered(&p);
+        t.answered(&p);
+        match t.admit_request(&p, t0, &limits) {
+            Ok(()) => admitted += 1,
+            Err(e) => {
+                assert_eq!(e, RequestRefused::TooFast(5));
+                break;
+            }
+        }
+    }
+    assert_eq!(admitted, 10, "burst of twice the rate");
+    assert!(t.admit_request(&p, t0, &limits).is_err());
+    // The bucket refills with time.
+    let later = t0 + Duration::from_millis(400);
+    t.admit_request(&p, later, &limits).unwrap();
+    t.answered(&p);
+    t.admit_request(&p, later, &limits).unwrap();
+    t.answered(&p);
+    assert!(t.admit_request(&p, later, &limits).is_err());
+    assert_eq!(
+        t.admit_request(&peer_id(9), t0, &limits),
+        Err(RequestRefused::NotConnected)
+    );
+}
