@@ -20,26 +20,11 @@ fn private_ids(org: &Org) -> BTreeSet<String> {
         .collect()
 }
 
-/// A second home holding a copy of `org`'s home (its key, config and store), as a
-/// restored backup or a second laptop would. Made before `org` first runs, so the two
-/// nodes derive different peer ids.
-fn copy_of(org: &Org) -> Org {
-    let copy = Org::empty();
-    std::fs::create_dir_all(copy.home()).unwrap();
-    for entry in std::fs::read_dir(org.home()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, copy.home().join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    copy
-}
-
 #[test]
 fn private_records_reach_only_an_enrolled_node_of_the_same_organisation() {
     let (a, b) = (Org::init("Org A", "RS"), Org::init("Org B", "XK"));
     found("Replica Coalition", &[&a, &b], 2);
-    let laptop = copy_of(&a);
+    let laptop = a.second_home();
 
     // A PRIVATE finding, and a coalition finding whose sensitive details become a
     // PRIVATE annex.
