@@ -80,6 +80,9 @@ pub enum Command {
     Run(crate::daemon::RunArgs),
     /// Peers of the running node and the organisations they speak for.
     Peers(net::PeersCmd),
+    /// This organisation's other nodes that receive its PRIVATE records (replicas).
+    #[command(subcommand)]
+    Replica(net::ReplicaCmd),
     /// Status of the running node: peers, records per author, last sync, membership epoch.
     Status(net::StatusCmd),
     /// Count and list findings: filters, grouping, table, JSON or CSV.
@@ -160,7 +163,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Charter(cmd) => charter::charter(&home, cmd).await,
         Command::Member(cmd) => charter::member(&home, cmd).await,
         Command::Run(args) => net::run(&home, args).await,
-        Command::Peers(cmd) => net::peers(&home, cmd),
+        Command::Peers(cmd) => net::peers(&home, cmd).await,
+        Command::Replica(cmd) => net::replica(&home, cmd).await,
         Command::Status(cmd) => net::status(&home, cmd),
         Command::Query(cmd) => analysis::query(&home, cmd).await,
         Command::Report(cmd) => analysis::report(&home, cmd).await,
