@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use crate::node::{Node, NodeError};
 use crate::query::{self, QueryError, Request as QueryRequest};
@@ -323,6 +324,45 @@ pub fn guarded(router: Router, bound: IpAddr) -> Router {
     router.layer(axum::middleware::from_fn(
         move |req: Request, next: Next| guard(bound, req, next),
     ))
+}
+
+/// Whether `req` carries `Authorization: Bearer <token>` (compared in constant time).
+fn bearer_ok(req: &Request, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.trim().as_bytes(),
+        token.as_bytes(),
+    ))
+}
+
+/// `router` with every route behind a bearer token: what the daemon serves on an address
+/// other machines can reach. A request without the token, or with another, gets 401.
+pub fn bearer_required(router: Router, token: Zeroizing<String>) -> Router {
+    let token = Arc::new(token);
+    router.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+        let token = token.clone();
+        async move {
+            if !bearer_ok(&req, &token) {
+                let mut resp = Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "this node's API needs `Authorization: Bearer <token>` (the token is in api.token in the node's home)",
+                )
+                .into_response();
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return resp;
+            }
+            next.run(req).await
+        }
+    }))
 }
 
 /// The API and dashboard routes over `node`; `bound` is the IP the listener is on.

@@ -7,7 +7,8 @@
 //! command shares (printing, the passphrase, opening a home) is in `shared`, and each
 //! command group has its own submodule: [`init`] (home, identity, node certificates),
 //! [`finding`], [`charter`] (charter and membership), [`store`] (export, import,
-//! verify), [`net`] (run, peers, status) and `analysis` (query, report, verify-report).
+//! verify), [`backup`] (backup, restore), [`net`] (run, peers, status) and `analysis`
+//! (query, report, verify-report).
 //! clap and anyhow stay in this layer; the library below it returns typed errors.
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Home;
 
 mod analysis;
+pub mod backup;
 pub mod charter;
 pub mod finding;
 pub mod init;
@@ -61,6 +63,10 @@ pub enum Command {
     Import(store::ImportCmd),
     /// Verify a bundle offline, or (without PATH) every record in the local store.
     Verify(store::VerifyCmd),
+    /// Write the whole home (config, encrypted key, store snapshot) to one backup file.
+    Backup(backup::BackupCmd),
+    /// Restore a backup file into a new or empty home (--home DIR).
+    Restore(backup::RestoreCmd),
     /// Found a coalition: draft, sign and adopt its charter; show the membership.
     #[command(subcommand)]
     Charter(charter::CharterCmd),
@@ -74,6 +80,9 @@ pub enum Command {
     Run(crate::daemon::RunArgs),
     /// Peers of the running node and the organisations they speak for.
     Peers(net::PeersCmd),
+    /// This organisation's other nodes that receive its PRIVATE records (replicas).
+    #[command(subcommand)]
+    Replica(net::ReplicaCmd),
     /// Status of the running node: peers, records per author, last sync, membership epoch.
     Status(net::StatusCmd),
     /// Count and list findings: filters, grouping, table, JSON or CSV.
@@ -158,10 +167,13 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Export(cmd) => store::export(&home, cmd).await,
         Command::Import(cmd) => store::import(&home, cmd).await,
         Command::Verify(cmd) => store::verify(&home, cmd).await,
+        Command::Backup(cmd) => backup::backup(&home, cmd).await,
+        Command::Restore(cmd) => backup::restore(&home, cmd).await,
         Command::Charter(cmd) => charter::charter(&home, cmd).await,
         Command::Member(cmd) => charter::member(&home, cmd).await,
         Command::Run(args) => net::run(&home, args).await,
-        Command::Peers(cmd) => net::peers(&home, cmd),
+        Command::Peers(cmd) => net::peers(&home, cmd).await,
+        Command::Replica(cmd) => net::replica(&home, cmd).await,
         Command::Status(cmd) => net::status(&home, cmd),
         Command::Query(cmd) => analysis::query(&home, cmd).await,
         Command::Report(cmd) => analysis::report(&home, cmd).await,

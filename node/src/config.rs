@@ -80,6 +80,12 @@ impl Home {
         self.dir.join("coalition.db")
     }
 
+    /// `api.token`: the bearer token the HTTP API requires when it listens on an
+    /// address other machines can reach (created by `init`, mode 0600).
+    pub fn api_token_path(&self) -> PathBuf {
+        self.dir.join("api.token")
+    }
+
     /// Whether any part of a home is present.
     pub fn exists(&self) -> bool {
         self.config_path().exists() || self.key_path().exists() || self.db_path().exists()

@@ -5,7 +5,8 @@
 //! audience rules, the record check and offline verification) lives in the
 //! `coalition-core` crate and is re-exported here under the same module names. This
 //! crate adds what a running node needs: [`store`] (SQLite), [`config`] (home and config
-//! file), [`node`] (operations on a home), [`export`], [`query`], [`report`], [`api`]
+//! file), [`node`] (operations on a home), [`backup`] (a home in one file), [`export`],
+//! [`query`], [`report`], [`api`]
 //! (local HTTP API and dashboard), [`net`] (libp2p), [`daemon`] (`coalition run`),
 //! [`cli`], [`demo`], [`launch`] (a running `coalition run` process, for the demo,
 //! the end-to-end tests and the benchmarks), and [`sample`] (example findings made into
@@ -17,6 +18,7 @@ pub use coalition_core::{
 
 pub mod api;
 pub mod api_server;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -118,7 +118,7 @@ pub async fn start(
     let keypair = node_keypair(&node, &identity).await?;
     let peer_id = keypair.public().to_peer_id();
     let cert = cert::ensure_certificate(&node, &identity, &peer_id).await?;
-    let topic = gossip::topic(node.membership().await?.as_ref());
+    let topic = gossip::topic();
     let mut swarm = behaviour::build_swarm(keypair, &config)?;
     for addr in &config.listen {
         swarm

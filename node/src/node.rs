@@ -30,7 +30,8 @@ use std::path::Path;
 
 pub use authoring::Added;
 pub use export::write_atomically;
-pub use ingest::{CheckedRecords, ImportReport};
+pub use governance::REPLICAS_META;
+pub use ingest::{CheckedRecords, ImportReport, GOVERNANCE_CAP, GOVERNANCE_CAP_REASON};
 pub use view::RecordView;
 
 pub use crate::now_ms;
@@ -95,6 +96,7 @@ pub struct Node {
     home: Home,
     config: Config,
     store: Store,
+    fold_cache: membership::FoldCache,
 }
 
 impl Node {
@@ -156,6 +158,7 @@ impl Node {
                 home,
                 config,
                 store,
+                fold_cache: Default::default(),
             },
             identity,
         ))
@@ -169,6 +172,7 @@ impl Node {
             home,
             config,
             store,
+            fold_cache: Default::default(),
         })
     }
 
@@ -183,6 +187,11 @@ impl Node {
             )));
         }
         Ok(id)
+    }
+
+    /// The home.
+    pub fn home(&self) -> &Home {
+        &self.home
     }
 
     /// The config.

@@ -14,11 +14,13 @@
 //!
 //! Submodules: `open` (connection options, pools, create and open), `write` (the
 //! transactions that insert), `upkeep` (background checkpoints, planner statistics),
-//! `read` (lookups), `reader` (the read-only handle for the analysis side).
+//! `read` (lookups), `reader` (the read-only handle for the analysis side), `snapshot`
+//! (a consistent copy for backups).
 
 mod open;
 mod read;
 mod reader;
+mod snapshot;
 mod upkeep;
 mod write;
 
@@ -26,6 +28,7 @@ mod write;
 mod tests;
 
 pub use reader::Reader;
+pub use snapshot::snapshot_into;
 pub use write::OwnAppend;
 
 use std::path::PathBuf;

@@ -40,11 +40,12 @@ struct Marker {
 }
 
 impl Marker {
-    /// Where in `bytes` (a file, a log, an HTTP body) the marker shows, if anywhere.
-    fn found_in(&self, bytes: &[u8]) -> Option<String> {
+    /// Where in `bytes` (a file, a log, an HTTP body) the marker shows, if anywhere: its
+    /// text, or with `ids` also the ids of the records carrying it.
+    fn found_in(&self, bytes: &[u8], ids: bool) -> Option<String> {
         let mut needles: Vec<(String, Vec<u8>)> =
             vec![(self.text.to_string(), self.text.as_bytes().to_vec())];
-        for id in &self.ids {
+        for id in self.ids.iter().filter(|_| ids) {
             needles.push((format!("id {id}"), id.as_bytes().to_vec()));
             needles.push((format!("raw id {id}"), hex::decode(id).expect("hex id")));
         }
@@ -88,25 +89,37 @@ fn add(org: &Org, input: &str, share: &str) -> (String, Option<String>) {
     (id, annex)
 }
 
-/// Every channel of one node, as named bytes.
-struct Channels(Vec<(String, Vec<u8>)>);
+/// Every channel of one node, as named bytes, each saying whether a record id in it is a
+/// leak.
+///
+/// Ids count only where a channel lists what it counted (a report). Elsewhere an id alone
+/// is no leak: every record names its author's previous record (`prev`), so whoever holds
+/// a coalition record knows the id of the author's record before it, PRIVATE or not
+/// (that a record exists, never what it says; docs/THREAT_MODEL.md).
+struct Channels(Vec<(String, Vec<u8>, bool)>);
 
 impl Channels {
     fn new() -> Self {
         Self(Vec::new())
     }
 
+    /// A channel where the markers' text must not show.
     fn push(&mut self, name: impl Into<String>, bytes: impl Into<Vec<u8>>) {
-        self.0.push((name.into(), bytes.into()));
+        self.0.push((name.into(), bytes.into(), false));
+    }
+
+    /// A channel where neither the markers' text nor their records' ids may show.
+    fn push_listing(&mut self, name: impl Into<String>, bytes: impl Into<Vec<u8>>) {
+        self.0.push((name.into(), bytes.into(), true));
     }
 
     /// Fails naming every channel in which a marker of `forbidden` shows.
     #[track_caller]
     fn assert_free_of(&self, node: &str, forbidden: &[&Marker]) {
         let mut leaks = Vec::new();
-        for (channel, bytes) in &self.0 {
+        for (channel, bytes, ids) in &self.0 {
             for m in forbidden {
-                if let Some(what) = m.found_in(bytes) {
+                if let Some(what) = m.found_in(bytes, *ids) {
                     leaks.push(format!("{node}: {} ({what}) in {channel}", m.text));
                 }
             }
@@ -118,13 +131,13 @@ impl Channels {
     /// search looks where records arrive.
     #[track_caller]
     fn assert_shows(&self, node: &str, channel: &str, marker: &Marker) {
-        let (_, bytes) = self
+        let (_, bytes, _) = self
             .0
             .iter()
-            .find(|(c, _)| c == channel)
+            .find(|(c, _, _)| c == channel)
             .unwrap_or_else(|| panic!("{node} has no channel {channel}"));
         assert!(
-            marker.found_in(bytes).is_some(),
+            marker.found_in(bytes, false).is_some(),
             "{node}: the control {} is missing from {channel}: the search would miss a leak",
             marker.text
         );
@@ -172,25 +185,33 @@ fn running_channels(org: &Org, node: &TestNode, ids: &[&str], into: &mut Channel
         let (status, body) = get(node, &p);
         into.push(format!("GET {p} ({status})"), body);
     }
+    home_files(org, "running", into);
     into.push(
         "node log (debug)",
         std::fs::read(org.path("node.log")).unwrap_or_default(),
     );
 }
 
+/// Every file of the home (store, WAL, shared memory, config, key file), named with
+/// `when` they were read.
+fn home_files(org: &Org, when: &str, into: &mut Channels) {
+    for entry in std::fs::read_dir(org.home()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            // A file may go away while the node runs (a checkpointed WAL).
+            if let Ok(bytes) = std::fs::read(&path) {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                into.push(format!("file {name} ({when})"), bytes);
+            }
+        }
+    }
+}
+
 /// What lies on the node's disk and what its operator can hand on: every file of the
 /// home, every export format (the operator's own backup with private records too), and
 /// a report.
 fn offline_channels(org: &Org, into: &mut Channels) {
-    for entry in std::fs::read_dir(org.home()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            into.push(
-                format!("file {}", path.file_name().unwrap().to_string_lossy()),
-                std::fs::read(&path).unwrap(),
-            );
-        }
-    }
+    home_files(org, "stopped", into);
     into.push("own backup (jsonl --include-private)", {
         let p = org.export("jsonl", "backup.jsonl", &["--include-private"]);
         std::fs::read(p).unwrap()
@@ -221,7 +242,7 @@ fn published_channels(org: &Org, into: &mut Channels) {
         report.to_str().unwrap(),
     ])
     .ok();
-    into.push("report", std::fs::read(&report).unwrap());
+    into.push_listing("report", std::fs::read(&report).unwrap());
 }
 
 #[test]
@@ -230,11 +251,11 @@ fn markers_stay_where_they_belong_on_every_channel() {
     let b = Org::init("Safety Forum Prizren", "XK");
     let c = Org::init("Rights Desk Skopje", "MK");
     found("Balkan Monitoring Coalition", &[&a, &b, &c], 2);
-    // A second node of A's organisation, and a stranger that holds the charter (it was
-    // published with the coalition's first bundle) but is no member.
+    // A second node of A's organisation, and a stranger: an organisation of another
+    // coalition whose node dials B and A.
     let a2 = a.second_home();
     let d = Org::init("Not A Member", "AL");
-    d.import(&a.path("charter.bundle")).ok();
+    found("Another Coalition", &[&d], 1);
 
     let (public, _) = add(
         &a,
@@ -336,7 +357,7 @@ fn markers_stay_where_they_belong_on_every_channel() {
     // What each node holds, serves and logs.
     let b_ch = &seen["b"];
     b_ch.assert_free_of("B", &[&private, &annex]);
-    b_ch.assert_shows("B", "file coalition.db-wal", &chosen);
+    b_ch.assert_shows("B", "file coalition.db (stopped)", &chosen);
     seen["c"].assert_free_of("C", &[&private, &annex, &chosen]);
     seen["c"].assert_shows("C", "GET /api/v1/findings?limit=500 (200)", &public);
     seen["c"].assert_shows("C", "own backup (jsonl --include-private)", &public);
@@ -352,5 +373,15 @@ fn markers_stay_where_they_belong_on_every_channel() {
         published_channels(org, &mut published);
         published.assert_free_of(name, &[&private, &annex, &chosen]);
         published.assert_shows(name, "export --format jsonl", &public);
+        let report = &published
+            .0
+            .iter()
+            .find(|(c, _, _)| c == "report")
+            .unwrap()
+            .1;
+        assert!(
+            public.found_in(report, true).is_some(),
+            "{name}'s report does not list the coalition finding: the id search would miss a leak"
+        );
     }
 }

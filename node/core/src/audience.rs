@@ -81,6 +81,31 @@ pub fn entitled(author: &OrgKey, audience: &Audience, org: &OrgKey) -> bool {
     }
 }
 
+/// Whether another node that this node's operator enrolled as a replica may receive a
+/// record by `author` with effective audience `audience`. `me` is this node's
+/// organisation, `peer_org` the organisation the replica's certificate proves: only a node
+/// of the same organisation can be a replica (an enrolled peer id of another organisation
+/// gets what [`entitled`] gives it, no more). A replica holds what this node may share
+/// with its own organisation, and this organisation's PRIVATE records.
+pub fn replica_entitled(
+    author: &OrgKey,
+    audience: &Audience,
+    me: &OrgKey,
+    peer_org: &OrgKey,
+) -> bool {
+    if peer_org != me {
+        return entitled(author, audience, peer_org);
+    }
+    entitled(author, audience, me) || author == me
+}
+
+/// Whether a node of organisation `me` accepts a record by `author` that a node of
+/// `peer_org` pushed to it for being its own: a replica receives its organisation's
+/// records, PRIVATE ones included, from the node that enrolled it.
+pub fn from_own_organisation(author: &OrgKey, me: &OrgKey, peer_org: &OrgKey) -> bool {
+    author == me && peer_org == me
+}
+
 /// Whether a record with effective audience `audience` may be exported for `recipient`
 /// (`None`: anyone in the coalition, e.g. a published report or a bundle for an auditor).
 pub fn shareable_with(audience: &Audience, recipient: Option<&OrgKey>) -> bool {
@@ -124,6 +149,20 @@ mod tests {
         assert!(entitled(&a, &Audience::members(vec![b]), &a));
         assert!(entitled(&a, &Audience::Coalition, &b));
         assert!(!entitled(&a, &Audience::members(vec![a]), &b));
+    }
+
+    #[test]
+    fn a_replica_of_the_same_organisation_gets_its_private_records_and_nobody_else_does() {
+        let a = Identity::from_seed(&[1; 32]).key();
+        let b = Identity::from_seed(&[2; 32]).key();
+        assert!(replica_entitled(&a, &Audience::Private, &a, &a));
+        // A peer of another organisation enrolled as a replica gets nothing more.
+        assert!(!replica_entitled(&a, &Audience::Private, &a, &b));
+        assert!(!replica_entitled(&a, &Audience::members(vec![a]), &a, &b));
+        assert!(replica_entitled(&b, &Audience::Coalition, &a, &a));
+        assert!(from_own_organisation(&a, &a, &a));
+        assert!(!from_own_organisation(&a, &a, &b));
+        assert!(!from_own_organisation(&b, &a, &a));
     }
 
     #[test]

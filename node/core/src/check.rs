@@ -136,3 +136,187 @@ mod tests {
         ));
     }
 }
+
+/// Why a governance record (charter, proposal, approval) is not stored. Kept apart from
+/// the record check above: it needs the membership the node holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GovernanceRefusal {
+    /// The author has no standing to sign it: not a founder of this coalition's charter,
+    /// not a member under the epoch it names, or the record names no epoch. A peer that
+    /// sends one is breaking the rules (honest nodes never store one).
+    #[error("{0}")]
+    NotEntitled(String),
+    /// It names a membership epoch this node has not reached (its membership records may
+    /// come later); not the sender's fault.
+    #[error("{0}")]
+    UnknownEpoch(String),
+}
+
+/// Whether the author of governance record `record` was entitled to sign it, judged
+/// against `membership` (the coalition this node belongs to, if any) for organisation
+/// `me`: a charter must be valid, signed by every founder and stored by one of them, and
+/// (once the node belongs to a coalition) be that coalition's charter, or (before) list
+/// `me`; a proposal or approval must name an epoch of this coalition's history under
+/// which its author was a member. Other records are not governance records: `Ok`.
+pub fn governance_entitled(
+    record: &Record,
+    membership: Option<&crate::charter::Membership>,
+    me: &crate::identity::OrgKey,
+) -> Result<(), GovernanceRefusal> {
+    use crate::charter::{SignedCharter, APPROVAL_SCHEMA, CHARTER_SCHEMA, PROPOSAL_SCHEMA};
+    use GovernanceRefusal::{NotEntitled, UnknownEpoch};
+    match record.schema.as_str() {
+        CHARTER_SCHEMA => {
+            let sc: SignedCharter = serde_json::from_slice(&record.payload)
+                .map_err(|e| NotEntitled(format!("invalid charter: {e}")))?;
+            sc.check()
+                .map_err(|e| NotEntitled(format!("invalid charter: {e}")))?;
+            if !sc.charter.members.iter().any(|m| m.key == record.author) {
+                return Err(NotEntitled(format!(
+                    "charter stored by {} who is not one of its founders",
+                    record.author.short()
+                )));
+            }
+            match membership {
+                Some(m) if m.charter_id != sc.charter.id() => Err(NotEntitled(format!(
+                    "charter {:?} ({}) is not the charter of this node's coalition {:?} ({}); a node stores one coalition's charter",
+                    sc.charter.name,
+                    &hex::encode(sc.charter.id())[..12],
+                    m.name,
+                    &hex::encode(m.charter_id)[..12]
+                ))),
+                None if !sc.charter.members.iter().any(|m| m.key == *me) => {
+                    Err(NotEntitled(format!(
+                        "charter {:?} does not list this organisation ({}); a node stores only the charter of the coalition it belongs to",
+                        sc.charter.name,
+                        me.short()
+                    )))
+                }
+                _ => Ok(()),
+            }
+        }
+        PROPOSAL_SCHEMA | APPROVAL_SCHEMA => {
+            let Some(epoch) = record.epoch else {
+                return Err(NotEntitled(format!(
+                    "{} names no membership epoch, so its author's standing cannot be judged",
+                    record.schema
+                )));
+            };
+            let Some(m) = membership else {
+                return Err(UnknownEpoch(format!(
+                    "names membership epoch {} which is not in this coalition's history (no charter on this node yet)",
+                    &hex::encode(epoch)[..12]
+                )));
+            };
+            if m.state_at(&epoch).is_none() {
+                return Err(UnknownEpoch(format!(
+                    "names membership epoch {} which is not in this coalition's history (made under a membership this node has not seen, or a fork)",
+                    &hex::encode(epoch)[..12]
+                )));
+            }
+            m.judge(record).map_err(NotEntitled)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod governance_tests {
+    use super::*;
+    use crate::charter::{Member, Membership, SignedCharter, APPROVAL_SCHEMA, CHARTER_SCHEMA};
+    use crate::identity::Identity;
+    use crate::record::{sign, Audience, Draft};
+
+    fn rec(who: &Identity, schema: &str, epoch: Option<[u8; 32]>, payload: Vec<u8>) -> Record {
+        sign(
+            who,
+            1,
+            None,
+            Draft {
+                schema: schema.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch,
+                payload,
+                created_at_ms: 1,
+            },
+        )
+    }
+
+    fn charter(founders: &[&Identity]) -> SignedCharter {
+        let members = founders
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Member {
+                organisation: format!("org{i}"),
+                country: "GE".into(),
+                key: f.key(),
+            })
+            .collect();
+        let mut sc = SignedCharter::draft("c", founders.len() as u32, members, false, 1).unwrap();
+        for f in founders {
+            sc.sign(f).unwrap();
+        }
+        sc
+    }
+
+    #[test]
+    fn only_members_at_the_named_epoch_and_founders_are_entitled() {
+        let (a, b, stranger) = (
+            Identity::from_seed(&[1; 32]),
+            Identity::from_seed(&[2; 32]),
+            Identity::from_seed(&[3; 32]),
+        );
+        let sc = charter(&[&a, &b]);
+        let payload = serde_json::to_vec(&sc).unwrap();
+        let c = rec(&a, CHARTER_SCHEMA, None, payload.clone());
+        assert_eq!(governance_entitled(&c, None, &a.key()), Ok(()));
+        // A charter that does not list this node's organisation is not stored.
+        assert!(matches!(
+            governance_entitled(&c, None, &stranger.key()),
+            Err(GovernanceRefusal::NotEntitled(_))
+        ));
+        // Stored by someone who is not a founder.
+        let by_stranger = rec(&stranger, CHARTER_SCHEMA, None, payload);
+        assert!(governance_entitled(&by_stranger, None, &a.key()).is_err());
+        let m = Membership::fold(&[c], None).unwrap().unwrap();
+        let epoch = m.current().epoch;
+        let approval = |who: &Identity, epoch| {
+            rec(
+                who,
+                APPROVAL_SCHEMA,
+                epoch,
+                format!("{{\"proposal\":\"{}\"}}", "ab".repeat(32)).into_bytes(),
+            )
+        };
+        assert_eq!(
+            governance_entitled(&approval(&b, Some(epoch)), Some(&m), &a.key()),
+            Ok(())
+        );
+        let junk = governance_entitled(&approval(&stranger, Some(epoch)), Some(&m), &a.key());
+        assert!(
+            matches!(&junk, Err(GovernanceRefusal::NotEntitled(r)) if r.contains("not a member")),
+            "{junk:?}"
+        );
+        assert!(matches!(
+            governance_entitled(&approval(&b, None), Some(&m), &a.key()),
+            Err(GovernanceRefusal::NotEntitled(_))
+        ));
+        assert!(matches!(
+            governance_entitled(&approval(&b, Some([9; 32])), Some(&m), &a.key()),
+            Err(GovernanceRefusal::UnknownEpoch(r)) if r.contains("not in this coalition's history")
+        ));
+        // Another coalition's charter, once this node belongs to one.
+        let other = rec(
+            &stranger,
+            CHARTER_SCHEMA,
+            None,
+            serde_json::to_vec(&charter(&[&stranger])).unwrap(),
+        );
+        assert!(matches!(
+            governance_entitled(&other, Some(&m), &a.key()),
+            Err(GovernanceRefusal::NotEntitled(r)) if r.contains("is not the charter")
+        ));
+    }
+}

@@ -38,12 +38,16 @@ pub enum NodeCmd {
         #[arg(long, default_value_t = 90)]
         days: u32,
     },
+    /// Create the HTTP API token (`api.token` in the home, mode 0600) if there is none,
+    /// and print its path. The API needs it to listen on a non-loopback address.
+    ApiToken,
 }
 
 /// Runs `coalition init`.
 pub(super) async fn init(home: &Home, cmd: InitCmd) -> Result<Outcome> {
     let p = passphrase(true)?;
     let (node, identity) = Node::init(home.clone(), &cmd.org, &cmd.country, &p).await?;
+    crate::api_server::create_token(&home.api_token_path())?;
     eprintln!(
         "Created Coalition home {} for {} ({}).\nKeep the passphrase safe: without it the key cannot be recovered.\nOrganisation key:",
         home.dir().display(),
@@ -75,6 +79,15 @@ pub(super) async fn node(home: &Home, cmd: NodeCmd) -> Result<Outcome> {
             let cert = node.issue_node_cert(&identity, &peer_id, expires).await?;
             out(cert.id.to_hex())?;
             eprintln!("certificate for peer {peer_id} valid for {days} days; it is shared with the coalition like any record");
+        }
+        NodeCmd::ApiToken => {
+            let node = open(home).await?;
+            let path = node.home().api_token_path();
+            if crate::api_server::read_token(&path)?.is_none() {
+                crate::api_server::create_token(&path)?;
+                eprintln!("created a new API token");
+            }
+            out(path.display().to_string())?;
         }
     }
     Ok(Outcome::Success)

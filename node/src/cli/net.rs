@@ -2,7 +2,7 @@
 //! running node over its local HTTP API.
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::shared::{open, out, out_json, unlock, Outcome};
 use crate::config::Home;
@@ -14,6 +14,26 @@ pub struct PeersCmd {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `coalition replica …`: this organisation's other nodes that receive its PRIVATE
+/// records. A PRIVATE record stays on this node unless the operator enrols another node
+/// of the same organisation here (by its peer id, which `coalition status` prints on that
+/// node). Enrolments live in this node's store and take effect at the next sync.
+#[derive(Debug, Subcommand)]
+pub enum ReplicaCmd {
+    /// Enrol a node of this organisation (by libp2p peer id) as a replica.
+    Add {
+        /// The other node's peer id.
+        peer_id: String,
+    },
+    /// Withdraw an enrolment (records already copied stay on that node).
+    Remove {
+        /// The peer id.
+        peer_id: String,
+    },
+    /// List the enrolled replicas.
+    List,
 }
 
 /// `coalition status`
@@ -36,9 +56,44 @@ pub(super) async fn run(home: &Home, args: RunArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// Runs `coalition replica …`.
+pub(super) async fn replica(home: &Home, cmd: ReplicaCmd) -> Result<Outcome> {
+    let node = open(home).await?;
+    match cmd {
+        ReplicaCmd::Add { peer_id } => {
+            if node.add_replica(&peer_id).await? {
+                eprintln!("enrolled {peer_id} as a replica: once it proves it belongs to this organisation, this node's PRIVATE records sync to it");
+            } else {
+                eprintln!("{peer_id} is already enrolled");
+            }
+        }
+        ReplicaCmd::Remove { peer_id } => {
+            if !node.remove_replica(&peer_id).await? {
+                anyhow::bail!(
+                    "{peer_id} is not an enrolled replica (see `coalition replica list`)"
+                );
+            }
+            eprintln!("{peer_id} is no longer a replica; records it already received stay on it");
+        }
+        ReplicaCmd::List => {
+            for p in node.replicas().await? {
+                out(p)?;
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
 /// Runs `coalition peers`.
-pub(super) fn peers(home: &Home, cmd: PeersCmd) -> Result<Outcome> {
-    let peers = daemon_get(home, "/api/v1/peers")?;
+pub(super) async fn peers(home: &Home, cmd: PeersCmd) -> Result<Outcome> {
+    let mut peers = daemon_get(home, "/api/v1/peers")?;
+    let replicas = open(home).await?.replicas().await?;
+    for p in peers.as_array_mut().into_iter().flatten() {
+        let enrolled = p["peer_id"]
+            .as_str()
+            .is_some_and(|id| replicas.iter().any(|r| r == id));
+        p["replica"] = enrolled.into();
+    }
     if cmd.json {
         out_json(&peers)?;
         return Ok(Outcome::Success);
@@ -47,10 +102,15 @@ pub(super) fn peers(home: &Home, cmd: PeersCmd) -> Result<Outcome> {
     if list.is_empty() {
         out("no peers connected")?;
     }
-    for p in list {
+    for p in &list {
         out(format!(
-            "{}  {}  {}{}  last sync {}",
+            "{}{}  {}  {}{}  last sync {}",
             p["peer_id"].as_str().unwrap_or("?"),
+            if p["replica"].as_bool() == Some(true) {
+                " (replica)"
+            } else {
+                ""
+            },
             p["organisation"].as_str().unwrap_or("(not verified)"),
             p["address"].as_str().unwrap_or(""),
             if p["relayed"].as_bool() == Some(true) {
@@ -63,6 +123,14 @@ pub(super) fn peers(home: &Home, cmd: PeersCmd) -> Result<Outcome> {
                 .map(|t| format!("{} s ago", (crate::now_ms() - t) / 1000))
                 .unwrap_or_else(|| "never".into())
         ))?;
+    }
+    for r in &replicas {
+        if !list
+            .iter()
+            .any(|p| p["peer_id"].as_str() == Some(r.as_str()))
+        {
+            out(format!("{r} (replica)  not connected"))?;
+        }
     }
     Ok(Outcome::Success)
 }
@@ -120,7 +188,12 @@ fn daemon_get(home: &Home, path: &str) -> Result<serde_json::Value> {
     })?;
     let api = info.api.context("the running node serves no HTTP API")?;
     let url = format!("http://{api}{path}");
-    let mut resp = ureq::get(&url)
+    let mut req = ureq::get(&url);
+    // Needed when the node listens off loopback; harmless otherwise.
+    if let Some(token) = crate::api_server::read_token(&home.api_token_path())? {
+        req = req.header("Authorization", format!("Bearer {}", token.as_str()));
+    }
+    let mut resp = req
         .call()
         .with_context(|| format!("cannot reach the running node at {url}"))?;
     let text = resp

@@ -57,7 +57,7 @@ pub(super) async fn answer(
     }
     match request {
         Kind::Hello(_) => (error_response("hello already accepted"), Ok(())),
-        Kind::Summary(summary) => match common(node, index, &me, &peer_org).await {
+        Kind::Summary(summary) => match common(node, index, &me, &peer_org, &peer).await {
             Ok(set) => (
                 pb::SyncResponse {
                     kind: Some(pb::sync_response::Kind::Buckets(
@@ -75,7 +75,7 @@ pub(super) async fn answer(
                     Err(Violation::TooManyBuckets),
                 );
             }
-            let set = match common(node, index, &me, &peer_org).await {
+            let set = match common(node, index, &me, &peer_org, &peer).await {
                 Ok(s) => s,
                 Err(e) => return internal(&peer, e),
             };
@@ -141,7 +141,7 @@ pub(super) async fn answer(
             let (ok, bad): (Vec<_>, Vec<_>) = {
                 let ix = index.lock().await;
                 records.into_iter().partition(|b| {
-                    addressed_to(b, &me, |id, author| {
+                    addressed_to(b, &me, &peer_org, |id, author| {
                         batch_grants.iter().any(|(t, a, aud)| {
                             t == id && a == author && audience::reaches(aud, &me)
                         }) || ix.granted_to(id, author, &me)
@@ -211,9 +211,18 @@ fn internal(peer: &PeerId, e: impl std::fmt::Display) -> (pb::SyncResponse, Resu
 }
 
 /// Whether `me` may receive a pushed record: its author, its own audience, or a grant.
-fn addressed_to(bytes: &[u8], me: &OrgKey, granted: impl Fn(&RecordId, &OrgKey) -> bool) -> bool {
+fn addressed_to(
+    bytes: &[u8],
+    me: &OrgKey,
+    peer_org: &OrgKey,
+    granted: impl Fn(&RecordId, &OrgKey) -> bool,
+) -> bool {
     match record::verify(bytes) {
-        Ok(r) => audience::entitled(&r.author, &r.audience, me) || granted(&r.id, &r.author),
+        Ok(r) => {
+            audience::entitled(&r.author, &r.audience, me)
+                || audience::from_own_organisation(&r.author, me, peer_org)
+                || granted(&r.id, &r.author)
+        }
         // Invalid records are refused (and counted) by ingest.
         Err(_) => true,
     }
@@ -371,5 +380,37 @@ mod tests {
             "the answer tells a held private record from an unknown id"
         );
         assert!(r.records.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_on_this_node_tells_the_peer_no_detail() {
+        use sqlx::ConnectOptions;
+        let TwoMembers {
+            _dir,
+            node,
+            me,
+            peer,
+            ..
+        } = two_members().await;
+        // Break the store under the answer: the holdings read a table that is gone.
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(node.store().path())
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("DROP TABLE audience_members")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let index = Mutex::new(Index::default());
+        let summary = pb::sync_request::Kind::Summary(pb::Summary::default());
+        let from = crate::net::test_support::peer_id(1);
+        let (resp, _) = answer(&node, &index, me.key(), from, peer.key(), summary).await;
+        match resp.kind {
+            Some(pb::sync_response::Kind::Error(e)) => {
+                assert_eq!(e.message, "internal error; retry later")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -79,7 +79,13 @@ pub(super) fn build_swarm(
                     gossip_config,
                 )
                 .map_err(std::io::Error::other)?;
-                let mut score = gossipsub::PeerScoreParams::default();
+                // Peers hold gossip's application score from the certificate gate:
+                // unverified ones far below the graylist threshold
+                // (`event_loop::gate::UNVERIFIED_GOSSIP_SCORE`), members 0.
+                let mut score = gossipsub::PeerScoreParams {
+                    app_specific_weight: 1.0,
+                    ..Default::default()
+                };
                 // Test coalitions run many nodes on one loopback address.
                 score
                     .ip_colocation_factor_whitelist

@@ -114,7 +114,7 @@ pub(super) async fn drive(
         return Err(SyncError::NotMember);
     }
     let mut client = Client::new(commands, peer);
-    let set = common(node, index, &me, &peer_org).await?;
+    let set = common(node, index, &me, &peer_org, &peer).await?;
     let buckets = match client
         .call(pb::sync_request::Kind::Summary(set.summary()))
         .await?
@@ -239,10 +239,11 @@ pub(super) async fn common(
     index: &Mutex<Index>,
     me: &OrgKey,
     peer: &OrgKey,
+    peer_id: &PeerId,
 ) -> Result<Arc<SyncSet>, SyncError> {
     let mut ix = index.lock().await;
     ix.refresh(node.store()).await?;
-    Ok(ix.common(me, peer))
+    Ok(ix.common(me, peer, peer_id))
 }
 
 #[cfg(test)]

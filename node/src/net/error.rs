@@ -33,8 +33,8 @@ pub(super) fn setup(e: impl std::fmt::Display) -> NetError {
     NetError::Setup(e.to_string())
 }
 
-/// Why a peer's node certificate was refused. The text (after `certificate refused: `)
-/// is what the peer is told.
+/// Why a peer's node certificate was refused. The text goes to the local log; the peer
+/// is told a fixed phrase (`event_loop::gate::refusal`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertError {
@@ -150,7 +150,9 @@ pub enum Violation {
 /// membership records may come later. The node reports refusals as text
 /// (`ImportReport::failures`), so this is the one place that reads it.
 pub(super) fn names_unknown_epoch(reason: &str) -> bool {
+    // A membership record over the per-author cap is not the sender's fault either.
     reason.contains("not in this coalition's history")
+        || reason.contains(crate::node::GOVERNANCE_CAP_REASON)
 }
 
 /// An error with its sources, for logs.

@@ -39,7 +39,7 @@ use super::behaviour::{Behaviour, BehaviourEvent};
 use super::client::Command;
 use super::config::NetConfig;
 use super::driver;
-use super::error::{error_chain, NetError, SyncError, Violation};
+use super::error::{error_chain, CertError, NetError, SyncError, Violation};
 use super::gossip;
 use super::index::Index;
 use super::peers::PeerTable;
@@ -122,6 +122,8 @@ pub(super) struct EventLoop {
     refold: Arc<Notify>,
     membership: Option<Membership>,
     announces: gossip::Pending,
+    /// Peers whose certificate was refused, rejected once the refusal is sent.
+    refusals: HashMap<PeerId, CertError>,
     tasks: JoinSet<()>,
     inflight: Arc<AtomicUsize>,
     last_dial: Option<Instant>,
@@ -186,6 +188,7 @@ impl EventLoop {
             refold,
             membership,
             announces: gossip::Pending::default(),
+            refusals: HashMap::new(),
             tasks: JoinSet::new(),
             inflight: Arc::default(),
             last_dial: None,
@@ -267,7 +270,9 @@ impl EventLoop {
                     .peers
                     .connected(peer_id, connection_id, address, relayed, now)
                 {
-                    self.send_hello(peer_id);
+                    self.gate_opened(peer_id, &endpoint);
+                } else {
+                    self.gate_joined(peer_id, &endpoint);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -278,6 +283,7 @@ impl EventLoop {
             } if num_established > 0 => self.peers.connection_closed(&peer_id, &connection_id),
             SwarmEvent::ConnectionClosed { peer_id, .. } => {
                 self.peers.disconnected(&peer_id);
+                self.refusals.remove(&peer_id);
                 for (msg, _) in self.announces.take(&peer_id) {
                     self.report(&msg, &peer_id, MessageAcceptance::Ignore);
                 }
@@ -356,8 +362,9 @@ impl EventLoop {
             },
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound sync failure");
+                self.refused(peer);
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { peer, .. } => self.refused(peer),
         }
     }
 

@@ -12,7 +12,6 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::charter::Membership;
 use crate::identity::OrgKey;
 use crate::node::Node;
 use crate::record::RecordId;
@@ -23,12 +22,15 @@ use super::index::Index;
 /// Announcements waiting for a sync to resolve them.
 pub(super) const MAX_PENDING_ANNOUNCES: usize = 4096;
 
-/// The coalition's gossip topic (one per charter).
-pub(super) fn topic(membership: Option<&Membership>) -> IdentTopic {
-    IdentTopic::new(match membership {
-        Some(m) => format!("coalition/{}/records/1", hex::encode(&m.charter_id[..8])),
-        None => "coalition/none/records/1".into(),
-    })
+/// The gossip topic. The same for every coalition: a topic is sent to every connected
+/// peer in gossipsub's first message, before anything is verified, so it must not name
+/// the coalition (it once carried the charter id). Only verified members get anything
+/// published on it (see `event_loop::gate::UNVERIFIED_GOSSIP_SCORE`).
+pub(super) const TOPIC: &str = "coalition/records/2";
+
+/// The gossip topic as gossipsub takes it.
+pub(super) fn topic() -> IdentTopic {
+    IdentTopic::new(TOPIC)
 }
 
 /// Gossip message id: the announced record id (content-addressed), so the same record

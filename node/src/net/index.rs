@@ -1,9 +1,13 @@
 //! What this node holds, with each record's effective audience, kept in memory and
 //! refreshed incrementally from the store, so each sync can compute the set of records
-//! both sides may hold without rescanning the database.
+//! both sides may hold without rescanning the database. It also holds the operator's
+//! replica enrolments (peer ids; `coalition replica`), read again at each refresh, since
+//! they decide whether a peer of this organisation gets its PRIVATE records.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use libp2p::PeerId;
 
 use crate::audience::{self, grant_target};
 use crate::finding::GRANT_SCHEMA;
@@ -31,14 +35,29 @@ pub struct Index {
     held: HashMap<RecordId, Held>,
     /// Grants by (target, grant author): audiences to add.
     grants: HashMap<RecordId, Vec<(OrgKey, Audience)>>,
-    /// Recently computed common sets by (me, peer), newest last; emptied whenever a
-    /// refresh loads anything, since new records or grants can change every set.
-    common: Vec<((OrgKey, OrgKey), Arc<SyncSet>)>,
+    /// Recently computed common sets by (me, peer, peer is a replica), newest last;
+    /// emptied whenever a refresh loads anything, since new records or grants can change
+    /// every set.
+    common: Vec<((OrgKey, OrgKey, bool), Arc<SyncSet>)>,
+    /// Peers enrolled as replicas of this organisation.
+    replicas: HashSet<PeerId>,
 }
 
 impl Index {
     /// Loads records stored since the last refresh. Returns how many were new.
     pub async fn refresh(&mut self, store: &Store) -> Result<usize, StoreError> {
+        let replicas: HashSet<PeerId> = store
+            .meta(crate::node::REPLICAS_META)
+            .await?
+            .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if replicas != self.replicas {
+            self.replicas = replicas;
+            self.common.clear();
+        }
         let rows = store.holdings_since(self.last_rowid).await?;
         let n = rows.len();
         if n > 0 {
@@ -126,11 +145,29 @@ impl Index {
             .is_some_and(|a| audience::entitled(&h.author, &a, org))
     }
 
-    /// The records held that both `me` and `peer` may receive: what a sync between the
-    /// two compares. Computed once per peer until the next refresh that loads anything
-    /// (a full sync of 100,000 records asks for it on every page).
-    pub fn common(&mut self, me: &OrgKey, peer: &OrgKey) -> Arc<SyncSet> {
-        let key = (*me, *peer);
+    /// Whether `peer` (a node of organisation `peer_org`) is a replica of this node of
+    /// `me`: enrolled by the operator and proved to be of the same organisation.
+    pub fn is_replica(&self, me: &OrgKey, peer_org: &OrgKey, peer: &PeerId) -> bool {
+        me == peer_org && self.replicas.contains(peer)
+    }
+
+    /// Whether a replica of this node (of organisation `me`) may receive record `id`.
+    fn replica_entitled(&self, id: &RecordId, me: &OrgKey) -> bool {
+        let Some(h) = self.held.get(id) else {
+            return false;
+        };
+        self.audience(id)
+            .is_some_and(|a| audience::replica_entitled(&h.author, &a, me, me))
+    }
+
+    /// The records held that both `me` and `peer` (node `peer_id` of organisation `peer`)
+    /// may receive: what a sync between the two compares; for a replica
+    /// ([`Index::is_replica`]), this organisation's PRIVATE records too. Computed once
+    /// per peer until the next refresh that loads anything (a full sync of 100,000
+    /// records asks for it on every page).
+    pub fn common(&mut self, me: &OrgKey, peer: &OrgKey, peer_id: &PeerId) -> Arc<SyncSet> {
+        let replica = self.is_replica(me, peer, peer_id);
+        let key = (*me, *peer, replica);
         if let Some(i) = self.common.iter().position(|(k, _)| *k == key) {
             let hit = self.common.remove(i);
             let set = hit.1.clone();
@@ -140,7 +177,13 @@ impl Index {
         let set = Arc::new(SyncSet::new(
             self.held
                 .iter()
-                .filter(|(id, _)| self.entitled(id, me) && self.entitled(id, peer))
+                .filter(|(id, _)| {
+                    if replica {
+                        self.replica_entitled(id, me)
+                    } else {
+                        self.entitled(id, me) && self.entitled(id, peer)
+                    }
+                })
                 .map(|(id, h)| Entry {
                     author: h.author,
                     seq: h.seq,

@@ -1,9 +1,10 @@
 //! The store poller: a task beside the event loop that reads the store so the event loop
 //! never waits on it. Every 200 ms it looks for this organisation's new records (to
-//! announce, or to sync now if they are members-only); every second it folds the
+//! announce, or to sync now if they are members-only); every second it asks for the
 //! membership (it also changes through the CLI and imports) and counts the records held
-//! per author; and it folds the membership at once when the event loop asks (a sync
-//! stored membership records). It sends what it found over a bounded channel
+//! per author; and it asks at once when the event loop asks (a sync stored membership
+//! records). Asking is cheap: the node caches the fold and refolds only when membership
+//! records were stored (`Node::membership`). It sends what it found over a bounded channel
 //! ([`Polled`]); when the event loop is busy the poller waits, and it stops when the
 //! event loop is gone or `shutdown` turns true.
 
@@ -22,7 +23,7 @@ use super::index::Index;
 
 /// Between looks for this organisation's new records.
 const OWN_RECORDS_EVERY: Duration = Duration::from_millis(200);
-/// Between membership folds and counts of records per author.
+/// Between membership checks (a cached fold) and counts of records per author.
 const MEMBERSHIP_EVERY: Duration = Duration::from_secs(1);
 /// Results waiting for the event loop.
 pub(super) const POLLED_QUEUE: usize = 16;

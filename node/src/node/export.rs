@@ -1,5 +1,7 @@
 //! What may leave the node as a bundle: the stored records a recipient may receive under
-//! the audience rules, written atomically so a crash never leaves half a file.
+//! the audience rules, written atomically so a crash never leaves half a file. Node
+//! certificates are operational data (which libp2p peer id an organisation runs, so
+//! where to find it) and stay out of every export but a full backup.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,7 +11,7 @@ use coalition_proto::v1::BundleHeader;
 use super::{io_err, Node, NodeError};
 use crate::audience::{self, grant_target};
 use crate::bundle;
-use crate::charter::MEMBERSHIP_SCHEMAS;
+use crate::charter::{MEMBERSHIP_SCHEMAS, NODE_CERT_SCHEMA};
 use crate::finding::GRANT_SCHEMA;
 use crate::identity::OrgKey;
 use crate::now_ms;
@@ -62,7 +64,8 @@ pub fn write_atomically(
 
 impl Node {
     /// Stored records that may leave this node for `recipient` (`None`: the whole
-    /// coalition), or all of them when `include_private`.
+    /// coalition), node certificates left out; or all of them when `include_private`
+    /// (a backup for the organisation itself).
     pub async fn shareable(
         &self,
         include_private: bool,
@@ -94,6 +97,7 @@ impl Node {
         }
         Ok(records
             .into_iter()
+            .filter(|r| r.schema != NODE_CERT_SCHEMA)
             .filter(|r| {
                 let a = audience::widened(
                     &r.audience,

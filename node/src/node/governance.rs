@@ -5,11 +5,14 @@
 use serde_json::json;
 
 use super::membership::CHARTER_META;
-use super::{Node, NodeError};
+use super::{Node, NodeError, GOVERNANCE_CAP};
 use crate::charter::{self, Change, SignedCharter};
 use crate::finding::to_payload;
 use crate::identity::Identity;
 use crate::record::{Audience, Record, RecordId};
+
+/// Meta key holding the replica enrolments: a JSON list of peer ids.
+pub const REPLICAS_META: &str = "replicas";
 
 impl Node {
     /// Adopts a fully signed charter: stores it as a record by this organisation.
@@ -103,6 +106,14 @@ impl Node {
                 "proposal {id} has already taken effect"
             )));
         }
+        if m.pending
+            .iter()
+            .any(|q| q.proposal == id && q.approvers.contains(&identity.key()))
+        {
+            return Err(NodeError::Refused(format!(
+                "this organisation already supports proposal {id}; its support counts once, so there is nothing to add"
+            )));
+        }
         if let Some(other) = m
             .pending
             .iter()
@@ -137,6 +148,53 @@ impl Node {
         Ok(r)
     }
 
+    /// The peer ids of this organisation's other nodes that this node's operator enrolled
+    /// as replicas (PRIVATE records sync to them; see `coalition replica`).
+    pub async fn replicas(&self) -> Result<Vec<String>, NodeError> {
+        Ok(self
+            .store
+            .meta(REPLICAS_META)
+            .await?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// Enrols the node with libp2p peer id `peer_id` as a replica: once it proves (by its
+    /// node certificate) that it belongs to this organisation, this node's PRIVATE
+    /// records sync to it. False if it was enrolled already.
+    pub async fn add_replica(&self, peer_id: &str) -> Result<bool, NodeError> {
+        let peer: libp2p::PeerId = peer_id.trim().parse().map_err(|e| {
+            NodeError::Refused(format!(
+                "{peer_id:?} is not a libp2p peer id ({e}); `coalition status` on the other node prints its peer id"
+            ))
+        })?;
+        let mut list = self.replicas().await?;
+        if list.contains(&peer.to_string()) {
+            return Ok(false);
+        }
+        list.push(peer.to_string());
+        list.sort();
+        self.store
+            .set_meta(REPLICAS_META, &serde_json::to_string(&list).expect("list"))
+            .await?;
+        Ok(true)
+    }
+
+    /// Withdraws a replica enrolment; false if `peer_id` was not enrolled. Records it
+    /// received stay on it.
+    pub async fn remove_replica(&self, peer_id: &str) -> Result<bool, NodeError> {
+        let mut list = self.replicas().await?;
+        let before = list.len();
+        list.retain(|p| p != peer_id.trim());
+        if list.len() == before {
+            return Ok(false);
+        }
+        self.store
+            .set_meta(REPLICAS_META, &serde_json::to_string(&list).expect("list"))
+            .await?;
+        Ok(true)
+    }
+
     /// Signs and stores a governance record for the whole coalition (every member must
     /// be able to count it).
     async fn sign_for_coalition(
@@ -145,6 +203,21 @@ impl Node {
         schema: &str,
         payload: Vec<u8>,
     ) -> Result<Record, NodeError> {
+        if charter::MEMBERSHIP_SCHEMAS.contains(&schema) {
+            // Other nodes store at most GOVERNANCE_CAP per author and epoch.
+            let folded = self.folded().await?;
+            let epoch = folded.membership.as_ref().map(|m| m.current().epoch);
+            let held = folded
+                .per_author_epoch
+                .get(&(identity.key(), epoch))
+                .copied()
+                .unwrap_or(0);
+            if held >= GOVERNANCE_CAP {
+                return Err(NodeError::Refused(format!(
+                    "this organisation already signed {held} membership records under the current epoch, the most other nodes store; wait for the membership to change"
+                )));
+            }
+        }
         self.append_one(identity, schema, Audience::Coalition, None, payload)
             .await
     }

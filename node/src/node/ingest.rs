@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::{io_err, Node, NodeError};
 use crate::bundle;
 use crate::charter::Membership;
-use crate::check::{self, Prepared};
+use crate::check::{self, GovernanceRefusal, Prepared};
 use crate::record::RecordId;
 use crate::verify::{is_membership, Failure};
 
@@ -21,6 +21,18 @@ const IMPORT_BATCH: usize = 8192;
 
 /// Records in the first batch of an import (see `Node::import`).
 const IMPORT_FIRST_BATCH: usize = 256;
+
+/// Membership records (charters, proposals, approvals) stored per author and epoch they
+/// name. An honest member signs one proposal or approval per epoch (the CLI refuses a
+/// second, which would be equivocation); a few more keep equivocation evidence. Without
+/// a cap one member could sign millions at its epoch, each entitled, and every node
+/// would store and re-fold them all.
+pub const GOVERNANCE_CAP: u32 = 8;
+
+/// How a refusal for [`GOVERNANCE_CAP`] ends: such a record is not the sender's fault
+/// (honest nodes may have kept different ones), so sync does not count it against them.
+pub const GOVERNANCE_CAP_REASON: &str =
+    "the most a node stores; not stored (an honest member signs one per epoch)";
 
 /// Records from a peer that passed every check, waiting to be stored
 /// ([`Node::check_from_peer`], then [`Node::store_from_peer`]).
@@ -98,7 +110,7 @@ impl Node {
             .filter(|e| is_membership(&e.bytes))
             .collect();
         report.read += governance.len() as u64;
-        self.ingest(&governance, None, &mut report).await?;
+        self.ingest_governance(&governance, &mut report).await?;
         let membership = self.membership().await?;
 
         // Pipelined: while one batch is written (SQLite, one core), the next is verified
@@ -179,7 +191,7 @@ impl Node {
             duplicates: read - (governance.len() + data.len()) as u64,
             ..Default::default()
         };
-        self.ingest(&governance, None, &mut report).await?;
+        self.ingest_governance(&governance, &mut report).await?;
         if data.is_empty() {
             return Ok(CheckedRecords {
                 ok: Vec::new(),
@@ -203,20 +215,95 @@ impl Node {
         Ok(report)
     }
 
-    /// Verifies `batch` in parallel, judges authors against `membership` (if any), and
-    /// stores what passes in one transaction.
-    async fn ingest(
+    /// Stores the governance records (charter, proposals, approvals) of `batch` whose
+    /// authors were entitled to sign them ([`check::governance_entitled`]), at most
+    /// [`GOVERNANCE_CAP`] per author and epoch, and refuses the rest: a record from a
+    /// throwaway key is never stored, so it is neither passed on nor re-verified by
+    /// every later fold. Records naming an epoch this node reaches only through other
+    /// records of the batch are judged after those: rounds of judge, store, refold, until
+    /// a round stores nothing.
+    async fn ingest_governance(
         &self,
         batch: &[bundle::Entry],
-        membership: Option<&Membership>,
         report: &mut ImportReport,
     ) -> Result<(), NodeError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let (ok, failures) = tokio::task::block_in_place(|| check_batch(batch, membership));
-        report.failures.extend(failures);
-        self.store_checked(&ok, report).await
+        let ids: Vec<RecordId> = batch.iter().map(|e| RecordId::of(&e.bytes)).collect();
+        let held = self.store.held(&ids).await?;
+        let fresh: Vec<&bundle::Entry> = batch
+            .iter()
+            .zip(&ids)
+            .filter(|(_, id)| !held.contains(id))
+            .map(|(e, _)| e)
+            .collect();
+        report.duplicates += (batch.len() - fresh.len()) as u64;
+        let checked: Vec<(u64, Result<Prepared, Failure>)> = tokio::task::block_in_place(|| {
+            fresh
+                .par_iter()
+                .map(|e| {
+                    let r = check::prepare(&e.bytes).map_err(|err| Failure {
+                        index: e.index,
+                        id: Some(RecordId::of(&e.bytes).to_hex()),
+                        reason: err.to_string(),
+                    });
+                    (e.index, r)
+                })
+                .collect()
+        });
+        let mut waiting = Vec::with_capacity(checked.len());
+        for (index, r) in checked {
+            match r {
+                Ok(p) => waiting.push((index, p)),
+                Err(f) => report.failures.push(f),
+            }
+        }
+        // The same records give the same outcome whatever order they came in.
+        waiting.sort_by_key(|(_, p)| p.record.id);
+        let me = self.key();
+        while !waiting.is_empty() {
+            let folded = self.folded().await?;
+            let mut counts = folded.per_author_epoch.clone();
+            let mut accept = Vec::new();
+            let mut later = Vec::new();
+            for (index, p) in waiting {
+                let failure = |reason: String| Failure {
+                    index,
+                    id: Some(p.record.id.to_hex()),
+                    reason,
+                };
+                match check::governance_entitled(&p.record, folded.membership.as_ref(), &me) {
+                    Ok(()) => {
+                        let n = counts.entry((p.record.author, p.record.epoch)).or_default();
+                        if *n >= GOVERNANCE_CAP {
+                            report.failures.push(failure(format!(
+                                "author {} already has {GOVERNANCE_CAP} membership records for this epoch, {GOVERNANCE_CAP_REASON}",
+                                p.record.author.short()
+                            )));
+                        } else {
+                            *n += 1;
+                            accept.push(p);
+                        }
+                    }
+                    Err(GovernanceRefusal::UnknownEpoch(reason)) => later.push((index, p, reason)),
+                    Err(e) => report.failures.push(failure(e.to_string())),
+                }
+            }
+            if accept.is_empty() {
+                report
+                    .failures
+                    .extend(later.into_iter().map(|(index, p, reason)| Failure {
+                        index,
+                        id: Some(p.record.id.to_hex()),
+                        reason,
+                    }));
+                break;
+            }
+            self.store_checked(&accept, report).await?;
+            waiting = later.into_iter().map(|(i, p, _)| (i, p)).collect();
+        }
+        Ok(())
     }
 
     /// Stores checked records in one transaction and counts what was new.
@@ -294,4 +381,203 @@ fn check_batch(
         }
     }
     (ok, failures)
+}
+
+#[cfg(test)]
+mod governance_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::charter::{Member, SignedCharter, APPROVAL_SCHEMA, PROPOSAL_SCHEMA};
+    use crate::config::Home;
+    use crate::finding::to_payload;
+    use crate::identity::Identity;
+    use crate::record::{self, Audience, Draft, Record};
+
+    /// A node of "Org A" in a two-member coalition with `peer`, and the genesis epoch.
+    async fn founded(dir: &Path) -> (Node, Identity, Identity, [u8; 32]) {
+        let (node, me) = Node::init(
+            Home::new(Some(dir.join("h"))),
+            "Org A",
+            "RS",
+            "passphrase-1",
+        )
+        .await
+        .unwrap();
+        let peer = Identity::from_seed(&[3; 32]);
+        let members = vec![
+            node.member_card(),
+            Member {
+                organisation: "Org B".into(),
+                country: "XK".into(),
+                key: peer.key(),
+            },
+        ];
+        let mut sc = SignedCharter::draft("C", 2, members, false, 0).unwrap();
+        sc.sign(&me).unwrap();
+        sc.sign(&peer).unwrap();
+        node.adopt_charter(&me, &sc).await.unwrap();
+        let epoch = node.membership().await.unwrap().unwrap().current().epoch;
+        (node, me, peer, epoch)
+    }
+
+    fn signed(
+        who: &Identity,
+        seq: u64,
+        schema: &str,
+        epoch: [u8; 32],
+        payload: serde_json::Value,
+    ) -> Record {
+        record::sign(
+            who,
+            seq,
+            (seq > 1).then_some(RecordId([seq as u8; 32])),
+            Draft {
+                schema: schema.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: Some(epoch),
+                payload: to_payload(&payload),
+                created_at_ms: 1,
+            },
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn approvals_from_throwaway_keys_are_refused_and_a_members_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, _me, peer, epoch) = founded(dir.path()).await;
+        let proposal = json!({ "proposal": "ab".repeat(32) });
+        let junk: Vec<Vec<u8>> = (0..200u32)
+            .map(|i| {
+                let mut seed = [7u8; 32];
+                seed[..4].copy_from_slice(&i.to_le_bytes());
+                signed(
+                    &Identity::from_seed(&seed),
+                    1,
+                    APPROVAL_SCHEMA,
+                    epoch,
+                    proposal.clone(),
+                )
+                .bytes
+            })
+            .collect();
+        let before = node.store().count().await.unwrap();
+        let report = node.ingest_from_peer(junk).await.unwrap();
+        assert_eq!(
+            report.stored, 0,
+            "no approval from a throwaway key is stored"
+        );
+        assert_eq!(report.failures.len(), 200);
+        for f in &report.failures {
+            assert!(f.reason.contains("was not a member"), "{}", f.reason);
+            // Counted against the sender at sync (net::error::names_unknown_epoch).
+            assert!(!f.reason.contains("not in this coalition's history"));
+            assert!(!f.reason.contains(GOVERNANCE_CAP_REASON));
+        }
+        assert_eq!(node.store().count().await.unwrap(), before);
+
+        // A member may sign many; a node keeps GOVERNANCE_CAP per epoch.
+        let many: Vec<Vec<u8>> = (1..=GOVERNANCE_CAP as u64 + 3)
+            .map(|seq| signed(&peer, seq, APPROVAL_SCHEMA, epoch, proposal.clone()).bytes)
+            .collect();
+        let report = node.ingest_from_peer(many).await.unwrap();
+        assert_eq!(report.stored, u64::from(GOVERNANCE_CAP), "{report:?}");
+        assert_eq!(report.failures.len(), 3);
+        assert!(report
+            .failures
+            .iter()
+            .all(|f| f.reason.contains(GOVERNANCE_CAP_REASON)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_fold_is_cached_until_a_membership_record_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, me, peer, epoch) = founded(dir.path()).await;
+        let folds = node.membership_folds();
+        for _ in 0..5 {
+            node.membership().await.unwrap().unwrap();
+        }
+        assert_eq!(node.membership_folds(), folds, "nothing stored: no refold");
+        let add = json!({ "change": { "kind": "add", "member": {
+            "organisation": "Org C", "country": "GE", "key": Identity::from_seed(&[5; 32]).key() } } });
+        node.propose(
+            &me,
+            serde_json::from_value(add["change"].clone()).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+        let m = node.membership().await.unwrap().unwrap();
+        assert_eq!(m.pending.len(), 1);
+        assert!(node.membership_folds() > folds, "a stored proposal refolds");
+        let folds = node.membership_folds();
+        // A record stored by another process (the CLI) is seen too: a second handle.
+        let other = Node::open(Home::new(Some(dir.path().join("h"))))
+            .await
+            .unwrap();
+        let approval = signed(
+            &peer,
+            1,
+            APPROVAL_SCHEMA,
+            epoch,
+            json!({ "proposal": m.pending[0].proposal.to_hex() }),
+        );
+        other.ingest_from_peer(vec![approval.bytes]).await.unwrap();
+        let m = node.membership().await.unwrap().unwrap();
+        assert_eq!(m.applied.len(), 1, "the change took effect");
+        assert_eq!(node.membership_folds(), folds + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_of_a_later_epoch_in_one_batch_are_judged_after_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, me, peer, epoch) = founded(dir.path()).await;
+        let c = Identity::from_seed(&[5; 32]);
+        let change = json!({ "kind": "add", "member": {
+            "organisation": "Org C", "country": "GE", "key": c.key() } });
+        let p = signed(
+            &peer,
+            1,
+            PROPOSAL_SCHEMA,
+            epoch,
+            json!({ "change": change }),
+        );
+        let a = signed(
+            &me,
+            1,
+            APPROVAL_SCHEMA,
+            epoch,
+            json!({ "proposal": p.id.to_hex() }),
+        );
+        let m = Membership::fold(
+            &[
+                node.store()
+                    .records_with_schemas(&crate::charter::MEMBERSHIP_SCHEMAS)
+                    .await
+                    .unwrap(),
+                vec![p.clone(), a.clone()],
+            ]
+            .concat(),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let next = m.current().epoch;
+        assert_ne!(next, epoch);
+        // Org C, a member only from `next` on, approves something at `next`.
+        let later = signed(
+            &c,
+            1,
+            APPROVAL_SCHEMA,
+            next,
+            json!({ "proposal": "cd".repeat(32) }),
+        );
+        let report = node
+            .ingest_from_peer(vec![later.bytes.clone(), a.bytes.clone(), p.bytes.clone()])
+            .await
+            .unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(report.stored, 3);
+    }
 }
