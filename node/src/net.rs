@@ -34,7 +34,7 @@ pub mod relay;
 mod status;
 pub mod sync;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use std::sync::Arc;
 use std::time::Duration;

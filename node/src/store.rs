@@ -173,6 +173,21 @@ fn id_col(r: &sqlx::sqlite::SqliteRow, i: usize) -> RecordId {
     RecordId::from_slice(&b).unwrap_or(RecordId([0; 32]))
 }
 
+/// The member keys of an audience as SQL lists them: `group_concat(hex(member))` over
+/// `audience_members` (comma-separated hex; `NULL` for none). A value that is not a key
+/// is left out.
+pub(crate) fn member_keys(concat: Option<String>) -> Vec<OrgKey> {
+    concat
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|h| {
+            hex::decode(h)
+                .ok()
+                .and_then(|b| OrgKey::from_bytes(&b).ok())
+        })
+        .collect()
+}
+
 fn key_col(r: &sqlx::sqlite::SqliteRow, i: usize) -> Result<OrgKey, StoreError> {
     let b: Vec<u8> = r.get(i);
     OrgKey::from_bytes(&b).map_err(|e| StoreError::Corrupt {

@@ -233,6 +233,26 @@ async fn listen_in(
     }
 }
 
+/// Runs `f` with a fresh stranger swarm (and what it hears) on its own thread and
+/// runtime.
+fn stranger_thread<T, Fut>(
+    f: impl FnOnce(Heard, Swarm<Stranger>) -> Fut + Send + 'static,
+) -> std::thread::JoinHandle<T>
+where
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let heard = Heard::default();
+        let swarm = stranger_swarm(heard.clone());
+        rt.block_on(f(heard, swarm))
+    })
+}
+
 /// A stranger that dials `addr` (without a peer id, as a scan would) and behaves as
 /// `conduct` says, on a thread of its own. Returns what it heard and every byte.
 fn stranger_dials(
@@ -245,22 +265,14 @@ fn stranger_dials(
         .iter()
         .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
         .collect();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let heard = Heard::default();
-            let mut swarm = stranger_swarm(heard.clone());
-            swarm
-                .dial(DialOpts::unknown_peer_id().address(addr).build())
-                .expect("dial");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let h = listen_in(&mut swarm, conduct, connected, deadline).await;
-            let bytes = heard.lock().unwrap().clone();
-            (h, bytes)
-        })
+    stranger_thread(move |heard, mut swarm| async move {
+        swarm
+            .dial(DialOpts::unknown_peer_id().address(addr).build())
+            .expect("dial");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let h = listen_in(&mut swarm, conduct, connected, deadline).await;
+        let bytes = heard.lock().unwrap().clone();
+        (h, bytes)
     })
 }
 
@@ -303,19 +315,30 @@ fn spelled(bytes: &[u8], markers: &[(String, Vec<u8>)]) -> Vec<String> {
         .collect()
 }
 
+/// Two organisations founding `coalition`, and the markers that would name the first
+/// one or the coalition.
+fn founded_pair(
+    coalition: &str,
+    first: (&str, &str),
+    second: (&str, &str),
+) -> (Org, Org, Vec<(String, Vec<u8>)>) {
+    let (a, b) = (Org::init(first.0, first.1), Org::init(second.0, second.1));
+    found(coalition, &[&a, &b], 2);
+    let marks = markers(&a, coalition);
+    (a, b, marks)
+}
+
 /// A stranger that waits on a member's node (while the node publishes a new record to
 /// its member peer) and one that presents a garbage certificate: both complete Noise,
 /// hear identify and gossip, and neither hears the organisation or the coalition named.
 /// The member still syncs.
 #[test]
 fn a_stranger_that_connects_hears_nothing_that_names_the_organisation() {
-    let coalition = "Quiet Rivers Coalition";
-    let (a, b) = (
-        Org::init("Silence Watch Nis", "RS"),
-        Org::init("Org B", "GE"),
+    let (a, b, marks) = founded_pair(
+        "Quiet Rivers Coalition",
+        ("Silence Watch Nis", "RS"),
+        ("Org B", "GE"),
     );
-    found(coalition, &[&a, &b], 2);
-    let marks = markers(&a, coalition);
     let na = a.start_node("a", "");
     let _nb = b.start_node("b", &format!("bootstrap = {}", toml_list(&[&na.tcp])));
     let first = a.add_example("01-rs-belgrade-protest-force.json", "coalition");
@@ -379,42 +402,32 @@ fn a_stranger_that_connects_hears_nothing_that_names_the_organisation() {
 /// there: it must not introduce itself (its certificate names its organisation).
 #[test]
 fn a_node_does_not_introduce_itself_to_a_peer_it_did_not_name() {
-    let coalition = "Quiet Hills Coalition";
-    let (d, e) = (
-        Org::init("Silence Watch Kumanovo", "MK"),
-        Org::init("Org E", "AL"),
+    let (d, e, marks) = founded_pair(
+        "Quiet Hills Coalition",
+        ("Silence Watch Kumanovo", "MK"),
+        ("Org E", "AL"),
     );
-    found(coalition, &[&d, &e], 2);
-    let marks = markers(&d, coalition);
     let (addr_tx, addr_rx) = mpsc::channel();
-    let listener = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let heard = Heard::default();
-            let mut swarm = stranger_swarm(heard.clone());
-            swarm
-                .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-                .expect("listen");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, swarm.select_next_some()).await {
-                    Ok(SwarmEvent::NewListenAddr { address, .. }) => {
-                        addr_tx.send(address.to_string()).ok();
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(_) => panic!("the stranger did not listen"),
+    let listener = stranger_thread(move |heard, mut swarm| async move {
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .expect("listen");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, swarm.select_next_some()).await {
+                Ok(SwarmEvent::NewListenAddr { address, .. }) => {
+                    addr_tx.send(address.to_string()).ok();
+                    break;
                 }
+                Ok(_) => {}
+                Err(_) => panic!("the stranger did not listen"),
             }
-            let (tx, _rx) = mpsc::channel();
-            let h = listen_in(&mut swarm, Conduct::Waits, tx, deadline).await;
-            let bytes = heard.lock().unwrap().clone();
-            (h, bytes)
-        })
+        }
+        let (tx, _rx) = mpsc::channel();
+        let h = listen_in(&mut swarm, Conduct::Waits, tx, deadline).await;
+        let bytes = heard.lock().unwrap().clone();
+        (h, bytes)
     });
     let addr = addr_rx
         .recv_timeout(Duration::from_secs(30))

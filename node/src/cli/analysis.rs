@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::shared::charter_id;
 use super::{open, out, unlock, Format, Outcome};
 use crate::config::Home;
 use crate::identity::OrgKey;
@@ -369,15 +370,7 @@ async fn membership_epoch(node: &Node) -> Option<String> {
 
 /// Runs `coalition verify-report`.
 pub(super) async fn verify_report(cmd: VerifyReportCmd) -> Result<Outcome> {
-    let charter = cmd
-        .charter
-        .map(|c| {
-            hex::decode(c.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| anyhow::anyhow!("--charter takes the 64-hex-character charter id that `coalition charter show` prints"))
-        })
-        .transpose()?;
+    let charter = charter_id(cmd.charter.as_deref())?;
     let r = report::read(&cmd.report)?;
     let check = report::verify(&r, &cmd.bundle, charter)
         .await

@@ -206,3 +206,18 @@ pub(super) fn unlock(node: &Node) -> Result<Identity> {
     let p = passphrase(false)?;
     Ok(node.unlock(&p)?)
 }
+
+/// The charter id given to `--charter`, if any: 64 hex characters.
+pub(super) fn charter_id(arg: Option<&str>) -> Result<Option<[u8; 32]>> {
+    arg.map(|c| {
+        hex::decode(c.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--charter takes the 64-hex-character charter id that `coalition charter show` prints"
+                )
+            })
+    })
+    .transpose()
+}

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::analysis;
-use super::shared::{open, out, out_json, Format, Outcome};
+use super::shared::{charter_id, open, out, out_json, Format, Outcome};
 use crate::config::Home;
 use crate::identity::OrgKey;
 use crate::verify::{verify_bundle_for, Failure, VerifyReport};
@@ -101,15 +101,7 @@ pub(super) async fn import(home: &Home, cmd: ImportCmd) -> Result<Outcome> {
 
 /// Runs `coalition verify`.
 pub(super) async fn verify(home: &Home, cmd: VerifyCmd) -> Result<Outcome> {
-    let expected = cmd
-        .charter
-        .map(|c| {
-            hex::decode(c.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| anyhow::anyhow!("--charter takes the 64-hex-character charter id that `coalition charter show` prints"))
-        })
-        .transpose()?;
+    let expected = charter_id(cmd.charter.as_deref())?;
     let (report, what) = match &cmd.path {
         Some(p) => (verify_bundle_for(p, expected)?, p.display().to_string()),
         None => {

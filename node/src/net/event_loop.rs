@@ -135,17 +135,7 @@ pub(super) struct EventLoop {
 
 impl EventLoop {
     pub(super) async fn new(parts: Parts) -> Result<Self, NetError> {
-        let Parts {
-            swarm,
-            node,
-            me,
-            cert,
-            topic,
-            config,
-            commands,
-            command_rx,
-            status,
-        } = parts;
+        let node = parts.node;
         let membership = node.membership().await?;
         let announced_upto = node.store().max_rowid().await.map_err(NodeError::from)?;
         let mut index = Index::default();
@@ -154,30 +144,31 @@ impl EventLoop {
         let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE);
         let (polled_tx, polled_rx) = mpsc::channel(POLLED_QUEUE);
         let refold = Arc::new(Notify::new());
-        let poller = Poller::new(
-            node.clone(),
-            index.clone(),
-            me,
+        let poller = Poller {
+            node: node.clone(),
+            index: index.clone(),
+            me: parts.me,
             announced_upto,
-            membership.as_ref().map(|m| m.current().epoch),
-            refold.clone(),
-            polled_tx,
-        );
-        let reservations = Reservations::new(&config.relays, Instant::now());
-        let announce_listen = config.relay_server && config.external_addresses.is_empty();
+            epoch: membership.as_ref().map(|m| m.current().epoch),
+            refold: refold.clone(),
+            tx: polled_tx,
+        };
+        let reservations = Reservations::new(&parts.config.relays, Instant::now());
+        let announce_listen =
+            parts.config.relay_server && parts.config.external_addresses.is_empty();
         if announce_listen {
             tracing::warn!("relay server without [network] external_addresses: announcing its listen addresses to the nodes that reserve with it");
         }
         Ok(Self {
-            swarm,
+            swarm: parts.swarm,
             node,
-            me,
-            cert,
-            topic,
-            config,
-            commands,
-            command_rx,
-            status,
+            me: parts.me,
+            cert: parts.cert,
+            topic: parts.topic,
+            config: parts.config,
+            commands: parts.commands,
+            command_rx: parts.command_rx,
+            status: parts.status,
             index,
             peers: PeerTable::default(),
             pending: HashMap::new(),

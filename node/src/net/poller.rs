@@ -39,42 +39,22 @@ pub(super) enum Polled {
     PerAuthor(BTreeMap<OrgKey, u64>),
 }
 
-/// The poller's state; [`Poller::run`] is the task.
+/// The poller's state; [`Poller::run`] is the task. It reports to `tx`: own records
+/// after `announced_upto`, membership changes from `epoch` on, and a fold whenever
+/// `refold` is notified.
 pub(super) struct Poller {
-    node: Arc<Node>,
-    index: Arc<Mutex<Index>>,
-    me: OrgKey,
+    pub(super) node: Arc<Node>,
+    pub(super) index: Arc<Mutex<Index>>,
+    pub(super) me: OrgKey,
     /// Rowid up to which own records were looked at.
-    announced_upto: i64,
+    pub(super) announced_upto: i64,
     /// Epoch of the membership last reported.
-    epoch: Option<[u8; 32]>,
-    refold: Arc<Notify>,
-    tx: mpsc::Sender<Polled>,
+    pub(super) epoch: Option<[u8; 32]>,
+    pub(super) refold: Arc<Notify>,
+    pub(super) tx: mpsc::Sender<Polled>,
 }
 
 impl Poller {
-    /// A poller that reports to `tx`: own records after `announced_upto`, membership
-    /// changes from `epoch` on, and a fold whenever `refold` is notified.
-    pub(super) fn new(
-        node: Arc<Node>,
-        index: Arc<Mutex<Index>>,
-        me: OrgKey,
-        announced_upto: i64,
-        epoch: Option<[u8; 32]>,
-        refold: Arc<Notify>,
-        tx: mpsc::Sender<Polled>,
-    ) -> Self {
-        Self {
-            node,
-            index,
-            me,
-            announced_upto,
-            epoch,
-            refold,
-            tx,
-        }
-    }
-
     /// Polls until `shutdown` turns true or the event loop is gone. Cancel safe between
     /// polls; a poll only reads.
     pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {

@@ -1,4 +1,4 @@
-//! Fixtures shared by the network layer's unit tests.
+//! Fixtures shared by the unit tests of the network layer and the node's ingest.
 
 use libp2p::PeerId;
 use tempfile::TempDir;
@@ -19,16 +19,16 @@ pub(super) fn peer_id(n: u8) -> PeerId {
 }
 
 /// A node whose charter has two members: itself and `peer`.
-pub(super) struct TwoMembers {
-    pub(super) _dir: TempDir,
-    pub(super) node: Node,
-    pub(super) me: Identity,
-    pub(super) peer: Identity,
-    pub(super) epoch: [u8; 32],
+pub(crate) struct TwoMembers {
+    pub(crate) _dir: TempDir,
+    pub(crate) node: Node,
+    pub(crate) me: Identity,
+    pub(crate) peer: Identity,
+    pub(crate) epoch: [u8; 32],
 }
 
 /// Founds a two-member coalition in a temporary home.
-pub(super) async fn two_members() -> TwoMembers {
+pub(crate) async fn two_members() -> TwoMembers {
     let dir = tempfile::tempdir().unwrap();
     let (node, me) = Node::init(
         Home::new(Some(dir.path().join("h"))),

@@ -388,38 +388,12 @@ mod governance_tests {
     use serde_json::json;
 
     use super::*;
-    use crate::charter::{Member, SignedCharter, APPROVAL_SCHEMA, PROPOSAL_SCHEMA};
+    use crate::charter::{APPROVAL_SCHEMA, PROPOSAL_SCHEMA};
     use crate::config::Home;
     use crate::finding::to_payload;
     use crate::identity::Identity;
+    use crate::net::test_support::{two_members, TwoMembers};
     use crate::record::{self, Audience, Draft, Record};
-
-    /// A node of "Org A" in a two-member coalition with `peer`, and the genesis epoch.
-    async fn founded(dir: &Path) -> (Node, Identity, Identity, [u8; 32]) {
-        let (node, me) = Node::init(
-            Home::new(Some(dir.join("h"))),
-            "Org A",
-            "RS",
-            "passphrase-1",
-        )
-        .await
-        .unwrap();
-        let peer = Identity::from_seed(&[3; 32]);
-        let members = vec![
-            node.member_card(),
-            Member {
-                organisation: "Org B".into(),
-                country: "XK".into(),
-                key: peer.key(),
-            },
-        ];
-        let mut sc = SignedCharter::draft("C", 2, members, false, 0).unwrap();
-        sc.sign(&me).unwrap();
-        sc.sign(&peer).unwrap();
-        node.adopt_charter(&me, &sc).await.unwrap();
-        let epoch = node.membership().await.unwrap().unwrap().current().epoch;
-        (node, me, peer, epoch)
-    }
 
     fn signed(
         who: &Identity,
@@ -445,8 +419,9 @@ mod governance_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn approvals_from_throwaway_keys_are_refused_and_a_members_are_capped() {
-        let dir = tempfile::tempdir().unwrap();
-        let (node, _me, peer, epoch) = founded(dir.path()).await;
+        let TwoMembers {
+            node, peer, epoch, ..
+        } = two_members().await;
         let proposal = json!({ "proposal": "ab".repeat(32) });
         let junk: Vec<Vec<u8>> = (0..200u32)
             .map(|i| {
@@ -492,8 +467,13 @@ mod governance_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_fold_is_cached_until_a_membership_record_is_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let (node, me, peer, epoch) = founded(dir.path()).await;
+        let TwoMembers {
+            _dir: dir,
+            node,
+            me,
+            peer,
+            epoch,
+        } = two_members().await;
         let folds = node.membership_folds();
         for _ in 0..5 {
             node.membership().await.unwrap().unwrap();
@@ -531,8 +511,13 @@ mod governance_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_of_a_later_epoch_in_one_batch_are_judged_after_the_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let (node, me, peer, epoch) = founded(dir.path()).await;
+        let TwoMembers {
+            node,
+            me,
+            peer,
+            epoch,
+            ..
+        } = two_members().await;
         let c = Identity::from_seed(&[5; 32]);
         let change = json!({ "kind": "add", "member": {
             "organisation": "Org C", "country": "GE", "key": c.key() } });

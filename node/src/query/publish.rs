@@ -111,17 +111,7 @@ async fn audiences(reader: &Reader, q: &Query) -> Result<Vec<Candidate>, QueryEr
         // as private, which no report counts.
         let audience = match r.get::<i64, _>(3) {
             1 => Audience::Coalition,
-            2 => Audience::members(
-                members
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter_map(|h| {
-                        hex::decode(h)
-                            .ok()
-                            .and_then(|b| OrgKey::from_bytes(&b).ok())
-                    })
-                    .collect(),
-            ),
+            2 => Audience::members(crate::store::member_keys(members)),
             _ => Audience::Private,
         };
         out.push(Candidate {

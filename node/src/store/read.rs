@@ -221,15 +221,7 @@ impl Store {
                     audience: r.get(4),
                     schema: r.get(5),
                     grant: r.get(6),
-                    members: members
-                        .unwrap_or_default()
-                        .split(',')
-                        .filter_map(|h| {
-                            hex::decode(h)
-                                .ok()
-                                .and_then(|b| OrgKey::from_bytes(&b).ok())
-                        })
-                        .collect(),
+                    members: super::member_keys(members),
                 })
             })
             .collect()
