@@ -402,7 +402,7 @@ fn a_stranger_that_connects_hears_nothing_that_names_the_organisation() {
 /// there: it must not introduce itself (its certificate names its organisation).
 #[test]
 fn a_node_does_not_introduce_itself_to_a_peer_it_did_not_name() {
-    let (d, e, marks) = founded_pair(
+    let (d, _e, marks) = founded_pair(
         "Quiet Hills Coalition",
         ("Silence Watch Kumanovo", "MK"),
         ("Org E", "AL"),
