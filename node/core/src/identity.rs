@@ -1,9 +1,17 @@
-//! Organisation identity: the ed25519 signing key and its encrypted key file.
+//! Organisation identity: the ed25519 signing key, the secrets that travel with it, and
+//! their encrypted key file.
 //!
-//! A seized laptop must not give away the key, so the key file holds the secret only as
+//! A seized laptop must not give away the key, so the key file holds the secrets only as
 //! XChaCha20-Poly1305 ciphertext under a key derived from the operator's passphrase with
 //! argon2id. The public key and the KDF parameters are bound into the AEAD as associated
 //! data, so a file whose header was edited fails to open just like a wrong passphrase.
+//!
+//! Key file format 2 (`coalition-key/v2`) seals, beside the 32-byte ed25519 seed, a random
+//! 32-byte store key (the store's encryption key at rest) and the organisation's X25519
+//! encryption secrets for sealed records, newest first: the plaintext is
+//! `seed ‖ store_key ‖ enc_0 ‖ enc_1 ‖ …`, 32 bytes each, at least one encryption secret.
+//! A format 1 file (the seed alone) opens and is rewritten as format 2 in place, with new
+//! random secrets, the first time it is loaded.
 
 use std::fmt;
 use std::path::Path;
@@ -167,10 +175,14 @@ impl<'de> Deserialize<'de> for OrgKey {
     }
 }
 
-/// The organisation's signing identity, unlocked in memory.
+/// The organisation's signing identity and the secrets sealed beside it, unlocked in memory.
 pub struct Identity {
     signing: SigningKey,
     key: OrgKey,
+    /// The store's encryption key at rest.
+    store_key: Zeroizing<[u8; 32]>,
+    /// X25519 static secrets for sealed records, newest first (never empty).
+    encryption: Vec<Zeroizing<[u8; 32]>>,
 }
 
 impl fmt::Debug for Identity {
@@ -182,16 +194,31 @@ impl fmt::Debug for Identity {
 }
 
 impl Identity {
-    /// Generates a fresh identity from the operating system's CSPRNG.
+    /// Generates a fresh identity from the operating system's CSPRNG, with a random store
+    /// key and a random encryption secret.
     pub fn generate() -> Self {
         let signing = SigningKey::generate(&mut OsRng);
-        Self::from_signing_key(signing)
+        Self {
+            key: OrgKey(signing.verifying_key().to_bytes()),
+            signing,
+            store_key: random_secret(),
+            encryption: vec![random_secret()],
+        }
     }
 
-    /// Wraps an existing signing key (tests and benchmarks use fixed seeds).
+    /// Wraps an existing signing key (tests and benchmarks use fixed seeds). Its store key
+    /// and encryption secret are derived from the seed (domain-separated SHA-256), so the
+    /// same seed always gives the same identity.
     pub fn from_signing_key(signing: SigningKey) -> Self {
         let key = OrgKey(signing.verifying_key().to_bytes());
-        Self { signing, key }
+        let store_key = derived_secret(b"coalition/v2/store-key\0", &signing);
+        let encryption = vec![derived_secret(b"coalition/v2/encryption-key\0", &signing)];
+        Self {
+            signing,
+            key,
+            store_key,
+            encryption,
+        }
     }
 
     /// Identity from a 32-byte seed.
@@ -216,6 +243,24 @@ impl Identity {
         Zeroizing::new(h.finalize().into())
     }
 
+    /// The store's encryption key at rest (random, kept only in the key file).
+    pub fn store_key(&self) -> &[u8; 32] {
+        &self.store_key
+    }
+
+    /// The organisation's X25519 static secrets for sealed records, newest first; never
+    /// empty. Older ones are kept so records sealed to them before a rotation still open.
+    pub fn encryption_secrets(&self) -> &[Zeroizing<[u8; 32]>] {
+        &self.encryption
+    }
+
+    /// Makes a new random encryption secret the current one, keeping the older ones.
+    /// Persist it with [`Identity::replace_key_file`].
+    pub fn rotate_encryption_key(&mut self) {
+        self.encryption.insert(0, random_secret());
+        self.encryption.truncate(MAX_ENCRYPTION_SECRETS);
+    }
+
     /// Signs `message` (callers add their own domain-separation prefix).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()
@@ -237,7 +282,35 @@ impl Identity {
         })
     }
 
-    /// Reads and decrypts the key file at `path`.
+    /// Replaces the key file at `path` with this identity under `passphrase`, atomically:
+    /// the new file is written and synced beside it, then renamed over it, so an
+    /// interruption leaves either the old file or the new one, never a torn one.
+    pub fn replace_key_file(&self, path: &Path, passphrase: &str) -> Result<(), IdentityError> {
+        let shown = path.display().to_string();
+        let io = |e: std::io::Error| IdentityError::KeyFile {
+            path: shown.clone(),
+            reason: format!("{e} (check that the home directory is writable)"),
+        };
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".new");
+        let tmp = std::path::PathBuf::from(tmp);
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        self.save(&tmp, passphrase)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Reads and decrypts the key file at `path`. A format 1 key file is upgraded to
+    /// format 2 in place (new random store key and encryption secret) before it is
+    /// returned, so every later load gives the same secrets.
     pub fn load(path: &Path, passphrase: &str) -> Result<Self, IdentityError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| IdentityError::KeyFile {
@@ -248,8 +321,26 @@ impl Identity {
             path: shown.clone(),
             reason: format!("not a Coalition key file ({e})"),
         })?;
-        file.open(passphrase, &shown)
+        let id = file.open(passphrase, &shown)?;
+        if file.format == KEY_FILE_FORMAT_V1 {
+            id.replace_key_file(path, passphrase)?;
+        }
+        Ok(id)
     }
+}
+
+fn random_secret() -> Zeroizing<[u8; 32]> {
+    let mut s = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(s.as_mut());
+    s
+}
+
+fn derived_secret(label: &[u8], signing: &SigningKey) -> Zeroizing<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(label);
+    h.update(signing.to_bytes());
+    Zeroizing::new(h.finalize().into())
 }
 
 /// Writes `bytes` to a new file readable only by its owner.
@@ -294,7 +385,9 @@ impl Default for KdfParams {
 }
 
 /// On-disk key file (JSON). `ciphertext` = XChaCha20-Poly1305(key = argon2id(passphrase,
-/// salt), nonce, plaintext = 32-byte ed25519 seed, aad = associated_data()).
+/// salt), nonce, plaintext, aad = associated_data()), where the plaintext is the 32-byte
+/// ed25519 seed (format 1) or `seed ‖ store_key ‖ enc_0 ‖ …` (format 2, see the module
+/// documentation).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyFile {
@@ -308,17 +401,39 @@ struct KeyFile {
     ciphertext: String,
 }
 
-const KEY_FILE_FORMAT: &str = "coalition-key/v1";
+/// The format written today.
+const KEY_FILE_FORMAT: &str = "coalition-key/v2";
+/// The seed alone; opened, then upgraded.
+const KEY_FILE_FORMAT_V1: &str = "coalition-key/v1";
+/// At most this many encryption secrets are kept (a rotation a week for twenty years).
+const MAX_ENCRYPTION_SECRETS: usize = 1024;
 
 impl KeyFile {
     fn seal(id: &Identity, passphrase: &str, params: KdfParams) -> Result<Self, IdentityError> {
+        let mut plain = Zeroizing::new(Vec::with_capacity(64 + 32 * id.encryption.len()));
+        plain.extend_from_slice(&id.signing.to_bytes());
+        plain.extend_from_slice(id.store_key.as_ref());
+        for secret in &id.encryption {
+            plain.extend_from_slice(secret.as_ref());
+        }
+        Self::seal_plain(KEY_FILE_FORMAT, id.key, &plain, passphrase, params)
+    }
+
+    /// Seals `plain` in a key file of `format` for `public_key`.
+    fn seal_plain(
+        format: &str,
+        public_key: OrgKey,
+        plain: &[u8],
+        passphrase: &str,
+        params: KdfParams,
+    ) -> Result<Self, IdentityError> {
         let mut salt = [0u8; 16];
         let mut nonce = [0u8; 24];
         OsRng.fill_bytes(&mut salt);
         OsRng.fill_bytes(&mut nonce);
         let mut file = KeyFile {
-            format: KEY_FILE_FORMAT.into(),
-            public_key: id.key.to_hex(),
+            format: format.into(),
+            public_key: public_key.to_hex(),
             kdf: "argon2id".into(),
             kdf_params: params,
             salt: hex::encode(salt),
@@ -332,17 +447,16 @@ impl KeyFile {
                 reason,
             })?;
         let cipher = XChaCha20Poly1305::new(key.as_ref().into());
-        let seed = Zeroizing::new(id.signing.to_bytes());
         let aad = file.associated_data();
         let ct = cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
-                    msg: seed.as_ref(),
+                    msg: plain,
                     aad: &aad,
                 },
             )
-            .expect("encryption of 32 bytes cannot fail");
+            .expect("encryption of a few hundred bytes cannot fail");
         file.ciphertext = hex::encode(ct);
         Ok(file)
     }
@@ -367,7 +481,7 @@ impl KeyFile {
             path: path.to_string(),
             reason: reason.to_string(),
         };
-        if self.format != KEY_FILE_FORMAT
+        if !(self.format == KEY_FILE_FORMAT || self.format == KEY_FILE_FORMAT_V1)
             || self.kdf != "argon2id"
             || self.aead != "xchacha20poly1305"
         {
@@ -386,8 +500,8 @@ impl KeyFile {
         let key = derive_key(passphrase, &salt, p).map_err(|r| bad(&r))?;
         let cipher = XChaCha20Poly1305::new(key.as_ref().into());
         let aad = self.associated_data();
-        // The decrypted seed is wiped when dropped, whatever happens next.
-        let seed = cipher
+        // The decrypted secrets are wiped when dropped, whatever happens next.
+        let plain = cipher
             .decrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
@@ -399,12 +513,35 @@ impl KeyFile {
             .map_err(|_| IdentityError::WrongPassphrase {
                 path: path.to_string(),
             })?;
-        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
-            seed.as_slice()
-                .try_into()
-                .map_err(|_| bad("decrypted key has the wrong length"))?,
-        );
-        let id = Identity::from_seed(&seed);
+        let chunk = |i: usize| -> Zeroizing<[u8; 32]> {
+            let mut s = Zeroizing::new([0u8; 32]);
+            s.copy_from_slice(&plain[32 * i..32 * (i + 1)]);
+            s
+        };
+        let id = if self.format == KEY_FILE_FORMAT_V1 {
+            if plain.len() != 32 {
+                return Err(bad("decrypted key has the wrong length"));
+            }
+            let signing = SigningKey::from_bytes(&chunk(0));
+            Identity {
+                key: OrgKey(signing.verifying_key().to_bytes()),
+                signing,
+                store_key: random_secret(),
+                encryption: vec![random_secret()],
+            }
+        } else {
+            let n = plain.len() / 32;
+            if plain.len() % 32 != 0 || n < 3 || n - 2 > MAX_ENCRYPTION_SECRETS {
+                return Err(bad("decrypted secrets have the wrong length"));
+            }
+            let signing = SigningKey::from_bytes(&chunk(0));
+            Identity {
+                key: OrgKey(signing.verifying_key().to_bytes()),
+                signing,
+                store_key: chunk(1),
+                encryption: (2..n).map(chunk).collect(),
+            }
+        };
         if id.key.to_hex() != self.public_key {
             return Err(bad(
                 "decrypted key does not match the public key in the file",
@@ -525,6 +662,75 @@ mod tests {
             }
         }
         assert!(CHECKED.with(|c| c.borrow().len()) <= CHECKED_KEYS);
+    }
+
+    #[test]
+    fn key_file_keeps_the_store_key_and_encryption_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.enc");
+        let mut id = Identity::generate();
+        assert_ne!(id.store_key(), &*id.encryption_secrets()[0]);
+        id.save(&path, "correct horse battery").unwrap();
+        let back = Identity::load(&path, "correct horse battery").unwrap();
+        assert_eq!(back.store_key(), id.store_key());
+        assert_eq!(back.encryption_secrets(), id.encryption_secrets());
+        // A rotation keeps the old secret behind the new one, and survives a reload.
+        let old = id.encryption_secrets()[0].clone();
+        id.rotate_encryption_key();
+        id.replace_key_file(&path, "correct horse battery").unwrap();
+        let back = Identity::load(&path, "correct horse battery").unwrap();
+        assert_eq!(back.encryption_secrets().len(), 2);
+        assert_ne!(back.encryption_secrets()[0], old);
+        assert_eq!(back.encryption_secrets()[1], old);
+        assert_eq!(back.store_key(), id.store_key());
+        assert!(!dir.path().join("key.enc.new").exists());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&hex::encode(id.store_key())));
+    }
+
+    /// A format 1 key file (the seed alone) opens, is rewritten as format 2 once, and from
+    /// then on gives the same store key: a store encrypted after the upgrade stays readable.
+    #[test]
+    fn format_1_key_files_are_upgraded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.enc");
+        let id = Identity::generate();
+        let v1 = KeyFile::seal_plain(
+            KEY_FILE_FORMAT_V1,
+            id.key(),
+            &id.signing.to_bytes(),
+            "correct horse battery",
+            KdfParams::default(),
+        )
+        .unwrap();
+        write_private(&path, serde_json::to_string(&v1).unwrap().as_bytes()).unwrap();
+        let first = Identity::load(&path, "correct horse battery").unwrap();
+        assert_eq!(first.key(), id.key());
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(file["format"], KEY_FILE_FORMAT);
+        let second = Identity::load(&path, "correct horse battery").unwrap();
+        assert_eq!(second.store_key(), first.store_key());
+        assert_eq!(second.encryption_secrets(), first.encryption_secrets());
+        // A wrong passphrase on a format 1 file changes nothing.
+        let v1_path = dir.path().join("v1.enc");
+        write_private(&v1_path, serde_json::to_string(&v1).unwrap().as_bytes()).unwrap();
+        assert!(Identity::load(&v1_path, "wrong horse battery").is_err());
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&v1_path).unwrap()).unwrap();
+        assert_eq!(file["format"], KEY_FILE_FORMAT_V1);
+    }
+
+    #[test]
+    fn secrets_of_a_seeded_identity_are_fixed_and_distinct() {
+        let a = Identity::from_seed(&[1; 32]);
+        let again = Identity::from_seed(&[1; 32]);
+        let b = Identity::from_seed(&[2; 32]);
+        assert_eq!(a.store_key(), again.store_key());
+        assert_eq!(a.encryption_secrets(), again.encryption_secrets());
+        assert_ne!(a.store_key(), b.store_key());
+        assert_ne!(a.store_key(), &*a.encryption_secrets()[0]);
+        assert_ne!(a.store_key(), &[1; 32]);
     }
 
     #[test]
