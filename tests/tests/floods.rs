@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use coalition_tests::adversary::measure::{attacks, measure, Figures, Fixture};
+use coalition_tests::adversary::measure::{
+    attacks, figure_run, flood_secs, measure, Figures, Fixture,
+};
 
 /// The target's memory goal.
 const RSS_LIMIT_KIB: u64 = 512 * 1024;
@@ -58,4 +60,13 @@ fn floods_and_slow_peers_neither_crash_nor_stall_the_node() {
     }
     fx.na.stop();
     fx.nb.stop();
+}
+
+/// The figures of docs/RELIABILITY.md on the debug build: every attack held 30 s
+/// (`FLOOD_SECS`). `cargo test -p coalition-tests --test floods -- --ignored --nocapture`
+#[test]
+#[ignore = "a figure-producing run of several minutes"]
+fn flood_figures() {
+    let rows = figure_run(flood_secs(30));
+    assert!(rows.iter().all(|f| f.alive), "the node went down");
 }

@@ -349,3 +349,56 @@ pub fn attacks() -> Vec<(&'static str, Start)> {
         }),
     ]
 }
+
+/// The figure run: a fresh fixture, the member's sync time without an attack, then every
+/// attack held for `secs` (the member's bound: `max(secs, 60)` s). Prints the table on
+/// stdout (progress and the adversaries' tallies on stderr) and returns the rows. With
+/// `FLOOD_ONLY` set, only the attacks whose name contains it.
+pub fn figure_run(secs: u64) -> Vec<Figures> {
+    let only = std::env::var("FLOOD_ONLY").unwrap_or_default();
+    let mut fx = Fixture::start();
+    let quiet = fx.sync_time(Duration::from_secs(120));
+    eprintln!("member sync without attack: {quiet:?}");
+    let mut rows = Vec::new();
+    for (name, start) in attacks().into_iter().filter(|(n, _)| n.contains(&only)) {
+        let f = measure(
+            &mut fx,
+            name,
+            Duration::from_secs(secs),
+            Duration::from_secs(secs.max(60)),
+            start,
+        );
+        eprintln!(
+            "{}\n  adversary: {}\n  alive: {}",
+            f.row(),
+            f.adversary,
+            f.alive
+        );
+        if !f.api_errors.is_empty() {
+            eprintln!("  API errors: {:?}", f.api_errors);
+        }
+        rows.push(f);
+    }
+    println!(
+        "attacks held {secs} s each; member sync without attack: {}",
+        quiet.map_or("not within 120 s".into(), |d| format!(
+            "{:.2} s",
+            d.as_secs_f64()
+        ))
+    );
+    println!("{}", Figures::HEADER);
+    for f in &rows {
+        println!("{}{}", f.row(), if f.alive { "" } else { " NODE DOWN" });
+    }
+    fx.na.stop();
+    fx.nb.stop();
+    rows
+}
+
+/// `FLOOD_SECS` from the environment, else `default`.
+pub fn flood_secs(default: u64) -> u64 {
+    std::env::var("FLOOD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
