@@ -25,10 +25,14 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, Multiaddr, StreamProtocol, SwarmBuilder};
 use prost::Message;
 
+pub mod dials;
+pub mod measure;
+pub mod member;
+
 /// The node's sync protocol.
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/coalition/sync/1");
 /// The node's largest request frame (4 MiB).
-const MAX_REQUEST: usize = 4 << 20;
+pub const MAX_REQUEST: usize = 4 << 20;
 /// How long one session (one fresh peer id) lasts at most.
 const SESSION: Duration = Duration::from_secs(20);
 
@@ -60,13 +64,24 @@ impl Attack {
     /// connect and stay silent, each looping with fresh peer ids, against `target`
     /// (`/ip4/…/tcp/…/p2p/PEER`, as a node prints it).
     pub fn start(target: &str, flooders: usize, squatters: usize) -> Self {
+        Self::sending(target, flooders, squatters, barrage)
+    }
+
+    /// Like [`Attack::start`], the flooders sending what `frames` makes instead of the
+    /// barrage (e.g. [`edge_frames`]).
+    pub fn sending(
+        target: &str,
+        flooders: usize,
+        squatters: usize,
+        frames: fn() -> Vec<Frame>,
+    ) -> Self {
         let target: Multiaddr = target.parse().expect("a multiaddress");
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Tally::default());
         let threads = (0..flooders + squatters)
             .map(|i| {
                 let (target, stop, tally) = (target.clone(), stop.clone(), tally.clone());
-                let flood = i < flooders;
+                let flood = (i < flooders).then_some(frames);
                 std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -116,8 +131,8 @@ impl Drop for Attack {
 /// and whether to stall after writing them instead of finishing the request.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    bytes: Vec<u8>,
-    stall: bool,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) stall: bool,
 }
 
 /// A codec that writes frames verbatim and never reads a response.
@@ -171,7 +186,7 @@ impl request_response::Codec for Rude {
 }
 
 /// `payload` framed as the node expects.
-fn framed(payload: &[u8]) -> Frame {
+pub(crate) fn framed(payload: &[u8]) -> Frame {
     let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
     bytes.extend_from_slice(payload);
     Frame {
@@ -180,7 +195,7 @@ fn framed(payload: &[u8]) -> Frame {
     }
 }
 
-fn request(kind: pb::sync_request::Kind) -> Vec<u8> {
+pub(crate) fn request(kind: pb::sync_request::Kind) -> Vec<u8> {
     pb::SyncRequest { kind: Some(kind) }.encode_to_vec()
 }
 
@@ -270,10 +285,59 @@ fn barrage() -> Vec<Frame> {
     out
 }
 
-/// One session: a fresh peer id dials `target`; a flooder sends its barrage, a squatter
-/// sits silent; it ends when the node closes the connection or after [`SESSION`]. False
-/// when the node refused the connection.
-async fn session(target: &Multiaddr, flood: bool, stop: &AtomicBool, tally: &Tally) -> bool {
+/// Frames at the edges of the codec and garbage: exactly one byte over the limit (all of
+/// it sent), exactly at the limit (junk, so it frames and fails to decode), and frames
+/// of random bytes, some with honest lengths, some with lengths that are random too.
+pub fn edge_frames() -> Vec<Frame> {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64);
+    let mut junk = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                // splitmix64: junk, not secrets.
+                seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = seed;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (z ^ (z >> 31)) as u8
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    // max + 1, every byte of it sent.
+    let mut over = ((MAX_REQUEST + 1) as u32).to_be_bytes().to_vec();
+    over.extend(junk(MAX_REQUEST + 1));
+    out.push(Frame {
+        bytes: over,
+        stall: false,
+    });
+    // Exactly max: within the limit, garbage inside.
+    out.push(framed(&junk(MAX_REQUEST)));
+    for i in 0..64 {
+        let n = 1 + (i * 997) % 8192;
+        if i % 2 == 0 {
+            out.push(framed(&junk(n)));
+        } else {
+            // No honest length at all: the first four random bytes are the length.
+            out.push(Frame {
+                bytes: junk(n),
+                stall: false,
+            });
+        }
+    }
+    out
+}
+
+/// One session: a fresh peer id dials `target`; a flooder sends the frames `flood`
+/// makes, a squatter sits silent; it ends when the node closes the connection or after
+/// [`SESSION`]. False when the node refused the connection.
+async fn session(
+    target: &Multiaddr,
+    flood: Option<fn() -> Vec<Frame>>,
+    stop: &AtomicBool,
+    tally: &Tally,
+) -> bool {
     let mut swarm = SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -305,8 +369,8 @@ async fn session(target: &Multiaddr, flood: bool, stop: &AtomicBool, tally: &Tal
             event = swarm.select_next_some() => match event {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     tally.connected.fetch_add(1, Ordering::Relaxed);
-                    if flood {
-                        for frame in barrage() {
+                    if let Some(frames) = flood {
+                        for frame in frames() {
                             tally.frames.fetch_add(1, Ordering::Relaxed);
                             tally.bytes.fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
                             swarm.behaviour_mut().send_request(&peer_id, frame);
