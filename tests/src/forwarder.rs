@@ -33,6 +33,8 @@ struct Shared {
     forwarded: AtomicU64,
     /// Connections refused while cut.
     refused: AtomicU64,
+    /// Live connections closed by a cut.
+    dropped: AtomicU64,
 }
 
 impl Forwarder {
@@ -88,6 +90,11 @@ impl Forwarder {
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::SeqCst)
     }
+
+    /// Live connections a cut closed.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Forwarder {
@@ -103,7 +110,10 @@ impl Shared {
     fn close_all(&self) {
         let mut live = self.live.lock().expect("forwarder lock");
         for (a, b) in live.drain(..) {
-            a.shutdown(Shutdown::Both).ok();
+            // A connection that ended by itself was shut down already.
+            if a.shutdown(Shutdown::Both).is_ok() {
+                self.dropped.fetch_add(1, Ordering::SeqCst);
+            }
             b.shutdown(Shutdown::Both).ok();
         }
     }
@@ -177,4 +187,69 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
     }
     from.shutdown(Shutdown::Both).ok();
     to.shutdown(Shutdown::Both).ok();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on loopback; returns its address.
+    fn echo() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut w = c.try_clone().unwrap();
+                    let mut r = c;
+                    std::io::copy(&mut r, &mut w).ok();
+                });
+            }
+        });
+        addr
+    }
+
+    fn round_trip(s: &mut TcpStream) -> std::io::Result<()> {
+        s.write_all(b"ping")?;
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf)?;
+        assert_eq!(&buf, b"ping");
+        Ok(())
+    }
+
+    #[test]
+    fn a_cut_drops_live_connections_refuses_new_ones_and_a_heal_lets_them_through() {
+        let f = Forwarder::start(echo());
+        let mut live = TcpStream::connect(f.local()).unwrap();
+        live.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        round_trip(&mut live).unwrap();
+        f.cut();
+        assert!(
+            round_trip(&mut live).is_err(),
+            "a cut connection still carried bytes"
+        );
+        let mut refused = TcpStream::connect(f.local()).unwrap();
+        refused
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(
+            round_trip(&mut refused).is_err(),
+            "a cut link let a new connection through"
+        );
+        f.heal();
+        let mut again = TcpStream::connect(f.local()).unwrap();
+        again
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        round_trip(&mut again).unwrap();
+        assert_eq!((f.forwarded(), f.refused(), f.dropped()), (2, 1, 1));
+    }
+
+    #[test]
+    fn socket_of_reads_a_printed_tcp_address() {
+        assert_eq!(
+            socket_of("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW"),
+            "127.0.0.1:4001".parse().unwrap()
+        );
+    }
 }

@@ -214,6 +214,7 @@ impl Soak {
             self.check(&format!("round {round}"));
             if round % 50 == 0 {
                 self.f.took = start.elapsed();
+                self.f.acknowledged = self.acked.len();
                 self.f.print();
             }
         }

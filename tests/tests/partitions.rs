@@ -129,6 +129,9 @@ fn run(seed: u64, n: usize, rounds: usize) -> Duration {
     for ((i, j), f) in &net.links {
         assert!(f.forwarded() > 0, "link {i}-{j} never carried a connection");
     }
+    // The cuts really cut: they closed connections the nodes were using.
+    let dropped: u64 = net.links.values().map(Forwarder::dropped).sum();
+    assert!(dropped > 0, "no cut closed a live connection");
     for (k, org) in net.orgs.iter().enumerate() {
         let listed = org.list(true);
         let ids: BTreeSet<&str> = listed.iter().filter_map(|f| f["id"].as_str()).collect();
