@@ -18,6 +18,8 @@ use wait_timeout::ChildExt;
 
 pub mod adversary;
 pub mod bundles;
+pub mod chaos;
+pub mod forwarder;
 pub mod node;
 
 pub use bundles::{bundle_records, write_bundle};
