@@ -24,8 +24,8 @@ pub fn toml_list(items: &[&str]) -> String {
 
 impl Org {
     /// Rewrites the `[network]` and `[api]` sections of the home's config: loopback TCP
-    /// on a free port, syncs every second (unless `extra` sets `sync_interval_secs`), a 3 s
-    /// hello timeout, the API on a free
+    /// on a free port (unless `extra` sets `listen`), syncs every second (unless `extra`
+    /// sets `sync_interval_secs`), a 3 s hello timeout, the API on a free
     /// loopback port, plus the `[network]` lines in `extra` (e.g. `bootstrap = [...]`).
     pub fn configure_network(&self, extra: &str) {
         let path = self.home().join("config.toml");
@@ -36,6 +36,11 @@ impl Org {
         } else {
             "sync_interval_secs = 1\n"
         };
+        let listen = if extra.lines().any(|l| l.trim_start().starts_with("listen")) {
+            ""
+        } else {
+            "listen = [\"/ip4/127.0.0.1/tcp/0\"]\n"
+        };
         let base = text
             .split("\n[network]")
             .next()
@@ -44,7 +49,7 @@ impl Org {
         std::fs::write(
             &path,
             format!(
-                "{base}\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{extra}\n{interval}hello_timeout_secs = 3\n\n[api]\nlisten = \"127.0.0.1:0\"\n"
+                "{base}\n\n[network]\n{listen}{extra}\n{interval}hello_timeout_secs = 3\n\n[api]\nlisten = \"127.0.0.1:0\"\n"
             ),
         )
         .expect("write config.toml");
@@ -65,13 +70,15 @@ impl Org {
             .start()
             .unwrap_or_else(|e| panic!("node {name}: {e}\n{}", log_tail(name, &log)));
         let peer = node.peer_id().expect("a network node").to_string();
-        let tcp = node.tcp_addr().expect("a TCP listen address").to_string();
+        let tcp = node.tcp_addr().unwrap_or_default().to_string();
+        let addrs = node.listen_addrs().to_vec();
         TestNode {
             name: name.to_string(),
             node,
             log,
             peer,
             tcp,
+            addrs,
         }
     }
 }
@@ -85,8 +92,10 @@ pub struct TestNode {
     /// Its libp2p peer id.
     pub peer: String,
     /// Its TCP address as printed (`/ip4/127.0.0.1/tcp/PORT/p2p/PEER`), another node's
-    /// bootstrap entry.
+    /// bootstrap entry; empty if it listens on no TCP address.
     pub tcp: String,
+    /// Every address it printed (`listening on ADDR`), in order.
+    pub addrs: Vec<String>,
 }
 
 impl TestNode {

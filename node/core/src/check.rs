@@ -221,6 +221,31 @@ pub fn governance_entitled(
     }
 }
 
+/// For a node with no charter yet (organisation `me`), importing the governance records
+/// of one bundle: the charter records among `records` that do not list `me` but under
+/// which the proposals and approvals among `records` make `me` a current member (it was
+/// admitted, or its new key rotated in, after the founding). [`governance_entitled`]
+/// refuses such a charter; the node may store it, and then judges the proposals and
+/// approvals against it as usual.
+pub fn charters_admitting(records: &[&Record], me: &crate::identity::OrgKey) -> Vec<RecordId> {
+    use crate::charter::{Membership, APPROVAL_SCHEMA, CHARTER_SCHEMA, PROPOSAL_SCHEMA};
+    let changes: Vec<Record> = records
+        .iter()
+        .filter(|r| r.schema == PROPOSAL_SCHEMA || r.schema == APPROVAL_SCHEMA)
+        .map(|r| (*r).clone())
+        .collect();
+    records
+        .iter()
+        .filter(|r| r.schema == CHARTER_SCHEMA)
+        .filter(|charter| {
+            let mut all = changes.clone();
+            all.push((**charter).clone());
+            matches!(Membership::fold(&all, None), Ok(Some(m)) if m.current().is_member(me))
+        })
+        .map(|charter| charter.id)
+        .collect()
+}
+
 #[cfg(test)]
 mod governance_tests {
     use super::*;
@@ -318,5 +343,62 @@ mod governance_tests {
             governance_entitled(&other, Some(&m), &a.key()),
             Err(GovernanceRefusal::NotEntitled(r)) if r.contains("is not the charter")
         ));
+    }
+
+    #[test]
+    fn a_charter_is_admitting_only_when_the_batch_makes_this_organisation_a_member() {
+        use crate::charter::{Change, PROPOSAL_SCHEMA};
+        let (a, b, late, stranger) = (
+            Identity::from_seed(&[1; 32]),
+            Identity::from_seed(&[2; 32]),
+            Identity::from_seed(&[4; 32]),
+            Identity::from_seed(&[3; 32]),
+        );
+        let c = rec(
+            &a,
+            CHARTER_SCHEMA,
+            None,
+            serde_json::to_vec(&charter(&[&a, &b])).unwrap(),
+        );
+        let epoch = Membership::fold(std::slice::from_ref(&c), None)
+            .unwrap()
+            .unwrap()
+            .current()
+            .epoch;
+        let change = Change::Add {
+            member: Member {
+                organisation: "late".into(),
+                country: "MK".into(),
+                key: late.key(),
+            },
+            low_threshold_acknowledged: false,
+        };
+        let proposal = rec(
+            &a,
+            PROPOSAL_SCHEMA,
+            Some(epoch),
+            serde_json::to_vec(&serde_json::json!({ "change": change })).unwrap(),
+        );
+        let approval = rec(
+            &b,
+            APPROVAL_SCHEMA,
+            Some(epoch),
+            format!("{{\"proposal\":\"{}\"}}", proposal.id.to_hex()).into_bytes(),
+        );
+        // Charter and admission (threshold 2: proposer and approver): the late member may
+        // store the charter; a stranger may not.
+        let all = [&c, &proposal, &approval];
+        assert_eq!(charters_admitting(&all, &late.key()), vec![c.id]);
+        assert!(charters_admitting(&all, &stranger.key()).is_empty());
+        // A proposal without the approval it needs admits nobody.
+        assert!(charters_admitting(&[&c, &proposal], &late.key()).is_empty());
+        // Nor does an approval by a stranger.
+        let forged = rec(
+            &stranger,
+            APPROVAL_SCHEMA,
+            Some(epoch),
+            format!("{{\"proposal\":\"{}\"}}", proposal.id.to_hex()).into_bytes(),
+        );
+        assert!(charters_admitting(&[&c, &proposal, &forged], &late.key()).is_empty());
     }
 }

@@ -219,7 +219,10 @@ impl Node {
     /// authors were entitled to sign them ([`check::governance_entitled`]), at most
     /// [`GOVERNANCE_CAP`] per author and epoch, and refuses the rest: a record from a
     /// throwaway key is never stored, so it is neither passed on nor re-verified by
-    /// every later fold. Records naming an epoch this node reaches only through other
+    /// every later fold. A node with no charter yet also stores a charter that does not
+    /// list it when the batch's proposals and approvals admit it
+    /// ([`check::charters_admitting`]: a member admitted or rotated in after the
+    /// founding joins by importing a bundle made after its admission). Records naming an epoch this node reaches only through other
     /// records of the batch are judged after those: rounds of judge, store, refold, until
     /// a round stores nothing.
     async fn ingest_governance(
@@ -267,13 +270,30 @@ impl Node {
             let mut counts = folded.per_author_epoch.clone();
             let mut accept = Vec::new();
             let mut later = Vec::new();
+            // Before any charter: one that admitted this organisation after the founding.
+            let admitting = match folded.membership {
+                None => check::charters_admitting(
+                    &waiting.iter().map(|(_, p)| &p.record).collect::<Vec<_>>(),
+                    &me,
+                ),
+                Some(_) => Vec::new(),
+            };
             for (index, p) in waiting {
                 let failure = |reason: String| Failure {
                     index,
                     id: Some(p.record.id.to_hex()),
                     reason,
                 };
-                match check::governance_entitled(&p.record, folded.membership.as_ref(), &me) {
+                let verdict =
+                    match check::governance_entitled(&p.record, folded.membership.as_ref(), &me) {
+                        Err(GovernanceRefusal::NotEntitled(_))
+                            if admitting.contains(&p.record.id) =>
+                        {
+                            Ok(())
+                        }
+                        v => v,
+                    };
+                match verdict {
                     Ok(()) => {
                         let n = counts.entry((p.record.author, p.record.epoch)).or_default();
                         if *n >= GOVERNANCE_CAP {
