@@ -19,7 +19,8 @@ const PANELS = [
 ];
 const PAGE = 50;
 
-const state = { lang: 'en', t: {}, vocab: null, countries: null, present: [], cursor: null, seq: 0 };
+const state = { lang: 'en', t: {}, vocab: null, countries: null, present: [], cursor: null, seq: 0,
+  chart: null, chartWidth: 0 };
 
 const $ = (id) => document.getElementById(id);
 const svgNS = 'http://www.w3.org/2000/svg';
@@ -201,23 +202,36 @@ async function loadChart(seq) {
   p.set('group_by', bucket);
   const agg = await getJSON('/api/v1/aggregate?' + p);
   if (seq !== state.seq) return;
-  const box = $('chart');
   const known = agg.rows.filter((r) => r.keys[0] !== null);
-  if (!known.length) { box.replaceChildren(h('p', { class: 'note' }, t('no_data'))); return; }
-  const counts = new Map(known.map((r) => [r.keys[0], r.findings]));
-  const keys = bucketRange(bucket, known[0].keys[0], known[known.length - 1].keys[0]) || known.map((r) => r.keys[0]);
-  const W = 640, H = 240, L = 36, B = 42, T = 10, R = 8;
+  state.chart = known.length ? {
+    bucket,
+    counts: new Map(known.map((r) => [r.keys[0], r.findings])),
+    keys: bucketRange(bucket, known[0].keys[0], known[known.length - 1].keys[0]) || known.map((r) => r.keys[0]),
+  } : null;
+  drawChart();
+}
+
+// Draws the chart at the width of its box, one SVG unit per CSS pixel, so that its text
+// keeps its size on a phone; redrawn when the box changes width.
+function drawChart() {
+  const box = $('chart');
+  if (!state.chart) { box.replaceChildren(h('p', { class: 'note' }, t('no_data'))); return; }
+  const { bucket, counts, keys } = state.chart;
+  const W = Math.max(240, Math.floor(box.clientWidth) || 640);
+  state.chartWidth = W;
+  const H = W < 480 ? 220 : 240, L = 36, B = 42, T = 10, R = 8;
   const max = Math.max(1, ...counts.values());
   const bw = (W - L - R) / keys.length;
   const y = (v) => T + (H - T - B) * (1 - v / max);
-  const svg = h('svg:svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': t('over_time') });
+  const svg = h('svg:svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': t('over_time') });
   const ticks = max <= 5 ? max : 4;
   for (let i = 0; i <= ticks; i++) {
     const v = Math.round(max * i / ticks);
     svg.append(h('svg:line', { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: '#e3e6eb' }),
       h('svg:text', { x: L - 4, y: y(v) + 4, 'text-anchor': 'end' }, fmt(v)));
   }
-  const every = Math.max(1, Math.ceil(keys.length / 12));
+  // A label at most every 64 px (a week's date is the longest, about 60 px).
+  const every = Math.max(1, Math.ceil(64 / bw));
   keys.forEach((k, i) => {
     const v = counts.get(k) || 0;
     const x = L + i * bw;
@@ -225,7 +239,7 @@ async function loadChart(seq) {
     bar.append(h('svg:title', {}, `${k}: ${fmt(v)}`));
     svg.append(bar);
     if (i % every === 0) {
-      svg.append(h('svg:text', { x: x + bw / 2, y: H - B + 14, 'text-anchor': 'middle' }, k));
+      svg.append(h('svg:text', { x: x + bw / 2, y: H - B + 16, 'text-anchor': 'middle' }, k));
     }
   });
   svg.append(h('svg:text', { x: L, y: H - 6 }, `${t('findings')} / ${t(bucket)}`));
@@ -247,6 +261,7 @@ async function loadFindings(seq, fresh) {
   table.tHead.replaceChildren(h('tr', {},
     ['date', 'title_col', 'location', 'dim_category', 'affected'].map((k) =>
       h('th', { scope: 'col', class: k === 'affected' ? 'num' : null }, t(k)))));
+  // data-label: the column's name, shown before each value where rows are stacked (phones).
   const rows = page.items.map((f) => h('tr', {
     tabindex: 0, 'data-id': f.id,
     onclick: () => showDetail(f.id),
@@ -254,9 +269,9 @@ async function loadFindings(seq, fresh) {
   },
   h('td', {}, f.occurred_start),
   h('td', { lang: f.language }, f.title),
-  h('td', {}, place(f)),
-  h('td', {}, label('category', f.category)),
-  h('td', { class: 'num' }, f.affected_count === null ? '' : fmt(f.affected_count))));
+  h('td', { 'data-label': t('location') }, place(f)),
+  h('td', { 'data-label': t('dim_category') }, label('category', f.category)),
+  h('td', { class: 'num', 'data-label': t('affected') }, f.affected_count === null ? '' : fmt(f.affected_count))));
   if (fresh) table.tBodies[0].replaceChildren(...rows);
   else table.tBodies[0].append(...rows);
   $('more').hidden = !state.cursor;
@@ -409,6 +424,10 @@ async function start() {
   $('more').addEventListener('click', () => loadFindings(undefined, false).catch((e) => setStatus(e.message, true)));
   $('close').addEventListener('click', () => { $('detail').hidden = true; });
   document.addEventListener('keydown', (e) => { if (e.key === 'Escape') $('detail').hidden = true; });
+  // A phone turned sideways, a window resized: the chart is drawn for its width.
+  new ResizeObserver(() => {
+    if (state.chart && Math.floor($('chart').clientWidth) !== state.chartWidth) drawChart();
+  }).observe($('chart'));
   await refresh();
 }
 
