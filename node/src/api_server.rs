@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -117,11 +117,20 @@ async fn peers(State(s): State<AppState>) -> Response {
     Json(peers).into_response()
 }
 
+/// Prometheus metrics (`crate::metrics`): behind the same guard and token as every route.
+async fn metrics(State(s): State<AppState>) -> Response {
+    let status = s.network.as_ref().map(Network::status);
+    let records = s.node.store().count().await.ok();
+    let text = crate::metrics::render(status.as_ref(), records);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
 /// The node router.
 pub fn node_router(node: Arc<Node>, network: Option<Network>) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/peers", get(peers))
+        .route("/metrics", get(metrics))
         .with_state(AppState { node, network })
 }
 
@@ -188,7 +197,9 @@ pub async fn bind(
         .map_err(|source| ApiServerError::Bind { addr, source })?;
     let bound = listener.local_addr()?;
     let app = crate::api::guarded(
-        crate::api::router(node.clone(), bound.ip()).merge(node_router(node, network)),
+        crate::api::router(node.clone(), bound.ip())
+            .merge(node_router(node, network))
+            .layer(axum::middleware::from_fn(crate::metrics::track)),
         bound.ip(),
     );
     let app = match token {

@@ -22,9 +22,11 @@ use crate::config::Home;
 mod analysis;
 pub mod backup;
 pub mod charter;
+pub mod doctor;
 pub mod finding;
 pub mod init;
 pub mod net;
+mod progress;
 mod shared;
 pub mod store;
 
@@ -76,6 +78,9 @@ pub enum Command {
     /// Node certificates binding a libp2p peer id to this organisation.
     #[command(subcommand)]
     Node(init::NodeCmd),
+    /// Check a home (config, key, store, certificates, bootstrap peers, clock) and say
+    /// what to fix.
+    Doctor(doctor::DoctorCmd),
     /// Run the node: join the coalition network and serve the local HTTP API.
     Run(crate::daemon::RunArgs),
     /// Peers of the running node and the organisations they speak for.
@@ -171,6 +176,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Restore(cmd) => backup::restore(&home, cmd).await,
         Command::Charter(cmd) => charter::charter(&home, cmd).await,
         Command::Member(cmd) => charter::member(&home, cmd).await,
+        Command::Doctor(cmd) => doctor::doctor(&home, cmd).await,
         Command::Run(args) => net::run(&home, args).await,
         Command::Peers(cmd) => net::peers(&home, cmd).await,
         Command::Replica(cmd) => net::replica(&home, cmd).await,

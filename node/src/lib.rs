@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod demo;
 pub mod export;
 pub mod launch;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod query;

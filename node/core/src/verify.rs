@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
@@ -92,11 +93,23 @@ pub fn verify_bundle_for(
     path: &Path,
     charter: Option<[u8; 32]>,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_bundle_observed(path, charter, &|_, _| {})
+}
+
+/// As [`verify_bundle_for`], telling `progress(verified, total)` as records are verified
+/// (`total` is the count the bundle declares), for a progress bar.
+pub fn verify_bundle_observed(
+    path: &Path,
+    charter: Option<[u8; 32]>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<VerifyReport, VerifyError> {
     let file = std::fs::File::open(path).map_err(|source| VerifyError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let reader = bundle::Reader::new(std::io::BufReader::with_capacity(1 << 20, file))?;
+    let total = reader.header().record_count;
+    let done = std::sync::atomic::AtomicU64::new(0);
     let mut report = VerifyReport::default();
     let mut frames = Vec::new();
     let entries: Vec<_> = reader
@@ -115,11 +128,13 @@ pub fn verify_bundle_for(
     let checked: Vec<(u64, Option<String>, Result<Prepared, String>)> = entries
         .par_iter()
         .map(|e| {
-            (
+            let checked = (
                 e.index,
                 Some(RecordId::of(&e.bytes).to_hex()),
                 check::prepare(&e.bytes).map_err(|err| err.to_string()),
-            )
+            );
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+            checked
         })
         .collect();
     judge_all(&mut report, checked, charter);

@@ -513,7 +513,8 @@ pub(super) async fn export(
             n
         }
         Format::Bundle => {
-            node.export_bundle(output, include_private, recipient)
+            let bar = super::progress::Progress::new("exporting", super::progress::Unit::Bytes);
+            node.export_bundle_observed(output, include_private, recipient, &bar.observer())
                 .await?
         }
     };

@@ -7,10 +7,11 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::analysis;
+use super::progress::{Progress, Unit};
 use super::shared::{charter_id, open, out, out_json, Format, Outcome};
 use crate::config::Home;
 use crate::identity::OrgKey;
-use crate::verify::{verify_bundle_for, Failure, VerifyReport};
+use crate::verify::{verify_bundle_observed, Failure, VerifyReport};
 
 /// `coalition export`
 #[derive(Debug, Args)]
@@ -82,7 +83,10 @@ pub(super) async fn export(home: &Home, cmd: ExportCmd) -> Result<Outcome> {
 /// Runs `coalition import`.
 pub(super) async fn import(home: &Home, cmd: ImportCmd) -> Result<Outcome> {
     let node = open(home).await?;
-    let report = node.import(&cmd.path).await?;
+    let report = {
+        let bar = Progress::new("importing", Unit::Records);
+        node.import_observed(&cmd.path, &bar.observer()).await?
+    };
     if cmd.json {
         out_json(&report)?;
     } else {
@@ -103,11 +107,16 @@ pub(super) async fn import(home: &Home, cmd: ImportCmd) -> Result<Outcome> {
 pub(super) async fn verify(home: &Home, cmd: VerifyCmd) -> Result<Outcome> {
     let expected = charter_id(cmd.charter.as_deref())?;
     let (report, what) = match &cmd.path {
-        Some(p) => (verify_bundle_for(p, expected)?, p.display().to_string()),
+        Some(p) => {
+            let bar = Progress::new("verifying", Unit::Records);
+            let report = verify_bundle_observed(p, expected, &bar.observer())?;
+            (report, p.display().to_string())
+        }
         None => {
             let node = open(home).await?;
+            let bar = Progress::new("verifying", Unit::Records);
             (
-                node.verify_store().await?,
+                node.verify_store_observed(&bar.observer()).await?,
                 format!("store {}", home.db_path().display()),
             )
         }

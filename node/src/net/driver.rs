@@ -123,6 +123,8 @@ pub(super) async fn drive(
         _ => return Err(SyncError::Unexpected("summary")),
     };
     let todo = set.buckets_to_reconcile(&buckets);
+    let expected = (todo.len() as u64 * super::sync::BUCKET_SPAN)
+        .saturating_sub(set.ids_in(&todo).len() as u64);
     // Three stages, each running as soon as it has work: fetching pages, verifying them
     // (on the verification threads), and storing them (on the write connection). They
     // pass pages through short queues, so at most seven pages (~56 MB) are in memory and
@@ -194,6 +196,7 @@ pub(super) async fn drive(
     };
     let store = async {
         let mut outcome = SyncStats::default();
+        let mut progress = crate::metrics::SyncProgress::new(peer, expected);
         while let Some(mut page) = checked_rx.recv().await {
             // Pages that were checked while the last one was being written go into the
             // same transaction: fewer commits, and each commit rewrites the index pages
@@ -208,9 +211,12 @@ pub(super) async fn drive(
                 }
             }
             let t = std::time::Instant::now();
+            let received = page.records.len() as u64 + page.records.stored();
             store_page(node, peer, page).await?.add_to(&mut outcome);
             tracing::debug!(%peer, took_us = t.elapsed().as_micros() as u64, "sync page stored");
+            progress.advance(received);
         }
+        progress.finish();
         Ok::<SyncStats, SyncError>(outcome)
     };
     let (fetched, checked, stored) = tokio::join!(fetch, check, store);

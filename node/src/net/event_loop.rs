@@ -433,7 +433,9 @@ impl EventLoop {
             self.work_tx.clone(),
         );
         self.tasks.spawn(async move {
+            let started = Instant::now();
             let result = driver::drive(&node, &index, &commands, me, peer, org).await;
+            crate::metrics::sync_finished(result.as_ref().ok(), started.elapsed());
             let _ = tx.send(Work::SyncDone { peer, result }).await;
         });
     }

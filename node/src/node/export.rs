@@ -115,15 +115,47 @@ impl Node {
         include_private: bool,
         recipient: Option<OrgKey>,
     ) -> Result<usize, NodeError> {
+        self.export_bundle_observed(path, include_private, recipient, &|_, _| {})
+            .await
+    }
+
+    /// As [`Node::export_bundle`], telling `progress(written, total)` in bytes of
+    /// records as they are written, for a progress bar.
+    pub async fn export_bundle_observed(
+        &self,
+        path: &Path,
+        include_private: bool,
+        recipient: Option<OrgKey>,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<usize, NodeError> {
         let records = self.shareable(include_private, recipient).await?;
         let bytes: Vec<Vec<u8>> = records.into_iter().map(|r| r.bytes).collect();
+        let total = bytes.iter().map(|b| b.len() as u64).sum();
         let header = BundleHeader {
             created_at_ms: now_ms(),
             exporter: self.key().as_bytes().to_vec().into(),
             note: format!("exported by {}", self.config.organisation.name),
             ..Default::default()
         };
-        write_atomically(path, |w| bundle::write(w, header, &bytes))?;
+        write_atomically(path, |w| {
+            bundle::write(&mut Counted(w, 0, &|n| progress(n, total)), header, &bytes)
+        })?;
         Ok(bytes.len())
+    }
+}
+
+/// A writer that tells how many bytes went through it.
+struct Counted<'a, W>(W, u64, &'a dyn Fn(u64));
+
+impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.1 += n as u64;
+        (self.2)(self.1);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }

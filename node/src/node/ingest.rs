@@ -97,6 +97,16 @@ impl Node {
     /// coalition charter is present, a record whose author was not a member under the
     /// epoch it names is refused.
     pub async fn import(&self, path: &Path) -> Result<ImportReport, NodeError> {
+        self.import_observed(path, &|_, _| {}).await
+    }
+
+    /// As [`Node::import`], telling `progress(read, total)` after each batch is checked
+    /// (`total` is the count the bundle declares), for a progress bar.
+    pub async fn import_observed(
+        &self,
+        path: &Path,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<ImportReport, NodeError> {
         let open = || -> Result<_, NodeError> {
             let file = std::fs::File::open(path).map_err(io_err(path))?;
             Ok(bundle::Reader::new(std::io::BufReader::with_capacity(
@@ -139,6 +149,7 @@ impl Node {
                 break;
             }
             report.read += batch.len() as u64;
+            progress(report.read, entries.header().record_count);
             size = (size * 2).min(IMPORT_BATCH);
             let checking = check_on_pool(batch, membership.clone());
             if let Some(ok) = writing.take() {

@@ -2,6 +2,8 @@
 //! every author's membership. Bundles are verified by the core crate ([`crate::verify`]),
 //! which needs no store.
 
+use std::sync::atomic::Ordering;
+
 use rayon::prelude::*;
 
 use super::{Node, NodeError};
@@ -11,6 +13,15 @@ use crate::verify::{judge_all, Failure, VerifyReport};
 impl Node {
     /// Re-verifies every stored record, its author's membership, and the database file.
     pub async fn verify_store(&self) -> Result<VerifyReport, NodeError> {
+        self.verify_store_observed(&|_, _| {}).await
+    }
+
+    /// As [`Node::verify_store`], telling `progress(verified, total)` as records are
+    /// verified, for a progress bar.
+    pub async fn verify_store_observed(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<VerifyReport, NodeError> {
         let mut report = VerifyReport::default();
         for problem in self.store.integrity_check().await? {
             report.failures.push(Failure {
@@ -20,6 +31,7 @@ impl Node {
             });
         }
         let all = self.store.all_records().await?;
+        let (done, total) = (std::sync::atomic::AtomicU64::new(0), all.len() as u64);
         let checked: Vec<(u64, Option<String>, Result<Prepared, String>)> =
             tokio::task::block_in_place(|| {
                 all.par_iter()
@@ -35,6 +47,7 @@ impl Node {
                                         .into())
                                 }
                             });
+                        progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
                         (i as u64 + 1, Some(id.to_hex()), r)
                     })
                     .collect()

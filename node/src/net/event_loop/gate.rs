@@ -204,6 +204,7 @@ impl EventLoop {
 
     pub(super) fn violation(&mut self, peer: PeerId, violation: Violation) {
         tracing::warn!(%peer, reason = %violation, "protocol violation");
+        crate::metrics::violation(&format!("{violation:?}"));
         if self.peers.violation(&peer) {
             self.reject(peer, "too many protocol violations");
             self.peers.ban(peer);
