@@ -29,9 +29,12 @@ use crate::net::codec::{Codec, PROTOCOL};
 use crate::net::sync::{parse_bucket_refs, Entry, SyncSet};
 use crate::record::{self, Audience, Draft, Record, RecordId};
 
+/// A target's body: any bytes in, no panic out.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the file under `fuzz/fuzz_targets/` and the folder under
 /// `fuzz/regressions/`) and the function it runs.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("record_envelope", record_envelope),
     ("record_body", record_body),
     ("record_payload", record_payload),
