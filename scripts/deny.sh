@@ -10,7 +10,7 @@ DENY_VERSION=0.20.2
 DB="${ADVISORY_DB:-../shared/advisory-db}"
 
 if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $DENY_VERSION" ]; then
-    echo "installing cargo-deny $DENY_VERSION (about 6 minutes of build on 2 busy cores) ..."
+    echo "installing cargo-deny $DENY_VERSION (a release build: minutes on an idle machine, over an hour on 2 saturated cores) ..."
     start=$(date +%s)
     cargo install --locked cargo-deny --version "$DENY_VERSION"
     echo "cargo-deny installed in $(( $(date +%s) - start ))s"
