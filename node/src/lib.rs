@@ -24,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod export;
+pub mod fuzzing;
 pub mod launch;
 pub mod metrics;
 pub mod net;
