@@ -40,4 +40,8 @@ echo "advisory database: $DB, snapshot $(head -2 "$DB/SNAPSHOT.txt" 2>/dev/null 
     fi
     git -c user.name=snapshot -c user.email=snapshot@invalid commit -q -m snapshot
 )
+# cargo-deny reads the metadata of every package in Cargo.lock, for every platform, and
+# --offline only lets it use what is already downloaded: fetch them all from crates.io
+# first (a build only downloads the ones of this platform).
+cargo fetch --locked
 cargo deny --offline --locked check
