@@ -18,7 +18,9 @@ pub(super) fn peer_id(n: u8) -> PeerId {
         .to_peer_id()
 }
 
-/// A node whose charter has two members: itself and `peer`.
+/// A node whose charter has two members: itself and `peer`. Bind `_dir` when destructuring:
+/// under a `..` pattern the temporary home is deleted at the end of the `let`, and the next
+/// store connection fails with "unable to open database file".
 pub(crate) struct TwoMembers {
     pub(crate) _dir: TempDir,
     pub(crate) node: Node,

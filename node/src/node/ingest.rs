@@ -451,7 +451,11 @@ mod governance_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn approvals_from_throwaway_keys_are_refused_and_a_members_are_capped() {
         let TwoMembers {
-            node, peer, epoch, ..
+            _dir,
+            node,
+            peer,
+            epoch,
+            ..
         } = two_members().await;
         let proposal = json!({ "proposal": "ab".repeat(32) });
         let junk: Vec<Vec<u8>> = (0..200u32)
@@ -543,6 +547,7 @@ mod governance_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_of_a_later_epoch_in_one_batch_are_judged_after_the_change() {
         let TwoMembers {
+            _dir,
             node,
             me,
             peer,
