@@ -57,14 +57,24 @@ fn gossip_delivers_a_new_record_without_waiting_for_the_next_sync() {
 
 /// `peers --json` at `org`: the entry for `peer`, once that peer's certificate verified.
 fn verified_peer(org: &Org, peer: &str) -> Option<serde_json::Value> {
-    org.run(["peers", "--json"])
-        .ok()
-        .json()
-        .as_array()
-        .expect("peers is a JSON array")
-        .iter()
-        .find(|p| p["peer_id"] == peer && !p["organisation_key"].is_null())
-        .cloned()
+    // The peer list is the node's last published status, which may lag the sync that
+    // the caller waited for: poll it for a while before concluding.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = org
+            .run(["peers", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .expect("peers is a JSON array")
+            .iter()
+            .find(|p| p["peer_id"] == peer && !p["organisation_key"].is_null())
+            .cloned();
+        if found.is_some() || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Two nodes that listen on QUIC only (no TCP listener exists, so nothing can be dialled
