@@ -359,6 +359,18 @@ impl Org {
         p
     }
 
+    /// The entry of `coalition peers --json` for `peer_id`, if the node lists it.
+    pub fn peer(&self, peer_id: &str) -> Option<serde_json::Value> {
+        self.run(["peers", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .expect("peers is a JSON array")
+            .iter()
+            .find(|p| p["peer_id"] == peer_id)
+            .cloned()
+    }
+
     /// Runs `coalition --home HOME ARGS…` with the right passphrase.
     pub fn run<I, S>(&self, args: I) -> Output
     where

@@ -61,15 +61,7 @@ fn verified_peer(org: &Org, peer: &str) -> Option<serde_json::Value> {
     // the caller waited for: poll it for a while before concluding.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let found = org
-            .run(["peers", "--json"])
-            .ok()
-            .json()
-            .as_array()
-            .expect("peers is a JSON array")
-            .iter()
-            .find(|p| p["peer_id"] == peer && !p["organisation_key"].is_null())
-            .cloned();
+        let found = org.peer(peer).filter(|p| !p["organisation_key"].is_null());
         if found.is_some() || std::time::Instant::now() > deadline {
             return found;
         }

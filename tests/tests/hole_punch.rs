@@ -171,16 +171,7 @@ fn start(ns: &Netns, org: &Arc<Org>, name: &'static str, extra: String) -> TestN
 /// `peers --json` at `org` (run where its API is), the entry for `peer`.
 fn peer_entry(ns: &Netns, org: &Arc<Org>, peer: &str) -> Option<Value> {
     let (org, peer) = (Arc::clone(org), peer.to_string());
-    ns.run(move || {
-        org.run(["peers", "--json"])
-            .ok()
-            .json()
-            .as_array()
-            .expect("peers is a JSON array")
-            .iter()
-            .find(|p| p["peer_id"] == peer.as_str() && !p["organisation_key"].is_null())
-            .cloned()
-    })
+    ns.run(move || org.peer(&peer).filter(|p| !p["organisation_key"].is_null()))
 }
 
 #[test]

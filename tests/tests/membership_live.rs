@@ -19,13 +19,7 @@ fn peers(org: &Org) -> String {
 
 /// Whether `org` lists `peer` with a verified certificate of organisation `key`.
 fn verified(org: &Org, peer: &str, key: &str) -> bool {
-    org.run(["peers", "--json"])
-        .ok()
-        .json()
-        .as_array()
-        .expect("peers is a JSON array")
-        .iter()
-        .any(|p| p["peer_id"] == peer && p["organisation_key"] == key)
+    org.peer(peer).is_some_and(|p| p["organisation_key"] == key)
 }
 
 /// The number of membership changes in `org`'s charter history (1: the founding).

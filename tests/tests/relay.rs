@@ -20,14 +20,7 @@ fn status(org: &Org) -> Value {
 
 /// The entry of `peers --json` for `peer`, if connected.
 fn peer_entry(org: &Org, peer: &str) -> Option<Value> {
-    org.run(["peers", "--json"])
-        .ok()
-        .json()
-        .as_array()
-        .expect("peers is a JSON array")
-        .iter()
-        .find(|p| p["peer_id"] == peer)
-        .cloned()
+    org.peer(peer)
 }
 
 /// Whether `org` completed a sync it started with `peer` after `after_ms`.
