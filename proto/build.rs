@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "coalition/v1/record.proto",
         "coalition/v1/bundle.proto",
         "coalition/v1/sync.proto",
+        "coalition/v1/sealed.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
