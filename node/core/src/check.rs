@@ -9,9 +9,11 @@
 //! caller's second step ([`crate::charter::Membership::judge`]), because it needs the
 //! membership the caller holds.
 
-use crate::finding::{subject_of, FindingIndex, FINDING_SCHEMA};
-use crate::record::{self, Record, RecordError, RecordId};
+use crate::finding::{subject_of, FindingIndex, FINDING_SCHEMA, GRANT_SCHEMA};
+use crate::identity::OrgKey;
+use crate::record::{self, Audience, Record, RecordError, RecordId};
 use crate::schema::{schemas, SchemaError};
+use crate::sealed::{self, SealError, ENCRYPTION_KEY_SCHEMA, SEALED_SCHEMA};
 
 /// Why a record was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +38,17 @@ pub enum IngestError {
     /// Payload does not match its schema.
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    /// A sealed envelope (or a grant's wrapped keys) is malformed.
+    #[error(transparent)]
+    Sealed(#[from] SealError),
+    /// A sealed record's audience breaks the rule: audience MEMBERS, and a wrapped key
+    /// only for the author or a listed member.
+    #[error("sealed record refused: {0}")]
+    SealedAudience(String),
+    /// An `encryption-key/v1` record that cannot serve as a key: not for the whole
+    /// coalition, or a key nothing can be encrypted to.
+    #[error("encryption-key record refused: {0}")]
+    EncryptionKey(String),
 }
 
 /// A record checked and ready to insert: verified, schema-valid, columns extracted.
@@ -61,14 +74,132 @@ pub fn prepare(bytes: &[u8]) -> Result<Prepared, IngestError> {
 }
 
 /// As [`prepare`], for a record whose signature was already checked (own new records).
+///
+/// A `sealed/v1` record is checked without any key: its envelope must parse
+/// ([`sealed::parse`]), its audience must be MEMBERS and every wrapped key must be for
+/// the author or a listed member (listed members without a wrap are allowed: a grant may
+/// bring them a key later). It gets no subject and no finding columns: those come from
+/// [`prepare_opened`] on a node that can open it.
 pub fn prepare_verified(record: Record) -> Result<Prepared, IngestError> {
+    if record.schema == SEALED_SCHEMA {
+        check_sealed(&record)?;
+        return Ok(Prepared {
+            record,
+            subject: None,
+            finding: None,
+        });
+    }
     let value = schemas().check_payload(&record.schema, &record.payload, &record.id.to_hex())?;
-    let finding = (record.schema == FINDING_SCHEMA).then(|| FindingIndex::extract(&value));
+    match record.schema.as_str() {
+        ENCRYPTION_KEY_SCHEMA => check_encryption_key(&record)?,
+        GRANT_SCHEMA => check_grant_keys(&value)?,
+        _ => {}
+    }
+    Ok(prepared(record, &value))
+}
+
+/// The check of a sealed record's content, for a node that opened it
+/// ([`sealed::open`]): the inner `payload` must be valid JSON against the inner `schema`
+/// (one of [`sealed::SEALABLE_SCHEMAS`]); subject and finding columns are extracted from
+/// it exactly as for a clear record. `record` itself must already have passed
+/// [`prepare`]; its `schema` stays `sealed/v1` (store the inner schema beside it).
+pub fn prepare_opened(
+    record: Record,
+    schema: &str,
+    payload: &[u8],
+) -> Result<Prepared, IngestError> {
+    if record.schema != SEALED_SCHEMA {
+        return Err(SealError::Malformed(format!(
+            "record {} has schema {:?}, not {SEALED_SCHEMA}; check it with prepare",
+            record.id.short(),
+            record.schema
+        ))
+        .into());
+    }
+    if !sealed::is_sealable(schema) {
+        return Err(SealError::NotSealable {
+            schema: schema.to_string(),
+        }
+        .into());
+    }
+    let value = schemas().check_payload(schema, payload, &record.id.to_hex())?;
+    let finding = (schema == FINDING_SCHEMA).then(|| FindingIndex::extract(&value));
     Ok(Prepared {
-        subject: subject_of(&record.schema, &value),
+        subject: subject_of(schema, &value),
         record,
         finding,
     })
+}
+
+fn prepared(record: Record, value: &serde_json::Value) -> Prepared {
+    let finding = (record.schema == FINDING_SCHEMA).then(|| FindingIndex::extract(value));
+    Prepared {
+        subject: subject_of(&record.schema, value),
+        record,
+        finding,
+    }
+}
+
+/// A sealed record's envelope parses, its audience is MEMBERS, and it wraps keys only for
+/// its author and listed members.
+fn check_sealed(record: &Record) -> Result<(), IngestError> {
+    let view = sealed::parse(&record.payload)?;
+    let Audience::Members(members) = &record.audience else {
+        return Err(IngestError::SealedAudience(format!(
+            "its audience is {}, but a sealed record is for listed members only (audience MEMBERS)",
+            record.audience.label()
+        )));
+    };
+    if let Some(outsider) = view
+        .recipients()
+        .find(|r| **r != record.author && !members.contains(r))
+    {
+        return Err(IngestError::SealedAudience(format!(
+            "it holds a wrapped key for {}, who is neither its author nor in its audience",
+            outsider.short()
+        )));
+    }
+    Ok(())
+}
+
+/// An encryption key is published to the whole coalition and can be encrypted to.
+fn check_encryption_key(record: &Record) -> Result<(), IngestError> {
+    if record.audience != Audience::Coalition {
+        return Err(IngestError::EncryptionKey(format!(
+            "its audience is {}; an encryption key is published to the whole coalition",
+            record.audience.label()
+        )));
+    }
+    let key = sealed::encryption_key_of(record)
+        .ok_or_else(|| IngestError::EncryptionKey("its `x25519` key does not parse".into()))?;
+    if !key.check_usable() {
+        return Err(IngestError::EncryptionKey(format!(
+            "key {} is a small-order X25519 point nothing can be encrypted to; publish a key made from a real secret",
+            key.short()
+        )));
+    }
+    Ok(())
+}
+
+/// A grant's optional wrapped keys are well-formed and, when the grant adds listed
+/// members, each for one of them.
+fn check_grant_keys(value: &serde_json::Value) -> Result<(), IngestError> {
+    let keys = sealed::grant_keys(value)?;
+    if keys.is_empty() || value["audience"]["kind"] != "members" {
+        return Ok(());
+    }
+    let members: Vec<OrgKey> = value["audience"]["members"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|k| k.as_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    match keys.iter().find(|k| !members.contains(&k.recipient)) {
+        Some(k) => Err(SealError::Malformed(format!(
+            "grant key for {}, who is not among the members the grant adds",
+            k.recipient.short()
+        ))
+        .into()),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

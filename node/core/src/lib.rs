@@ -4,7 +4,8 @@
 //! ([`record`]), the payload schemas ([`schema`]), findings and their query columns
 //! ([`finding`]), the charter and the membership fold ([`charter`]), the auditor's bundle
 //! format ([`bundle`]), who may receive a record ([`audience`]), the one check every record
-//! passes before it is stored ([`check`]) and offline verification ([`verify`]).
+//! passes before it is stored ([`check`]), offline verification ([`verify`]) and sealed
+//! records, encrypted to chosen members ([`sealed`]).
 //!
 //! This crate depends on no async runtime, no database and no network stack, so offline
 //! verification links only what it needs and can be reviewed on its own.
@@ -17,6 +18,7 @@ pub mod finding;
 pub mod identity;
 pub mod record;
 pub mod schema;
+pub mod sealed;
 pub mod verify;
 
 /// Current time in ms since the Unix epoch (0 if the clock is before 1970).

@@ -56,6 +56,11 @@ const SCHEMA_FILES: &[(&str, &str, &str)] = &[
         "node-cert.v1.json",
         include_str!("../../../schemas/node-cert.v1.json"),
     ),
+    (
+        "encryption-key/v1",
+        "encryption-key.v1.json",
+        include_str!("../../../schemas/encryption-key.v1.json"),
+    ),
 ];
 
 /// Vocabulary document referenced by the record schemas.
