@@ -250,6 +250,7 @@ impl Identity {
 
     /// The organisation's X25519 static secrets for sealed records, newest first; never
     /// empty. Older ones are kept so records sealed to them before a rotation still open.
+    /// The public key of the newest is [`Identity::encryption_key`] (in [`crate::sealed`]).
     pub fn encryption_secrets(&self) -> &[Zeroizing<[u8; 32]>] {
         &self.encryption
     }

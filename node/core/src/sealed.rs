@@ -29,8 +29,10 @@ use crate::finding::{ANNEX_SCHEMA, FINDING_SCHEMA, RETRACTION_SCHEMA};
 use crate::identity::OrgKey;
 use crate::record::{Record, MAX_AUDIENCE_MEMBERS};
 
+mod grant;
 pub mod key;
 
+pub use grant::grant_keys;
 pub use key::{
     current_encryption_key, encryption_key_of, encryption_key_payload, public, EncryptionKey,
     ENCRYPTION_KEY_SCHEMA,
@@ -537,7 +539,7 @@ fn open_sealed(
     })
 }
 
-fn check_unique<'a>(orgs: impl Iterator<Item = &'a OrgKey>) -> Result<(), SealError> {
+pub(crate) fn check_unique<'a>(orgs: impl Iterator<Item = &'a OrgKey>) -> Result<(), SealError> {
     let mut seen = std::collections::BTreeSet::new();
     for org in orgs {
         if !seen.insert(*org) {
@@ -548,7 +550,7 @@ fn check_unique<'a>(orgs: impl Iterator<Item = &'a OrgKey>) -> Result<(), SealEr
 }
 
 impl WrappedKey {
-    fn to_proto(&self) -> pb::WrappedKey {
+    pub(crate) fn to_proto(&self) -> pb::WrappedKey {
         pb::WrappedKey {
             recipient: self.recipient.as_bytes().to_vec().into(),
             encryption_key: self.encryption_key.as_bytes().to_vec().into(),
@@ -557,7 +559,7 @@ impl WrappedKey {
         }
     }
 
-    fn from_proto(k: &pb::WrappedKey) -> Result<Self, String> {
+    pub(crate) fn from_proto(k: &pb::WrappedKey) -> Result<Self, String> {
         let size = |field: &str, b: &[u8], n: usize| {
             if b.len() == n {
                 Ok(())
@@ -576,62 +578,6 @@ impl WrappedKey {
             wrapped: k.wrapped.as_ref().try_into().expect("checked size"),
         })
     }
-
-    /// The JSON object of a grant's `keys` array: the four fields as lower-case hex.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "recipient": self.recipient.to_hex(),
-            "encryption_key": self.encryption_key.to_hex(),
-            "enc": hex::encode(self.enc),
-            "wrapped": hex::encode(self.wrapped),
-        })
-    }
-
-    /// Reads one object of a grant's `keys` array.
-    pub fn from_json(v: &serde_json::Value) -> Result<Self, SealError> {
-        let field = |name: &str| -> Result<Vec<u8>, SealError> {
-            let s = v[name].as_str().ok_or_else(|| {
-                SealError::Malformed(format!("grant key: `{name}` is missing or not a string"))
-            })?;
-            if s.bytes().any(|b| b.is_ascii_uppercase()) {
-                return Err(SealError::Malformed(format!(
-                    "grant key: `{name}` is not lower-case hex"
-                )));
-            }
-            hex::decode(s)
-                .map_err(|_| SealError::Malformed(format!("grant key: `{name}` is not hex")))
-        };
-        let proto = pb::WrappedKey {
-            recipient: field("recipient")?.into(),
-            encryption_key: field("encryption_key")?.into(),
-            enc: field("enc")?.into(),
-            wrapped: field("wrapped")?.into(),
-        };
-        Self::from_proto(&proto).map_err(|m| SealError::Malformed(format!("grant key: {m}")))
-    }
-}
-
-/// The wraps a `grant/v1` payload carries in its optional `keys` array (empty when it has
-/// none), checked: well-formed, no recipient twice, at most [`MAX_WRAPS`].
-pub fn grant_keys(grant: &serde_json::Value) -> Result<Vec<WrappedKey>, SealError> {
-    let Some(keys) = grant.get("keys") else {
-        return Ok(Vec::new());
-    };
-    let keys = keys
-        .as_array()
-        .ok_or_else(|| SealError::Malformed("grant `keys` is not an array".into()))?;
-    if keys.len() > MAX_WRAPS {
-        return Err(SealError::WrapCount {
-            count: keys.len(),
-            max: MAX_WRAPS,
-        });
-    }
-    let keys = keys
-        .iter()
-        .map(WrappedKey::from_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    check_unique(keys.iter().map(|k| &k.recipient))?;
-    Ok(keys)
 }
 
 #[cfg(test)]
