@@ -369,13 +369,16 @@ pub fn wrap_for(
 /// [`MIN_CIPHERTEXT_BYTES`].
 pub fn parse(payload: &[u8]) -> Result<SealedView, SealError> {
     let bad = |m: String| SealError::Malformed(m);
-    let sealed = pb::Sealed::decode(payload).map_err(|e| bad(e.to_string()))?;
-    if sealed.keys.is_empty() || sealed.keys.len() > MAX_WRAPS {
+    // Counted before decoding: 1 MiB of empty `keys` entries (2 bytes each) would decode
+    // to half a million structs, some 64 MiB.
+    let count = wrap_count(payload)?;
+    if count == 0 || count > MAX_WRAPS {
         return Err(SealError::WrapCount {
-            count: sealed.keys.len(),
+            count,
             max: MAX_WRAPS,
         });
     }
+    let sealed = pb::Sealed::decode(payload).map_err(|e| bad(e.to_string()))?;
     if sealed.encoded_len() != payload.len() || sealed.encode_to_vec() != payload {
         return Err(bad(
             "not canonically encoded (unknown, repeated or out-of-order fields)".into(),
@@ -398,6 +401,33 @@ pub fn parse(payload: &[u8]) -> Result<SealedView, SealError> {
         keys,
         ciphertext: sealed.ciphertext.to_vec(),
     })
+}
+
+/// The number of `keys` entries (field 1) in an encoded `Sealed`, read from the framing
+/// alone, allocating nothing. Every field of a `Sealed` is length-delimited; anything
+/// else, or a length past the end, is malformed.
+fn wrap_count(mut buf: &[u8]) -> Result<usize, SealError> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    let bad = |m: &str| SealError::Malformed(m.to_string());
+    let mut count = 0;
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf).map_err(|e| bad(&e.to_string()))?;
+        if wire_type != WireType::LengthDelimited {
+            return Err(bad(
+                "a field of coalition.v1.Sealed is not length-delimited",
+            ));
+        }
+        let len = decode_varint(&mut buf).map_err(|e| bad(&e.to_string()))?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= buf.len())
+            .ok_or_else(|| bad("a field runs past the end of the envelope"))?;
+        buf = &buf[len..];
+        if tag == 1 {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 /// Opens sealed `record` as organisation `me`, with its encryption secrets `secrets`
@@ -463,13 +493,11 @@ pub fn open_wrap(
     )
     .map(Zeroizing::new)
     .map_err(|_| bad())?;
+    if plain.len() != 32 {
+        return Err(bad());
+    }
     let mut k = Zeroizing::new([0u8; 32]);
-    k.copy_from_slice(
-        plain
-            .get(..32)
-            .filter(|_| plain.len() == 32)
-            .ok_or_else(bad)?,
-    );
+    k.copy_from_slice(&plain);
     Ok(ContentKey(k))
 }
 

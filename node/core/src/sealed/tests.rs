@@ -389,6 +389,16 @@ fn parse_refuses_malformed_envelopes() {
     s.ciphertext = vec![0u8; MIN_CIPHERTEXT_BYTES - 1].into();
     assert!(matches!(malformed(&s), SealError::Malformed(m) if m.contains("ciphertext")));
     assert!(parse(b"\xff\xff\xff").is_err());
+    // Half a million empty wraps in 1 MiB are counted, not decoded.
+    let mut flood = [0x0a, 0x00].repeat(1 << 19);
+    prost::encoding::bytes::encode(2, &vec![0u8; 32], &mut flood);
+    assert!(matches!(parse(&flood), Err(SealError::WrapCount { count, .. }) if count == 1 << 19));
+    // A length past the end, and a varint field, are malformed.
+    assert!(matches!(
+        parse(&[0x0a, 0x05, 0x00]),
+        Err(SealError::Malformed(_))
+    ));
+    assert!(matches!(parse(&[0x08, 0x01]), Err(SealError::Malformed(_))));
 }
 
 #[test]
