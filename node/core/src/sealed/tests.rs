@@ -622,12 +622,35 @@ proptest! {
         let sealed = seal(&author.key(), ANNEX_SCHEMA, &payload, &rs).unwrap();
         let refs: Vec<&Identity> = members.iter().collect();
         let r = sealed_record(&author, 1, sealed.payload, &refs);
-        prop_assert_eq!(parse(&r.payload).unwrap().keys.len(), n + 1);
+        let view = parse(&r.payload).unwrap();
+        prop_assert_eq!(view.keys.len(), n + 1);
+        // The sizes FORMATS §6 gives: 155 bytes a wrap; the ciphertext is the encoded
+        // SealedContent and a 16-byte tag.
+        let content = pb::SealedContent { schema: ANNEX_SCHEMA.into(), payload: payload.clone().into() };
+        prop_assert_eq!(view.ciphertext.len(), content.encoded_len() + 16);
+        let ct_field = 1 + prost::encoding::encoded_len_varint(view.ciphertext.len() as u64)
+            + view.ciphertext.len();
+        prop_assert_eq!(r.payload.len(), 155 * (n + 1) + ct_field);
         for who in members.iter().chain([&author]) {
             let opened = open(&r, &who.key(), who.encryption_secrets()).unwrap();
             prop_assert_eq!(&opened.schema, ANNEX_SCHEMA);
             prop_assert_eq!(&opened.payload, &payload);
             prop_assert_eq!(opened.content_key.as_bytes(), sealed.content_key.as_bytes());
+        }
+    }
+}
+
+proptest! {
+    /// Any bytes at all: `parse` answers without panicking, and what it accepts encodes
+    /// back to exactly those bytes.
+    #[test]
+    fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(view) = parse(&bytes) {
+            let again = pb::Sealed {
+                keys: view.keys.iter().map(WrappedKey::to_proto).collect(),
+                ciphertext: view.ciphertext.clone().into(),
+            };
+            prop_assert_eq!(again.encode_to_vec(), bytes);
         }
     }
 }
