@@ -609,4 +609,6 @@ impl WrappedKey {
 }
 
 #[cfg(test)]
+mod grant_tests;
+#[cfg(test)]
 mod tests;
