@@ -28,6 +28,7 @@ use crate::identity::{Identity, OrgKey};
 use crate::net::codec::{Codec, PROTOCOL};
 use crate::net::sync::{parse_bucket_refs, Entry, SyncSet};
 use crate::record::{self, Audience, Draft, Record, RecordId};
+use crate::sealed;
 
 /// A target's body: any bytes in, no panic out.
 pub type Target = fn(&[u8]);
@@ -46,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("charter_document", charter_document),
     ("config_toml", config_toml),
     ("api_query", api_query),
+    ("sealed_open", sealed_open),
 ];
 
 /// The fixed world the targets judge records against: five organisations with seeds
@@ -162,7 +164,7 @@ fn signing_message(body: &[u8]) -> Vec<u8> {
 /// Each record kind's payload, in a well-formed body signed by a member at the current
 /// epoch: the first byte picks the schema, the rest is the payload.
 pub fn record_payload(data: &[u8]) {
-    const SCHEMAS: [&str; 9] = [
+    const SCHEMAS: [&str; 11] = [
         FINDING_SCHEMA,
         ANNEX_SCHEMA,
         RETRACTION_SCHEMA,
@@ -172,6 +174,8 @@ pub fn record_payload(data: &[u8]) {
         APPROVAL_SCHEMA,
         NODE_CERT_SCHEMA,
         "vocab/v1",
+        sealed::SEALED_SCHEMA,
+        sealed::ENCRYPTION_KEY_SCHEMA,
     ];
     let Some((&pick, payload)) = data.split_first() else {
         return;
@@ -181,6 +185,43 @@ pub fn record_payload(data: &[u8]) {
     let epoch = (pick & 0x80 != 0).then(|| w.membership.current().epoch);
     let r = sign(&w.orgs[2], 1, None, schema, epoch, payload.to_vec());
     ingest(&r.bytes);
+}
+
+/// The organisations a sealed record of [`sealed_open`] is for: its author (the fixed
+/// world's third organisation) and two members.
+fn sealed_recipients() -> Vec<sealed::Recipient> {
+    let w = world();
+    [2, 0, 3]
+        .iter()
+        .map(|&i| sealed::Recipient {
+            org: w.orgs[i].key(),
+            key: w.orgs[i].encryption_key(),
+        })
+        .collect()
+}
+
+/// A sealed record's envelope (`sealed/v1` payload) in a body signed by a member for two
+/// chosen members: the door check, then what a recipient runs on arrival: the HPKE
+/// unwrap, the content decryption, the inner content and its schema check.
+pub fn sealed_open(data: &[u8]) {
+    let w = world();
+    let by = &w.orgs[2];
+    let audience = Audience::members(vec![w.orgs[0].key(), w.orgs[3].key()]);
+    let draft = Draft {
+        schema: sealed::SEALED_SCHEMA.into(),
+        audience,
+        supersedes: None,
+        epoch: Some(w.membership.current().epoch),
+        payload: data.to_vec(),
+        created_at_ms: 1,
+    };
+    let r = record::sign(by, 1, None, draft);
+    ingest(&r.bytes);
+    for reader in [&w.orgs[0], by] {
+        if let Ok(opened) = sealed::open(&r, &reader.key(), reader.encryption_secrets()) {
+            let _ = check::prepare_opened(r.clone(), &opened.schema, &opened.payload);
+        }
+    }
 }
 
 /// Bundle reading: magic, header, length-prefixed records, each ingested.
@@ -341,6 +382,16 @@ pub fn api_query(data: &[u8]) {
     }
 }
 
+/// A `sealed/v1` payload of a finding for [`sealed_recipients`]. Sealing is randomised
+/// (content key, HPKE ephemeral keys), so unlike the other seeds this one differs at each
+/// call; `seeds_are_current` checks that the kept one still opens instead.
+fn sealed_seed(finding_payload: &[u8]) -> Vec<u8> {
+    let w = world();
+    sealed::seal(&w.orgs[2].key(), FINDING_SCHEMA, finding_payload, &sealed_recipients())
+        .expect("the fixed organisations' keys are usable")
+        .payload
+}
+
 fn framed(message: &[u8]) -> Vec<u8> {
     [&(message.len() as u32).to_be_bytes()[..], message].concat()
 }
@@ -424,6 +475,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
         ("finding_input", example.to_vec()),
+        ("sealed_open", sealed_seed(&finding_payload)),
         ("charter_document", w.charter.payload.clone()),
         ("charter_document", member.unwrap()),
         ("charter_document", serde_json::to_vec(&change).unwrap()),
@@ -518,16 +570,45 @@ mod tests {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(&path, &bytes).unwrap();
             }
-            // Seeds carry the current time nowhere, so they are reproducible.
+            // Seeds carry the current time nowhere, so they are reproducible, except the
+            // sealed one (fresh keys at each sealing): it must still open and check.
             let kept = std::fs::read(&path).unwrap_or_default();
+            let current = if target == "sealed_open" {
+                sealed_seed_opens(&kept)
+            } else {
+                kept == bytes
+            };
             assert!(
-                kept == bytes,
+                current,
                 "{} is stale: rerun with COALITION_WRITE_FUZZ_SEEDS=1",
                 path.display()
             );
             let f = TARGETS.iter().find(|(n, _)| *n == target).unwrap().1;
             f(&bytes);
         }
+    }
+
+    /// Whether `payload` is a sealed finding every fixed recipient opens and checks.
+    fn sealed_seed_opens(payload: &[u8]) -> bool {
+        let w = world();
+        let draft = Draft {
+            schema: sealed::SEALED_SCHEMA.into(),
+            audience: Audience::members(vec![w.orgs[0].key(), w.orgs[3].key()]),
+            supersedes: None,
+            epoch: Some(w.membership.current().epoch),
+            payload: payload.to_vec(),
+            created_at_ms: 1,
+        };
+        let r = record::sign(&w.orgs[2], 1, None, draft);
+        check::prepare(&r.bytes).is_ok()
+            && [0, 2, 3].iter().all(|&i| {
+                let o = &w.orgs[i];
+                sealed::open(&r, &o.key(), o.encryption_secrets()).is_ok_and(|opened| {
+                    check::prepare_opened(r.clone(), &opened.schema, &opened.payload)
+                        .is_ok_and(|p| p.finding.is_some())
+                })
+            })
+            && sealed::open(&r, &w.orgs[1].key(), w.orgs[1].encryption_secrets()).is_err()
     }
 
     /// Every target runs on a few ordinary inputs.
