@@ -387,9 +387,14 @@ pub fn api_query(data: &[u8]) {
 /// call; `seeds_are_current` checks that the kept one still opens instead.
 fn sealed_seed(finding_payload: &[u8]) -> Vec<u8> {
     let w = world();
-    sealed::seal(&w.orgs[2].key(), FINDING_SCHEMA, finding_payload, &sealed_recipients())
-        .expect("the fixed organisations' keys are usable")
-        .payload
+    sealed::seal(
+        &w.orgs[2].key(),
+        FINDING_SCHEMA,
+        finding_payload,
+        &sealed_recipients(),
+    )
+    .expect("the fixed organisations' keys are usable")
+    .payload
 }
 
 fn framed(message: &[u8]) -> Vec<u8> {

@@ -23,6 +23,8 @@ mod export;
 mod governance;
 mod ingest;
 mod membership;
+#[cfg(test)]
+mod sealed_tests;
 mod verification;
 mod view;
 
