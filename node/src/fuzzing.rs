@@ -187,17 +187,36 @@ pub fn record_payload(data: &[u8]) {
     ingest(&r.bytes);
 }
 
-/// The organisations a sealed record of [`sealed_open`] is for: its author (the fixed
-/// world's third organisation) and two members.
+/// The fixed organisations of [`sealed_open`]'s records: the author (index into the
+/// world's organisations) and the two members it seals for.
+const SEALED_AUTHOR: usize = 2;
+const SEALED_MEMBERS: [usize; 2] = [0, 3];
+
+/// The author and members of [`sealed_open`]'s records, with their encryption keys.
 fn sealed_recipients() -> Vec<sealed::Recipient> {
     let w = world();
-    [2, 0, 3]
-        .iter()
-        .map(|&i| sealed::Recipient {
+    std::iter::once(SEALED_AUTHOR)
+        .chain(SEALED_MEMBERS)
+        .map(|i| sealed::Recipient {
             org: w.orgs[i].key(),
             key: w.orgs[i].encryption_key(),
         })
         .collect()
+}
+
+/// `payload` as the `sealed/v1` payload of a record signed by the sealed author at the
+/// current epoch, for the sealed members.
+fn sealed_record(payload: &[u8]) -> Record {
+    let w = world();
+    let draft = Draft {
+        schema: sealed::SEALED_SCHEMA.into(),
+        audience: Audience::members(SEALED_MEMBERS.iter().map(|&i| w.orgs[i].key()).collect()),
+        supersedes: None,
+        epoch: Some(w.membership.current().epoch),
+        payload: payload.to_vec(),
+        created_at_ms: 1,
+    };
+    record::sign(&w.orgs[SEALED_AUTHOR], 1, None, draft)
 }
 
 /// A sealed record's envelope (`sealed/v1` payload) in a body signed by a member for two
@@ -205,19 +224,9 @@ fn sealed_recipients() -> Vec<sealed::Recipient> {
 /// unwrap, the content decryption, the inner content and its schema check.
 pub fn sealed_open(data: &[u8]) {
     let w = world();
-    let by = &w.orgs[2];
-    let audience = Audience::members(vec![w.orgs[0].key(), w.orgs[3].key()]);
-    let draft = Draft {
-        schema: sealed::SEALED_SCHEMA.into(),
-        audience,
-        supersedes: None,
-        epoch: Some(w.membership.current().epoch),
-        payload: data.to_vec(),
-        created_at_ms: 1,
-    };
-    let r = record::sign(by, 1, None, draft);
+    let r = sealed_record(data);
     ingest(&r.bytes);
-    for reader in [&w.orgs[0], by] {
+    for reader in [SEALED_MEMBERS[0], SEALED_AUTHOR].map(|i| &w.orgs[i]) {
         if let Ok(opened) = sealed::open(&r, &reader.key(), reader.encryption_secrets()) {
             let _ = check::prepare_opened(r.clone(), &opened.schema, &opened.payload);
         }
@@ -388,7 +397,7 @@ pub fn api_query(data: &[u8]) {
 fn sealed_seed(finding_payload: &[u8]) -> Vec<u8> {
     let w = world();
     sealed::seal(
-        &w.orgs[2].key(),
+        &w.orgs[SEALED_AUTHOR].key(),
         FINDING_SCHEMA,
         finding_payload,
         &sealed_recipients(),
@@ -593,21 +602,14 @@ mod tests {
         }
     }
 
-    /// Whether `payload` is a sealed finding every fixed recipient opens and checks.
+    /// Whether `payload` is a sealed finding every fixed recipient opens and checks, and
+    /// an organisation outside its audience cannot open.
     fn sealed_seed_opens(payload: &[u8]) -> bool {
         let w = world();
-        let draft = Draft {
-            schema: sealed::SEALED_SCHEMA.into(),
-            audience: Audience::members(vec![w.orgs[0].key(), w.orgs[3].key()]),
-            supersedes: None,
-            epoch: Some(w.membership.current().epoch),
-            payload: payload.to_vec(),
-            created_at_ms: 1,
-        };
-        let r = record::sign(&w.orgs[2], 1, None, draft);
+        let r = sealed_record(payload);
         check::prepare(&r.bytes).is_ok()
-            && [0, 2, 3].iter().all(|&i| {
-                let o = &w.orgs[i];
+            && sealed_recipients().iter().all(|recipient| {
+                let o = w.orgs.iter().find(|o| o.key() == recipient.org).unwrap();
                 sealed::open(&r, &o.key(), o.encryption_secrets()).is_ok_and(|opened| {
                     check::prepare_opened(r.clone(), &opened.schema, &opened.payload)
                         .is_ok_and(|p| p.finding.is_some())

@@ -99,12 +99,12 @@ async fn a_sealed_record_from_a_member_is_stored_and_served_without_being_read()
     node.export_bundle(&path, true, None).await.unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert!(!holds_marker(&bytes));
-    let ids: Vec<_> = Reader::new(std::io::Cursor::new(bytes))
+    let exported: Vec<_> = Reader::new(std::io::Cursor::new(bytes))
         .unwrap()
         .map(|e| e.unwrap().bytes)
         .collect();
     assert!(
-        ids.contains(&rec.bytes),
+        exported.contains(&rec.bytes),
         "the sealed record is exported as signed"
     );
 }
