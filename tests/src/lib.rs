@@ -61,9 +61,15 @@ pub fn all_examples() -> Vec<PathBuf> {
 /// Runs `$CARGO build -p coalition-node --bin coalition` in the workspace root and takes
 /// the executable path from cargo's JSON messages, so `CARGO_TARGET_DIR` and any other
 /// target-directory configuration are respected.
+///
+/// `COALITION_BIN`, when set, names a binary to use instead (a long soak runs a copy,
+/// so rebuilding the workspace meanwhile does not change the program under test).
 pub fn coalition_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_coalition(false))
+    BIN.get_or_init(|| match std::env::var_os("COALITION_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_coalition(false),
+    })
 }
 
 /// Like [`coalition_bin`], but an optimised (`--release`) build, for benchmarks.
