@@ -161,6 +161,15 @@ pub async fn run(
             )
             .into());
         }
+        // Members seal records for this organisation to the key it published last.
+        if let Some(id) = node.publish_encryption_key(&identity).await? {
+            tracing::info!(record = %id.short(), "published this organisation's encryption key");
+        }
+        // Sealed records for this organisation that arrived while no node held its key.
+        let opened = node.open_pending(None).await?;
+        if opened > 0 {
+            tracing::info!(opened, "opened sealed records held unread");
+        }
         let config = NetConfig::from_config(node.config())?;
         let (net, handle) =
             net::start(node.clone(), Arc::new(identity), config, stop_rx.clone()).await?;

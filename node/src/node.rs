@@ -14,6 +14,7 @@
 //! | `verification` | re-verifying the store |
 //! | `export` | what may leave the node, bundles, atomic writes |
 //! | `view` | a record as `finding show` presents it |
+//! | `sealing` | encryption keys, sealing for chosen members, opening on arrival |
 //!
 //! Dependencies between them go one way: `governance` → `authoring` → `membership`,
 //! `view`; `ingest` and `verification` → `membership`.
@@ -25,6 +26,7 @@ mod ingest;
 mod membership;
 #[cfg(test)]
 mod sealed_tests;
+mod sealing;
 mod verification;
 mod view;
 
@@ -34,6 +36,7 @@ pub use authoring::Added;
 pub use export::write_atomically;
 pub use governance::REPLICAS_META;
 pub use ingest::{CheckedRecords, ImportReport, GOVERNANCE_CAP, GOVERNANCE_CAP_REASON};
+pub use sealing::Unsealable;
 pub use view::RecordView;
 
 pub use crate::now_ms;
@@ -99,6 +102,8 @@ pub struct Node {
     config: Config,
     store: Store,
     fold_cache: membership::FoldCache,
+    /// This organisation's encryption secrets once the key file is unlocked.
+    keyring: std::sync::RwLock<Option<std::sync::Arc<sealing::Keyring>>>,
 }
 
 impl Node {
@@ -161,6 +166,7 @@ impl Node {
                 config,
                 store,
                 fold_cache: Default::default(),
+                keyring: Default::default(),
             },
             identity,
         ))
@@ -175,6 +181,7 @@ impl Node {
             config,
             store,
             fold_cache: Default::default(),
+            keyring: Default::default(),
         })
     }
 
@@ -188,6 +195,7 @@ impl Node {
                 self.home.config_path().display()
             )));
         }
+        self.hold_keys(&id);
         Ok(id)
     }
 

@@ -125,7 +125,7 @@ pub struct Holding {
     pub seq: u64,
     /// Audience code (0 private, 1 coalition, 2 members).
     pub audience: i64,
-    /// Payload schema.
+    /// Payload schema as signed: `sealed/v1` for every sealed record, opened or not.
     pub schema: String,
     /// SignedRecord bytes, for grant records only.
     pub grant: Option<Vec<u8>>,
@@ -203,6 +203,28 @@ pub fn reread(id: &RecordId, bytes: &[u8]) -> Result<Record, StoreError> {
         id: id.to_hex(),
         reason: e.to_string(),
     })
+}
+
+/// As [`reread`], for a row that may be an opened sealed record: with `opened` (its
+/// stored schema and the `opened` table's payload), the record's `schema` and `payload`
+/// are the content this node opened, while `bytes` stay the sealed record as signed.
+fn reread_opened(
+    id: &RecordId,
+    bytes: &[u8],
+    opened: Option<(String, Vec<u8>)>,
+) -> Result<Record, StoreError> {
+    let mut r = reread(id, bytes)?;
+    if let Some((schema, payload)) = opened {
+        if r.schema != crate::sealed::SEALED_SCHEMA {
+            return Err(StoreError::Corrupt {
+                id: id.to_hex(),
+                reason: format!("opened content stored for a {} record", r.schema),
+            });
+        }
+        r.schema = schema;
+        r.payload = payload;
+    }
+    Ok(r)
 }
 
 /// Appends `(?, ?, …)` binding each record id.

@@ -67,6 +67,19 @@ pub fn reaches(audience: &Audience, org: &OrgKey) -> bool {
     }
 }
 
+/// The audience a record travels with, between nodes and in bundles: its effective
+/// audience, except that a sealed record (`sealed/v1`) goes to the whole coalition. Its
+/// content opens only for the organisations it holds a wrapped key for, so every member
+/// may hold and serve its ciphertext (store and forward), and an auditor's bundle carries
+/// it to be verified without being read.
+pub fn carried(schema: &str, audience: &Audience) -> Audience {
+    if schema == crate::sealed::SEALED_SCHEMA {
+        Audience::Coalition
+    } else {
+        audience.clone()
+    }
+}
+
 /// Whether a peer node of organisation `org` may receive, over the network, a record by
 /// `author` whose effective audience is `audience`.
 ///
@@ -136,6 +149,29 @@ mod tests {
         assert_eq!(
             union(&Audience::members(vec![a]), &Audience::Coalition),
             Audience::Coalition
+        );
+    }
+
+    #[test]
+    fn sealed_records_travel_to_every_member_and_others_to_their_audience() {
+        let a = Identity::from_seed(&[1; 32]).key();
+        let b = Identity::from_seed(&[2; 32]).key();
+        let c = Identity::from_seed(&[3; 32]).key();
+        let only_b = Audience::members(vec![b]);
+        let sealed = carried(crate::sealed::SEALED_SCHEMA, &only_b);
+        assert!(entitled(&a, &sealed, &c), "C relays what it cannot read");
+        assert!(
+            shareable_with(&sealed, None),
+            "an auditor's bundle carries it"
+        );
+        let clear = carried(crate::finding::FINDING_SCHEMA, &only_b);
+        assert!(
+            !entitled(&a, &clear, &c),
+            "a clear members-only record stays with its audience"
+        );
+        assert_eq!(
+            carried(crate::finding::FINDING_SCHEMA, &Audience::Private),
+            Audience::Private
         );
     }
 

@@ -61,6 +61,27 @@ pub struct Prepared {
     pub subject: Option<RecordId>,
     /// Query columns, for findings.
     pub finding: Option<FindingIndex>,
+    /// For a `sealed/v1` record this node opened: what it says. The store keeps the
+    /// sealed bytes as they are and this beside them ([`prepare_opened`]).
+    pub content: Option<Content>,
+}
+
+/// The content of an opened sealed record: its inner schema and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    /// Inner schema id (one of [`sealed::SEALABLE_SCHEMAS`]).
+    pub schema: String,
+    /// Inner payload, checked against `schema`.
+    pub payload: Vec<u8>,
+}
+
+impl Prepared {
+    /// The schema the record's content has: the inner one of an opened sealed record.
+    pub fn schema(&self) -> &str {
+        self.content
+            .as_ref()
+            .map_or(self.record.schema.as_str(), |c| c.schema.as_str())
+    }
 }
 
 /// Verifies `bytes` (encoding, signature, canonical body, schema) and extracts its query
@@ -87,6 +108,7 @@ pub fn prepare_verified(record: Record) -> Result<Prepared, IngestError> {
             record,
             subject: None,
             finding: None,
+            content: None,
         });
     }
     let value = schemas().check_payload(&record.schema, &record.payload, &record.id.to_hex())?;
@@ -128,6 +150,10 @@ pub fn prepare_opened(
         subject: subject_of(schema, &value),
         record,
         finding,
+        content: Some(Content {
+            schema: schema.to_string(),
+            payload: payload.to_vec(),
+        }),
     })
 }
 
@@ -137,6 +163,7 @@ fn prepared(record: Record, value: &serde_json::Value) -> Prepared {
         subject: subject_of(&record.schema, value),
         record,
         finding,
+        content: None,
     }
 }
 

@@ -479,7 +479,7 @@ pub(super) async fn export(
     hxl: bool,
 ) -> Result<usize> {
     let q = filters.to_query()?;
-    let records = node.shareable(include_private, recipient).await?;
+    let records = node.readable(include_private, recipient).await?;
     let matching: HashSet<RecordId> = query::matching_ids(&node.store().reader(), &q)
         .await?
         .into_iter()

@@ -86,6 +86,9 @@ pub(super) async fn finding(home: &Home, cmd: FindingCmd) -> Result<Outcome> {
             let identity = unlock(&node)?;
             let added = node.add_finding(&identity, &input, audience).await?;
             out(added.finding.to_hex())?;
+            if let Some(why) = &added.unsealed {
+                eprintln!("note: not sealed: {why}; until then this finding goes only to its audience, directly, never through other members");
+            }
             if let Some(a) = added.annex {
                 eprintln!("sensitive details stored as private annex {a} (never shared unless you run `coalition share {a} --with …`)");
             }

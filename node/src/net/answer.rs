@@ -219,7 +219,7 @@ fn addressed_to(
 ) -> bool {
     match record::verify(bytes) {
         Ok(r) => {
-            audience::entitled(&r.author, &r.audience, me)
+            audience::entitled(&r.author, &audience::carried(&r.schema, &r.audience), me)
                 || audience::from_own_organisation(&r.author, me, peer_org)
                 || granted(&r.id, &r.author)
         }

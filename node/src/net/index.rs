@@ -65,11 +65,13 @@ impl Index {
         }
         for h in rows {
             self.last_rowid = self.last_rowid.max(h.rowid);
-            let audience = match h.audience {
+            let signed = match h.audience {
                 1 => Audience::Coalition,
                 2 => Audience::members(h.members.clone()),
                 _ => Audience::Private,
             };
+            // A sealed record travels to every member, whatever this node could read.
+            let audience = audience::carried(&h.schema, &signed);
             if h.schema == GRANT_SCHEMA {
                 if let Some((target, a)) = h
                     .grant

@@ -5,9 +5,9 @@
 
 use serde_json::json;
 
+use super::sealing::{sealed_draft, Unsealable};
 use super::{Node, NodeError};
 use crate::audience::union;
-use crate::check;
 use crate::finding::{
     annex_payload, retraction_payload, to_payload, FindingInput, ANNEX_SCHEMA, FINDING_SCHEMA,
     GRANT_SCHEMA, RETRACTION_SCHEMA,
@@ -15,6 +15,7 @@ use crate::finding::{
 use crate::identity::Identity;
 use crate::now_ms;
 use crate::record::{self, Audience, Draft, Record, RecordId};
+use crate::sealed;
 
 /// What `finding add` stored.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -23,12 +24,17 @@ pub struct Added {
     pub finding: RecordId,
     /// The private annex with sensitive details, if any.
     pub annex: Option<RecordId>,
+    /// Whether the finding was sealed (end-to-end encrypted for its chosen members).
+    pub sealed: bool,
+    /// Why a finding for chosen members was not sealed, if it was not.
+    #[serde(skip)]
+    pub unsealed: Option<Unsealable>,
 }
 
 impl Node {
     /// Signs and stores own records in one transaction, chaining seq/prev. `make` builds
     /// each draft and may use the records made before it in the same call.
-    async fn append(
+    pub(super) async fn append(
         &self,
         identity: &Identity,
         count: usize,
@@ -64,7 +70,7 @@ impl Node {
             let r = record::sign(identity, seq + 1, prev, draft);
             seq = r.seq;
             prev = Some(r.id);
-            prepared.push(check::prepare_verified(r.clone())?);
+            prepared.push(Node::prepare_own(identity, r.clone())?);
             made.push(r);
         }
         own.insert(&prepared).await?;
@@ -82,9 +88,15 @@ impl Node {
         payload: Vec<u8>,
     ) -> Result<Record, NodeError> {
         let now = now_ms();
+        let recipients = match sealed::is_sealable(schema) {
+            true => self.recipients_if_any(identity, &audience).await?.0,
+            false => None,
+        };
+        let (schema, payload) =
+            sealed_draft(&identity.key(), schema, payload, recipients.as_deref())?;
         let mut made = self
             .append(identity, 1, |_| Draft {
-                schema: schema.into(),
+                schema: schema.clone(),
                 audience: audience.clone(),
                 supersedes,
                 epoch: None,
@@ -117,12 +129,20 @@ impl Node {
         supersedes: Option<RecordId>,
     ) -> Result<Added, NodeError> {
         let now = now_ms();
-        let finding_payload = to_payload(&input.finding);
+        // For chosen members the finding is sealed if every one of them published a key
+        // (its annex stays PRIVATE, unsealed).
+        let (recipients, unsealed) = self.recipients_if_any(identity, &audience).await?;
+        let (finding_schema, finding_payload) = sealed_draft(
+            &identity.key(),
+            FINDING_SCHEMA,
+            to_payload(&input.finding),
+            recipients.as_deref(),
+        )?;
         let n = 1 + usize::from(input.sensitive.is_some());
         let records = self
             .append(identity, n, |made| match made.first() {
                 None => Draft {
-                    schema: FINDING_SCHEMA.into(),
+                    schema: finding_schema.clone(),
                     audience: audience.clone(),
                     supersedes,
                     epoch: None,
@@ -148,6 +168,8 @@ impl Node {
         Ok(Added {
             finding: records[0].id,
             annex: records.get(1).map(|r| r.id),
+            sealed: recipients.is_some(),
+            unsealed,
         })
     }
 
@@ -277,7 +299,11 @@ impl Node {
                 current.label()
             )));
         }
-        let payload = json!({"record": id.to_hex(), "audience": with.to_json()});
+        let mut payload = json!({"record": id.to_hex(), "audience": with.to_json()});
+        // A sealed record: the grant brings the new members its content key.
+        if let Some(keys) = self.grant_wraps(identity, &rec, &widened).await? {
+            payload["keys"] = keys;
+        }
         let r = self
             .append_one(identity, GRANT_SCHEMA, widened, None, to_payload(&payload))
             .await?;

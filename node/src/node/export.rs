@@ -16,7 +16,7 @@ use crate::finding::GRANT_SCHEMA;
 use crate::identity::OrgKey;
 use crate::now_ms;
 use crate::record::{Audience, Record, RecordId};
-use crate::store;
+use crate::sealed::SEALED_SCHEMA;
 
 /// Writes `path` via a temporary file in the same directory and a rename, so a crash
 /// never leaves a half-written export under the final name. The file is readable by its
@@ -63,13 +63,37 @@ pub fn write_atomically(
 }
 
 impl Node {
-    /// Stored records that may leave this node for `recipient` (`None`: the whole
-    /// coalition), node certificates left out; or all of them when `include_private`
-    /// (a backup for the organisation itself).
+    /// Stored records that may leave this node in a bundle for `recipient` (`None`: the
+    /// whole coalition), node certificates left out; or all of them when
+    /// `include_private` (a backup for the organisation itself). A sealed record goes to
+    /// anyone in the coalition as the ciphertext it is ([`audience::carried`]); records
+    /// come with the content this node opened, but a bundle carries only their bytes.
     pub async fn shareable(
         &self,
         include_private: bool,
         recipient: Option<OrgKey>,
+    ) -> Result<Vec<Record>, NodeError> {
+        self.leaving(include_private, recipient, false).await
+    }
+
+    /// As [`Node::shareable`], for readable exports (JSON Lines, CSV, GeoJSON): each
+    /// record by its own effective audience, sealed ones included only when this node
+    /// opened them and `recipient` is in their audience (their content, never the
+    /// ciphertext, which no reader of such a file could use). With `include_private`,
+    /// everything (an own backup).
+    pub async fn readable(
+        &self,
+        include_private: bool,
+        recipient: Option<OrgKey>,
+    ) -> Result<Vec<Record>, NodeError> {
+        self.leaving(include_private, recipient, true).await
+    }
+
+    async fn leaving(
+        &self,
+        include_private: bool,
+        recipient: Option<OrgKey>,
+        readable: bool,
     ) -> Result<Vec<Record>, NodeError> {
         if include_private && recipient.is_some() {
             return Err(NodeError::Refused(
@@ -79,32 +103,34 @@ impl Node {
                     .into(),
             ));
         }
-        let all = self.store.all_records().await?;
-        let mut records = Vec::with_capacity(all.len());
-        for (id, bytes) in all {
-            records.push(store::reread(&id, &bytes)?);
-        }
+        let mut records = self.store.all_records_opened().await?;
         // Membership records first, so a reader can judge everything after them.
-        records.sort_by_key(|r| !MEMBERSHIP_SCHEMAS.contains(&r.schema.as_str()));
+        records.sort_by_key(|(r, _)| !MEMBERSHIP_SCHEMAS.contains(&r.schema.as_str()));
         if include_private {
-            return Ok(records);
+            // The organisation's own backup: everything, sealed records it could not
+            // open included (as the envelope they are).
+            return Ok(records.into_iter().map(|(r, _)| r).collect());
         }
         let mut grants: HashMap<(RecordId, OrgKey), Vec<Audience>> = HashMap::new();
-        for g in records.iter().filter(|r| r.schema == GRANT_SCHEMA) {
+        for (g, _) in records.iter().filter(|(r, _)| r.schema == GRANT_SCHEMA) {
             if let Some((target, a)) = grant_target(g) {
                 grants.entry((target, g.author)).or_default().push(a);
             }
         }
         Ok(records
             .into_iter()
-            .filter(|r| r.schema != NODE_CERT_SCHEMA)
-            .filter(|r| {
-                let a = audience::widened(
-                    &r.audience,
-                    grants.get(&(r.id, r.author)).into_iter().flatten(),
-                );
+            .filter(|(r, _)| r.schema != NODE_CERT_SCHEMA)
+            .filter(|(r, sealed)| {
+                let signed = match (*sealed, readable) {
+                    (true, true) if r.schema == SEALED_SCHEMA => return false,
+                    (true, false) => audience::carried(SEALED_SCHEMA, &r.audience),
+                    _ => r.audience.clone(),
+                };
+                let a =
+                    audience::widened(&signed, grants.get(&(r.id, r.author)).into_iter().flatten());
                 audience::shareable_with(&a, recipient.as_ref())
             })
+            .map(|(r, _)| r)
             .collect())
     }
 

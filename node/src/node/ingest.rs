@@ -9,11 +9,14 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::sealing::Keyring;
 use super::{io_err, Node, NodeError};
 use crate::bundle;
 use crate::charter::Membership;
 use crate::check::{self, GovernanceRefusal, Prepared};
+use crate::finding::GRANT_SCHEMA;
 use crate::record::RecordId;
+use crate::sealed::SEALED_SCHEMA;
 use crate::verify::{is_membership, Failure};
 
 /// Records handled per parallel verify + insert step of an import.
@@ -151,7 +154,7 @@ impl Node {
             report.read += batch.len() as u64;
             progress(report.read, entries.header().record_count);
             size = (size * 2).min(IMPORT_BATCH);
-            let checking = check_on_pool(batch, membership.clone());
+            let checking = check_on_pool(batch, membership.clone(), self.keyring());
             if let Some(ok) = writing.take() {
                 self.store_checked(&ok, &mut report).await?;
             }
@@ -210,7 +213,7 @@ impl Node {
             });
         }
         let membership = self.membership().await?.map(Arc::new);
-        let (ok, failures) = check_on_pool(data, membership).await;
+        let (ok, failures) = check_on_pool(data, membership, self.keyring()).await;
         report.failures.extend(failures);
         Ok(CheckedRecords { ok, report })
     }
@@ -346,6 +349,21 @@ impl Node {
         let new = self.store.insert(ok).await?;
         report.stored += new.len() as u64;
         report.duplicates += (ok.len() - new.len()) as u64;
+        // Sealed records held unread that a grant in this batch (or one held) brings
+        // this organisation a key for.
+        if self.keyring().is_some() {
+            let waiting: Vec<RecordId> = ok
+                .iter()
+                .filter_map(|p| match p.record.schema.as_str() {
+                    GRANT_SCHEMA => p.subject,
+                    SEALED_SCHEMA if p.content.is_none() => Some(p.record.id),
+                    _ => None,
+                })
+                .collect();
+            if !waiting.is_empty() {
+                self.open_pending(Some(&waiting)).await?;
+            }
+        }
         Ok(())
     }
 }
@@ -369,9 +387,10 @@ fn check_pool() -> &'static rayon::ThreadPool {
 fn check_on_pool(
     batch: Vec<bundle::Entry>,
     membership: Option<Arc<Membership>>,
+    keys: Option<Arc<Keyring>>,
 ) -> impl Future<Output = (Vec<Prepared>, Vec<Failure>)> {
     let checking = tokio::task::spawn_blocking(move || {
-        check_pool().install(|| check_batch(&batch, membership.as_deref()))
+        check_pool().install(|| check_batch(&batch, membership.as_deref(), keys.as_deref()))
     });
     // A panic in verification is a bug: surface it as one, not as a bad record.
     async move {
@@ -383,9 +402,12 @@ fn check_on_pool(
 
 /// Verifies every entry (signature, schema) in parallel on every core and judges its
 /// author against `membership` (if given): the records that pass, and why the others fail.
+/// With `keys`, a sealed record that passed is opened if it is sealed for this
+/// organisation ([`Keyring::open`]).
 fn check_batch(
     batch: &[bundle::Entry],
     membership: Option<&Membership>,
+    keys: Option<&Keyring>,
 ) -> (Vec<Prepared>, Vec<Failure>) {
     let results: Vec<(u64, &[u8], Result<Prepared, String>)> = batch
         .par_iter()
@@ -395,6 +417,10 @@ fn check_batch(
                 .and_then(|p| match membership {
                     Some(m) => m.judge(&p.record).map(|()| p),
                     None => Ok(p),
+                })
+                .map(|p| match keys {
+                    Some(k) => k.open(p),
+                    None => p,
                 });
             (e.index, e.bytes.as_slice(), r)
         })

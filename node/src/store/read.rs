@@ -9,7 +9,7 @@ use std::str::FromStr;
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    id_col, key_col, push_id_list, reread, Authored, FindingRow, Holding, Store, StoreError,
+    id_col, key_col, push_id_list, reread_opened, Authored, FindingRow, Holding, Store, StoreError,
     INSERT_CHUNK,
 };
 use crate::finding::FINDING_SCHEMA;
@@ -28,13 +28,23 @@ impl Store {
     }
 
     /// The record with `id`, re-verified from its stored bytes.
+    ///
+    /// An opened sealed record comes with the content this node opened (its `bytes` stay
+    /// the sealed record as signed).
     pub async fn record(&self, id: &RecordId) -> Result<Record, StoreError> {
-        let bytes: Option<Vec<u8>> = sqlx::query_scalar("SELECT bytes FROM records WHERE id = ?")
-            .bind(id.0.as_slice())
-            .fetch_optional(&self.pool)
-            .await?;
-        let bytes = bytes.ok_or_else(|| StoreError::NotFound(id.to_hex()))?;
-        let r = reread(id, &bytes)?;
+        let row = sqlx::query(
+            "SELECT r.bytes, r.schema, o.payload FROM records r \
+             LEFT JOIN opened o ON o.id = r.id WHERE r.id = ?",
+        )
+        .bind(id.0.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or_else(|| StoreError::NotFound(id.to_hex()))?;
+        let bytes: Vec<u8> = row.get(0);
+        let opened = row
+            .get::<Option<Vec<u8>>, _>(2)
+            .map(|payload| (row.get::<String, _>(1), payload));
+        let r = reread_opened(id, &bytes, opened)?;
         if r.id != *id {
             return Err(StoreError::Corrupt {
                 id: id.to_hex(),
@@ -147,7 +157,10 @@ impl Store {
 
     /// Every record with one of `schemas`, re-verified, in storage order.
     pub async fn records_with_schemas(&self, schemas: &[&str]) -> Result<Vec<Record>, StoreError> {
-        let mut qb = QueryBuilder::new("SELECT id, bytes FROM records WHERE schema IN (");
+        let mut qb = QueryBuilder::new(
+            "SELECT r.id, r.bytes, r.schema, o.payload FROM records r \
+             LEFT JOIN opened o ON o.id = r.id WHERE r.schema IN (",
+        );
         let mut sep = qb.separated(", ");
         for s in schemas {
             sep.push_bind(*s);
@@ -155,15 +168,18 @@ impl Store {
         qb.push(")");
         if !schemas.contains(&FINDING_SCHEMA) {
             // Lets SQLite use the partial index `records_schema` (migration 0006).
-            qb.push(format_args!(" AND schema <> '{FINDING_SCHEMA}'"));
+            qb.push(format_args!(" AND r.schema <> '{FINDING_SCHEMA}'"));
         }
-        qb.push(" ORDER BY rowid");
+        qb.push(" ORDER BY r.rowid");
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let id = id_col(r, 0);
                 let bytes: Vec<u8> = r.get(1);
-                reread(&id, &bytes)
+                let opened = r
+                    .get::<Option<Vec<u8>>, _>(3)
+                    .map(|payload| (r.get::<String, _>(2), payload));
+                reread_opened(&id, &bytes, opened)
             })
             .collect()
     }
@@ -202,7 +218,8 @@ impl Store {
     /// audience code, explicit members, and the payload of grants.
     pub async fn holdings_since(&self, rowid: i64) -> Result<Vec<Holding>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.rowid, r.id, r.author, r.seq, r.audience, r.schema, \
+            "SELECT r.rowid, r.id, r.author, r.seq, r.audience, \
+             CASE WHEN r.sealed = 1 THEN 'sealed/v1' ELSE r.schema END, \
              CASE WHEN r.schema = 'grant/v1' THEN r.bytes END, \
              (SELECT group_concat(hex(member)) FROM audience_members m WHERE m.record = r.id) \
              FROM records r WHERE r.rowid > ? ORDER BY r.rowid",
@@ -321,6 +338,73 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(|r| (id_col(r, 0), r.get(1))).collect())
+    }
+
+    /// Every record in storage order, re-read from its bytes, with whether it is sealed:
+    /// an opened one comes with the content this node opened (as [`Store::record`]), one
+    /// it could not open as the sealed record it is.
+    pub async fn all_records_opened(&self) -> Result<Vec<(Record, bool)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.bytes, r.schema, o.payload, r.sealed FROM records r \
+             LEFT JOIN opened o ON o.id = r.id ORDER BY r.rowid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id = id_col(r, 0);
+                let bytes: Vec<u8> = r.get(1);
+                let opened = r
+                    .get::<Option<Vec<u8>>, _>(3)
+                    .map(|payload| (r.get::<String, _>(2), payload));
+                Ok((reread_opened(&id, &bytes, opened)?, r.get::<i64, _>(4) != 0))
+            })
+            .collect()
+    }
+
+    /// Sealed records held unread (`sealed/v1` rows this node did not open), as signed;
+    /// with `ids`, only those among them.
+    pub async fn unopened_sealed(
+        &self,
+        ids: Option<&[RecordId]>,
+    ) -> Result<Vec<Record>, StoreError> {
+        let sql = "SELECT id, bytes FROM records WHERE schema = 'sealed/v1'";
+        let rows = match ids {
+            None => sqlx::query(sql).fetch_all(&self.pool).await?,
+            Some(ids) => {
+                let mut rows = Vec::new();
+                for part in ids.chunks(INSERT_CHUNK) {
+                    let mut qb = QueryBuilder::new(format!("{sql} AND id IN "));
+                    push_id_list(&mut qb, part.iter());
+                    rows.extend(qb.build().fetch_all(&self.pool).await?);
+                }
+                rows
+            }
+        };
+        rows.iter()
+            .map(|r| reread_opened(&id_col(r, 0), &r.get::<Vec<u8>, _>(1), None))
+            .collect()
+    }
+
+    /// The grant records held for each of `ids` (by any author: the caller keeps only the
+    /// record author's own).
+    pub async fn grants_about(
+        &self,
+        ids: &[RecordId],
+    ) -> Result<HashMap<RecordId, Vec<Record>>, StoreError> {
+        let mut out: HashMap<RecordId, Vec<Record>> = HashMap::new();
+        for part in ids.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new(
+                "SELECT subject, id, bytes FROM records \
+                 WHERE schema = 'grant/v1' AND subject IN ",
+            );
+            push_id_list(&mut qb, part.iter());
+            for r in qb.build().fetch_all(&self.pool).await? {
+                let grant = reread_opened(&id_col(&r, 1), &r.get::<Vec<u8>, _>(2), None)?;
+                out.entry(id_col(&r, 0)).or_default().push(grant);
+            }
+        }
+        Ok(out)
     }
 
     /// Number of records held.

@@ -12,6 +12,7 @@ use crate::finding::{FindingIndex, FINDING_SCHEMA, RETRACTION_SCHEMA};
 use crate::identity::OrgKey;
 use crate::now_ms;
 use crate::record::{Audience, Record, RecordId};
+use crate::sealed::SEALED_SCHEMA;
 
 /// An open write transaction for one author's own records: the chain head read inside it
 /// ([`OwnAppend::head`]), inserts ([`OwnAppend::insert`]) and [`OwnAppend::commit`].
@@ -72,6 +73,39 @@ impl Store {
         Ok(new)
     }
 
+    /// Stores what this node opened of sealed records it already held unread (a grant
+    /// brought it a key later, or the key file was not unlocked when they arrived): each
+    /// row gets its inner schema and subject, the content is stored beside the sealed
+    /// bytes and indexed, in one transaction. Records already opened, or not held, are
+    /// skipped. Returns how many were opened.
+    pub async fn open_held(&self, batch: &[Prepared]) -> Result<usize, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut fresh = Vec::with_capacity(batch.len());
+        for p in batch {
+            let Some(content) = &p.content else { continue };
+            let done = sqlx::query(
+                "UPDATE records SET schema = ?, subject = ? \
+                 WHERE id = ? AND sealed = 1 AND schema = 'sealed/v1'",
+            )
+            .bind(content.schema.as_str())
+            .bind(opt_blob(p.subject))
+            .bind(p.record.id.0.as_slice())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                fresh.push(p);
+            }
+        }
+        if !fresh.is_empty() {
+            let before = max_finding_key(&mut tx).await?;
+            let mut next_key = before + 1;
+            let touched = insert_content(&mut tx, &fresh, &mut next_key).await?;
+            index_findings(&mut tx, before, touched).await?;
+        }
+        tx.commit().await?;
+        Ok(fresh.len())
+    }
+
     /// Starts appending `author`'s own records: opens a `BEGIN IMMEDIATE` transaction and
     /// reads the head of `author`'s chain inside it (see [`OwnAppend`]).
     pub async fn own_writer(&self, author: &OrgKey) -> Result<OwnAppend, StoreError> {
@@ -117,9 +151,7 @@ async fn insert_all(
     tx: &mut Transaction<'_, Sqlite>,
     batch: &[Prepared],
 ) -> Result<Vec<RecordId>, StoreError> {
-    let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM findings")
-        .fetch_one(&mut **tx)
-        .await?;
+    let before = max_finding_key(tx).await?;
     let mut new = Vec::new();
     let mut touched = Vec::new();
     let mut next_key = before + 1;
@@ -131,6 +163,25 @@ async fn insert_all(
     if new.is_empty() {
         return Ok(new);
     }
+    index_findings(tx, before, touched).await?;
+    Ok(new)
+}
+
+async fn max_finding_key(tx: &mut Transaction<'_, Sqlite>) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM findings")
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
+/// Once per transaction: the full-text index and the rollup for the finding rows after
+/// key `before`, and the supersession flags of the findings in `touched`.
+async fn index_findings(
+    tx: &mut Transaction<'_, Sqlite>,
+    before: i64,
+    mut touched: Vec<Vec<u8>>,
+) -> Result<(), StoreError> {
     // New finding rows are current until the flag update below says otherwise, so they
     // are counted here and uncounted by the update trigger when a flag turns them off.
     sqlx::query(
@@ -171,7 +222,7 @@ async fn insert_all(
         qb.push(")");
         qb.build().execute(&mut **tx).await?;
     }
-    Ok(new)
+    Ok(())
 }
 
 async fn insert_chunk(
@@ -182,22 +233,24 @@ async fn insert_chunk(
     let received = now_ms();
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
         "INSERT OR IGNORE INTO records (id, bytes, author, seq, prev, created_at, schema, \
-         audience, supersedes, epoch, subject, received_at) ",
+         audience, supersedes, epoch, subject, received_at, sealed) ",
     );
     qb.push_values(chunk, |mut b, p| {
         let r = &p.record;
+        // An opened sealed record is stored under its inner schema (migration 0007).
         b.push_bind(r.id.0.to_vec())
             .push_bind(r.bytes.as_slice())
             .push_bind(r.author.as_bytes().to_vec())
             .push_bind(r.seq as i64)
             .push_bind(opt_blob(r.prev))
             .push_bind(r.created_at_ms)
-            .push_bind(r.schema.as_str())
+            .push_bind(p.schema())
             .push_bind(r.audience.kind_code())
             .push_bind(opt_blob(r.supersedes))
             .push_bind(r.epoch.map(|e| e.to_vec()))
             .push_bind(opt_blob(p.subject))
-            .push_bind(received);
+            .push_bind(received)
+            .push_bind(i64::from(r.schema == SEALED_SCHEMA));
     });
     qb.push(" RETURNING id");
     let returned: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
@@ -233,6 +286,32 @@ async fn insert_chunk(
         qb.build().execute(&mut **tx).await?;
     }
 
+    let touched = insert_content(tx, &fresh, next_key).await?;
+    Ok(Inserted {
+        new: fresh.iter().map(|p| p.record.id).collect(),
+        touched,
+    })
+}
+
+/// The content rows of newly held (or newly opened) records: opened payloads, finding
+/// rows and their side tables. Returns the findings whose supersession flags may change.
+async fn insert_content(
+    tx: &mut Transaction<'_, Sqlite>,
+    fresh: &[&Prepared],
+    next_key: &mut i64,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let opened: Vec<(&RecordId, &[u8])> = fresh
+        .iter()
+        .filter_map(|p| Some((&p.record.id, p.content.as_ref()?.payload.as_slice())))
+        .collect();
+    for part in opened.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::new("INSERT OR IGNORE INTO opened (id, payload) ");
+        qb.push_values(part, |mut b, (id, payload)| {
+            b.push_bind(id.0.to_vec()).push_bind(*payload);
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
+
     let findings: Vec<(&Record, &FindingIndex)> = fresh
         .iter()
         .filter_map(|p| p.finding.as_ref().map(|f| (&p.record, f)))
@@ -255,10 +334,7 @@ async fn insert_chunk(
         let already: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
         touched.extend(already);
     }
-    Ok(Inserted {
-        new: fresh.iter().map(|p| p.record.id).collect(),
-        touched,
-    })
+    Ok(touched)
 }
 
 async fn insert_findings(

@@ -526,6 +526,19 @@ impl Membership {
             })?,
         };
         if state.is_member(&record.author) {
+            // A sealed record gives its content key only to members of the epoch it
+            // names: a removed member gets no key for what is written after its removal.
+            if record.schema == crate::sealed::SEALED_SCHEMA {
+                if let Ok(view) = crate::sealed::parse(&record.payload) {
+                    if let Some(outsider) = view.recipients().find(|k| !state.is_member(k)) {
+                        return Err(format!(
+                            "sealed record wraps its key for {}, who is not a member under the epoch it names (epoch {}); a removed member must get no key",
+                            outsider.short(),
+                            &hex::encode(state.epoch)[..12]
+                        ));
+                    }
+                }
+            }
             Ok(())
         } else {
             Err(format!(
