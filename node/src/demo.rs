@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::audience;
 use crate::charter::{GovernanceError, SignedCharter};
 use crate::config::{Api, Config, ConfigError, Home, Network};
 use crate::finding::FindingInput;
@@ -215,12 +216,30 @@ pub async fn run(dir: Option<&Path>) -> Result<(), DemoError> {
     for n in &nodes[1..] {
         n.import(&founding).await?;
     }
+    // Each publishes its encryption key and the others import it, so that findings for
+    // chosen members can be sealed for them (a running node publishes its key itself).
+    let mut published = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        n.publish_encryption_key(&ids[i]).await?;
+        let path = root.join(format!("keys-{i}.bundle"));
+        n.export_bundle(&path, false, None).await?;
+        published.push(path);
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        for (j, path) in published.iter().enumerate() {
+            if i != j {
+                n.import(path).await?;
+            }
+        }
+    }
+    println!("   Each publishes an encryption key, so findings for chosen members can be sealed.");
 
     println!("\n3. Each records findings from schemas/examples, with a mix of audiences:");
     let examples = examples_dir();
     let files = example_files(&examples).map_err(io_err(&examples))?;
     let keys: Vec<_> = ids.iter().map(Identity::key).collect();
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    let mut sealed = 0;
     for (i, f) in files.iter().enumerate() {
         let bytes = std::fs::read(f).map_err(io_err(f))?;
         let input = FindingInput::parse(&bytes, &f.display().to_string())?;
@@ -233,11 +252,15 @@ pub async fn run(dir: Option<&Path>) -> Result<(), DemoError> {
         *tally
             .entry(audience.label().replace("members:1", "one chosen member"))
             .or_default() += 1;
-        nodes[org].add_finding(&ids[org], &input, audience).await?;
+        let added = nodes[org].add_finding(&ids[org], &input, audience).await?;
+        sealed += usize::from(added.sealed);
     }
     for (aud, n) in &tally {
         println!("   {n:>2} findings shared with {aud}");
     }
+    println!(
+        "   ({sealed} of them sealed: only the author and the chosen member can read them, every member relays them)"
+    );
     println!(
         "   (sensitive details of victims and witnesses stay in private annexes on their node)"
     );
@@ -290,7 +313,7 @@ async fn converge_and_report(
     ids: &[Identity],
 ) -> Result<(), DemoError> {
     // What each node is entitled to: its own records plus every other record whose
-    // audience includes it.
+    // audience includes it (a sealed record: every member, which relays it unread).
     let mut expected: Vec<BTreeSet<RecordId>> = vec![BTreeSet::new(); homes.len()];
     for (i, home) in homes.iter().enumerate() {
         let node = Node::open(home.clone()).await?;
@@ -299,7 +322,8 @@ async fn converge_and_report(
             if r.author != ids[i].key() {
                 continue;
             }
-            let audience = node.effective_audience(r).await?;
+            let signed = crate::store::reread(&r.id, &r.bytes)?;
+            let audience = audience::carried(&signed.schema, &node.effective_audience(r).await?);
             for (j, id) in ids.iter().enumerate() {
                 let entitled = j == i
                     || match &audience {
@@ -337,7 +361,14 @@ async fn converge_and_report(
     }
     println!("   converged in {:.1} s:", start.elapsed().as_secs_f64());
     for (i, e) in expected.iter().enumerate() {
-        println!("   node {i} ({}) holds {} records", ORGS[i].1, e.len());
+        let node = Node::open(homes[i].clone()).await?;
+        let unread = node.store().unopened_sealed(None).await?.len();
+        node.store().clone().close().await;
+        println!(
+            "   node {i} ({}) holds {} records, {unread} of them sealed for others (relayed, unread)",
+            ORGS[i].1,
+            e.len()
+        );
     }
 
     println!("\n6. What the analyst at node 1 sees (current findings by country and category):");

@@ -9,10 +9,15 @@ use serde_json::{json, Value};
 
 use crate::finding::{FindingIndex, FINDING_SCHEMA};
 use crate::record::Record;
+use crate::sealed::SEALED_SCHEMA;
 
-/// One JSON object per record: its id, envelope fields and parsed payload.
+/// One JSON object per record: its id, envelope fields and parsed payload, and whether it
+/// is sealed (`sealed`: its schema and payload are what this node opened, or `sealed/v1`
+/// and no payload where it could not).
 pub fn record_json(r: &Record) -> Value {
+    let sealed = crate::record::schema_of(&r.bytes).as_deref() == Some(SEALED_SCHEMA);
     json!({
+        "sealed": sealed,
         "id": r.id,
         "author": r.author,
         "seq": r.seq,

@@ -19,7 +19,11 @@
 //!    node's store minus `received_at` in node 0's store (same machine, same clock):
 //!    p50/p99 until every node holds it, and per node.
 //!
-//! `-- sync` runs only 1 and 2, `-- propagation` only 3. These are figures, not
+//! 4. **Sealed sync** (`network/sealed.rs`): full syncs of a set half sealed for the
+//!    receiver, and through a relaying member that cannot read them, as ratios to a
+//!    full sync of the same number of clear records in the same run.
+//!
+//! `-- sync` runs only 1 and 2, `-- propagation` only 3, `-- sealed` only 4. These are figures, not
 //! assertions: the bench fails only if something does not arrive at all. Without
 //! `--bench` (`cargo test --benches`/`--all-targets`) it runs a tiny smoke version with the
 //! debug binary.
@@ -45,6 +49,8 @@ use rayon::prelude::*;
 mod nodes;
 #[path = "network/records.rs"]
 mod records;
+#[path = "network/sealed.rs"]
+mod sealed;
 
 use nodes::{
     cli, configure, findings_held, print_synced, reader, received_at, start, synced_lines,
@@ -481,7 +487,11 @@ fn main() {
         runtime.block_on(propagation(&bin, &s, &dir.path().join("propagation")));
         ran = true;
     }
+    if wants("sealed") {
+        runtime.block_on(sealed::sealed_sync(&bin, &s, &dir.path().join("sealed")));
+        ran = true;
+    }
     if !ran {
-        println!("nothing matched {filters:?}; parts: sync, propagation");
+        println!("nothing matched {filters:?}; parts: sync, propagation, sealed");
     }
 }

@@ -185,10 +185,11 @@ fn union(orgs: &[Org]) -> BTreeMap<String, Value> {
     all
 }
 
-/// Whether `key`'s organisation may hold `r`: its own, the coalition's, or one that
-/// lists it among its members.
+/// Whether `key`'s organisation may hold `r`: its own, the coalition's, one that lists it
+/// among its members, or a sealed one (every member relays those, reading only its own).
 fn entitled(key: &str, r: &Value) -> bool {
     r["author"] == key
+        || r["sealed"] == true
         || match r["audience"]["kind"].as_str() {
             Some("coalition") => true,
             Some("members") => r["audience"]["members"]
@@ -214,6 +215,19 @@ fn divergence(orgs: &[Org]) -> Option<String> {
         assert_eq!(set.len(), held.len(), "node {k} holds a record twice");
         if let Some(r) = records.iter().find(|r| !entitled(org.key(), r)) {
             panic!("node {k} holds a record outside its audience: {r}");
+        }
+        // A sealed record opens only for its author and its audience.
+        let reads = |r: &Value| {
+            r["author"] == org.key()
+                || r["audience"]["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|k| k == org.key()))
+        };
+        if let Some(r) = records
+            .iter()
+            .find(|r| r["sealed"] == true && r["schema"] != "sealed/v1" && !reads(r))
+        {
+            panic!("node {k} reads a sealed record that is not for it: {r}");
         }
         let want: BTreeSet<&str> = union
             .iter()

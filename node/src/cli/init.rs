@@ -24,6 +24,10 @@ pub struct InitCmd {
 pub enum IdentityCmd {
     /// Print this organisation's member card (name, country, key) as JSON.
     Export,
+    /// Make a new encryption key (for records sealed to this organisation) the current
+    /// one, keep the old secrets in the key file (records sealed to them still open), and
+    /// publish the new key to the coalition. Prints the new publishing record's id.
+    RotateEncryptionKey,
 }
 
 /// `coalition node …`
@@ -64,6 +68,17 @@ pub(super) async fn identity(home: &Home, cmd: IdentityCmd) -> Result<Outcome> {
         IdentityCmd::Export => {
             let node = open(home).await?;
             out_json(&node.member_card())?;
+        }
+        IdentityCmd::RotateEncryptionKey => {
+            let node = open(home).await?;
+            let p = passphrase(false)?;
+            let mut identity = node.unlock(&p)?;
+            let id = node.rotate_encryption_key(&mut identity, &p).await?;
+            out(id.to_hex())?;
+            eprintln!(
+                "new encryption key {} is current and published to the coalition; members seal to it once they hold this record (their next sync)",
+                identity.encryption_key().short()
+            );
         }
     }
     Ok(Outcome::Success)

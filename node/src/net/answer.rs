@@ -296,6 +296,83 @@ mod tests {
         assert_eq!(node.store().count().await.unwrap(), before + 1);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sealed_record_altered_in_transit_is_a_violation_and_an_intact_one_is_relayed() {
+        let TwoMembers {
+            _dir,
+            node,
+            me,
+            peer,
+            epoch,
+        } = two_members().await;
+        let payload = crate::finding::to_payload(&serde_json::json!({"title": "sealed"}));
+        let author = crate::sealed::Recipient {
+            org: peer.key(),
+            key: peer.encryption_key(),
+        };
+        // For this organisation, but with the author's wrap only: this node relays it.
+        let sealed = crate::sealed::seal(
+            &peer.key(),
+            crate::finding::FINDING_SCHEMA,
+            &payload,
+            &[author],
+        )
+        .unwrap();
+        let good = record::sign(
+            &peer,
+            1,
+            None,
+            record::Draft {
+                schema: crate::sealed::SEALED_SCHEMA.into(),
+                audience: record::Audience::members(vec![me.key()]),
+                payload: sealed.payload,
+                ..draft(epoch)
+            },
+        );
+        let mut altered = good.bytes.clone();
+        let at = altered.len() - 80;
+        altered[at] ^= 1;
+        let index = Mutex::new(Index::default());
+        let from = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let push = |records: Vec<Vec<u8>>| {
+            pb::sync_request::Kind::Push(pb::Push {
+                records: records.into_iter().map(Into::into).collect(),
+            })
+        };
+        let before = node.store().count().await.unwrap();
+        let (_, verdict) = answer(
+            &node,
+            &index,
+            me.key(),
+            from,
+            peer.key(),
+            push(vec![altered]),
+        )
+        .await;
+        assert!(
+            verdict.is_err(),
+            "an altered sealed record was not a violation"
+        );
+        assert_eq!(node.store().count().await.unwrap(), before);
+        let (_, verdict) = answer(
+            &node,
+            &index,
+            me.key(),
+            from,
+            peer.key(),
+            push(vec![good.bytes.clone()]),
+        )
+        .await;
+        assert!(verdict.is_ok());
+        assert_eq!(
+            node.store().count().await.unwrap(),
+            before + 1,
+            "held to relay"
+        );
+    }
+
     fn id(n: u8) -> RecordId {
         RecordId([n; 32])
     }

@@ -450,3 +450,35 @@ async fn a_grant_bringing_a_key_opens_a_sealed_record_held_unread() {
         .any(|f| f.id == rec.id));
     assert!(node.verify_store().await.unwrap().ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_encryption_key_keeps_the_old_secret_and_publishes_the_new_key() {
+    let TwoMembers { _dir, node, me, .. } = two_members().await;
+    let mut me = me;
+    let first = me.encryption_key();
+    node.publish_encryption_key(&me).await.unwrap();
+    assert_eq!(
+        node.encryption_key_of(&me.key()).await.unwrap(),
+        Some(first)
+    );
+    assert_eq!(
+        node.publish_encryption_key(&me).await.unwrap(),
+        None,
+        "once"
+    );
+
+    node.rotate_encryption_key(&mut me, "passphrase-1")
+        .await
+        .unwrap();
+    let current = node.encryption_key_of(&me.key()).await.unwrap().unwrap();
+    assert_ne!(current, first);
+    assert_eq!(current, me.encryption_key());
+    // The key file holds the new secret first and the old one after it.
+    let reloaded = node.unlock("passphrase-1").unwrap();
+    assert_eq!(reloaded.encryption_key(), current);
+    assert_eq!(reloaded.encryption_secrets().len(), 2);
+    assert_eq!(
+        sealed::key::public(&reloaded.encryption_secrets()[1]),
+        first
+    );
+}

@@ -229,6 +229,28 @@ impl Node {
         Ok(made.first().map(|r| r.id))
     }
 
+    /// Makes a new encryption secret current in `identity`, writes the key file again
+    /// (atomically: the old file or the new one, never a torn one), and publishes the new
+    /// key. The old secrets stay in the key file, so records sealed to them still open.
+    /// Refuses before a coalition exists (there is nobody to publish to).
+    pub async fn rotate_encryption_key(
+        &self,
+        identity: &mut Identity,
+        passphrase: &str,
+    ) -> Result<RecordId, NodeError> {
+        if self.membership().await?.is_none() {
+            return Err(NodeError::Refused(
+                "this node belongs to no coalition yet: there is nobody to publish an encryption key to".into(),
+            ));
+        }
+        identity.rotate_encryption_key();
+        identity.replace_key_file(&self.home.key_path(), passphrase)?;
+        self.hold_keys(identity);
+        self.publish_encryption_key(identity).await?.ok_or_else(|| {
+            NodeError::Refused("the new encryption key was already published".into())
+        })
+    }
+
     /// Who a record for `audience` is sealed for: this organisation and every listed
     /// member, each with its current encryption key. `Ok(None)` for an audience that is
     /// not MEMBERS (nothing to seal). Refuses a listed organisation that is not a member
