@@ -4,7 +4,8 @@
 //! receives it (every member may hold and serve a sealed record) and cannot read it: the
 //! marker planted in it shows nowhere on C, neither in its API, its CLI, its exports nor
 //! any file of its home. B then comes online connected only to C, receives it from C and
-//! reads it. The ciphertext C holds verifies in an auditor's bundle.
+//! reads it. The ciphertext C holds verifies in an auditor's bundle. Finally A widens the
+//! audience to C with a grant, which brings C the content key, and C reads it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -172,4 +173,21 @@ fn a_finding_for_an_offline_member_reaches_it_through_a_member_that_cannot_read_
         .iter()
         .any(|bytes| RecordId::of(bytes).to_hex() == id);
     assert!(carried, "the auditor's bundle carries the sealed record");
+
+    // A widens the audience to C: the grant brings C the content key (the content is
+    // not encrypted again), and C reads the copy it already held.
+    let grant = a.run(["share", &id, "--with", c.key()]);
+    grant.ok();
+    let node_a = a.start_node("a", "bootstrap = []");
+    let node_c = c.start_node("c", &format!("bootstrap = {}", toml_list(&[&node_a.tcp])));
+    let took = eventually("C reads the record once granted", CONVERGE, || {
+        c.show(&id)["schema"] == "finding/v1"
+    });
+    eprintln!(
+        "C read the granted record {:.1} s after its node started",
+        took.as_secs_f64()
+    );
+    assert!(shows_marker(c.show(&id).to_string().as_bytes()));
+    node_c.stop();
+    node_a.stop();
 }
