@@ -16,7 +16,6 @@ use crate::charter::Membership;
 use crate::check::{self, GovernanceRefusal, Prepared};
 use crate::finding::GRANT_SCHEMA;
 use crate::record::RecordId;
-use crate::sealed::SEALED_SCHEMA;
 use crate::verify::{is_membership, Failure};
 
 /// Records handled per parallel verify + insert step of an import.
@@ -349,16 +348,17 @@ impl Node {
         let new = self.store.insert(ok).await?;
         report.stored += new.len() as u64;
         report.duplicates += (ok.len() - new.len()) as u64;
-        // Sealed records held unread that a grant in this batch (or one held) brings
-        // this organisation a key for.
+        // Sealed records held unread that a grant in this batch brings this organisation
+        // a key for. (A grant has a higher seq than the record it widens, so a sync brings
+        // the record first; one that arrived after its grant is opened when the node
+        // starts, `Node::open_pending`.) Only grants are looked at: a relay stores
+        // thousands of sealed records for others per batch, and a query for each would
+        // cost every relay for a case this rare.
         if self.keyring().is_some() {
             let waiting: Vec<RecordId> = ok
                 .iter()
-                .filter_map(|p| match p.record.schema.as_str() {
-                    GRANT_SCHEMA => p.subject,
-                    SEALED_SCHEMA if p.content.is_none() => Some(p.record.id),
-                    _ => None,
-                })
+                .filter(|p| p.record.schema == GRANT_SCHEMA)
+                .filter_map(|p| p.subject)
                 .collect();
             if !waiting.is_empty() {
                 self.open_pending(Some(&waiting)).await?;

@@ -139,11 +139,11 @@ impl Keyring {
 
 impl Node {
     /// Opens the sealed records this node holds unread that it can open now, and indexes
-    /// their content: with `ids` (records just stored: sealed ones, and the targets of
-    /// grants), those among them that a grant of their author brings this organisation a
-    /// key for; without, every one held (the node starts, or a key file was unlocked
-    /// after records arrived). Nothing without the key file unlocked. Returns how many
-    /// were opened.
+    /// their content: with `ids` (the targets of grants just stored), those among them
+    /// that a grant of their author brings this organisation a key for; without, every
+    /// one held (the node starts: records imported while the key file was locked, or
+    /// that arrived after their grant). Nothing without the key file unlocked. Returns
+    /// how many were opened.
     pub async fn open_pending(&self, ids: Option<&[RecordId]>) -> Result<usize, NodeError> {
         let Some(keys) = self.keyring() else {
             return Ok(0);
