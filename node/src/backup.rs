@@ -3,7 +3,7 @@
 //! A backup is a tar archive of regular files: `manifest.json` first (format, creation
 //! time, organisation key, size and SHA-256 of every other member), then `config.toml`,
 //! `key.enc` (the key file as it is, still encrypted with the passphrase) and
-//! `coalition.db` (a consistent snapshot of the store taken with `VACUUM INTO`, so a
+//! `coalition.db` (a consistent snapshot of the store, one read transaction's view, so a
 //! backup may be taken while `coalition run` writes; encrypted with the store key, as the
 //! store is, so the backup file holds no plaintext record). The file is created new with mode
 //! 0600 and renamed into place; an existing file is replaced only with `force`.

@@ -1,14 +1,14 @@
 //! A consistent copy of a store, taken while another process (`coalition run`) may be
-//! writing to it: SQLite's `VACUUM INTO`, on a read-only connection of its own, copies
-//! one read transaction's view of the database (the main file and whatever the WAL
-//! holds) into a new file. Copying `coalition.db` and its `-wal` file by hand could
-//! catch them between two writes; this cannot.
+//! writing to it: one read transaction's view of the database (the main file and
+//! whatever the WAL holds), copied with SQLCipher's `sqlcipher_export` into a new file
+//! attached with the store's own key, so the copy is as encrypted as the store. Copying
+//! `coalition.db` and its `-wal` file by hand could catch them between two writes; this
+//! cannot.
 //!
-//! The copy is encrypted with the store's own key. SQLCipher 4.5's `VACUUM INTO` writes
-//! a file that the store's key and page size do not open, so the copy is made with
-//! `sqlcipher_export` into a database attached with the key, inside one read
-//! transaction: the same consistent view `VACUUM INTO` gives. A copy that came out in
-//! clear anyway is removed and refused, never left as a backup.
+//! `VACUUM INTO` (what this used before the store was encrypted) gives the same view,
+//! but SQLCipher 4.5 writes its file so that the store's key and page size do not open
+//! it. A copy that came out in clear anyway is removed and refused, never left as a
+//! backup.
 
 use std::path::Path;
 
