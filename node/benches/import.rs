@@ -26,7 +26,7 @@ use coalition::identity::{Identity, OrgKey};
 use coalition::node::Node;
 use coalition::record::{self, Audience, Draft, Record, RecordId};
 use coalition::sample::{self, env_count, measure_one_core, thousands, varied};
-use coalition::store::Store;
+use coalition::store::{Store, StoreKey};
 use coalition_proto::v1::BundleHeader;
 use rayon::prelude::*;
 use serde_json::Value;
@@ -313,7 +313,7 @@ fn main() {
     drop(entries);
     // 3. SQLite inserts alone, same batches as import, into another empty store.
     let insert_time = runtime.block_on(async {
-        let store = Store::create(&dir.path().join("insert-only.db"))
+        let store = Store::create(&dir.path().join("insert-only.db"), &StoreKey::random())
             .await
             .expect("store");
         let cpu = cpu_by_thread();

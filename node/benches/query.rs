@@ -22,7 +22,7 @@ use coalition::identity::Identity;
 use coalition::node::Node;
 use coalition::query::{self, Dimension, Page, Query};
 use coalition::record::{sign, Audience, Draft, Record, RecordId};
-use coalition::store::Store;
+use coalition::store::{Store, StoreKey};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
@@ -449,7 +449,11 @@ fn main() {
 
     // In-process: the library call and the hand-written floor on the same file.
     let (lib_agg, floor, current) = rt.block_on(async {
-        let store = Store::open(&db).await.expect("open");
+        let identity =
+            Identity::load(&Home::new(Some(dir.clone())).key_path(), PASSPHRASE).expect("key file");
+        let store = Store::open(&db, &StoreKey::of(&identity))
+            .await
+            .expect("open");
         let reader = store.reader();
         let pool = reader.pool();
         let current: i64 =

@@ -3,14 +3,16 @@
 //! A backup is a tar archive of regular files: `manifest.json` first (format, creation
 //! time, organisation key, size and SHA-256 of every other member), then `config.toml`,
 //! `key.enc` (the key file as it is, still encrypted with the passphrase) and
-//! `coalition.db` (a consistent snapshot of the store taken with `VACUUM INTO`, so a
-//! backup may be taken while `coalition run` writes). The file is created new with mode
+//! `coalition.db` (a consistent snapshot of the store, one read transaction's view, so a
+//! backup may be taken while `coalition run` writes; encrypted with the store key, as the
+//! store is, so the backup file holds no plaintext record). The file is created new with mode
 //! 0600 and renamed into place; an existing file is replaced only with `force`.
 //!
 //! Restoring refuses a target that is not empty, unpacks into a staging directory next to
 //! it (mode 0700, files 0600), checks the manifest, every member's size and checksum, that
-//! the store opens as a Coalition store and that the config names the manifest's
-//! organisation, and only then renames the staging directory to the target: a bad backup
+//! the config names the manifest's organisation, that the passphrase opens the key file
+//! and its store key the store (a backup made before stores were encrypted has its store
+//! encrypted there, in the staging directory), and only then renames the staging directory to the target: a bad backup
 //! leaves nothing behind. Members that are not regular files, paths with `..`, absolute
 //! paths and unknown or repeated names are refused. The restored store forgets the node
 //! salt, so the restored node derives a libp2p peer id of its own at its first run
@@ -24,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ConfigError, Home};
-use crate::identity::OrgKey;
-use crate::store::{self, Store, StoreError};
+use crate::identity::{Identity, IdentityError, OrgKey};
+use crate::store::{self, Store, StoreError, StoreKey};
 
 /// The manifest's `format`.
 pub const FORMAT: &str = "coalition-backup/1";
@@ -62,6 +64,14 @@ pub enum BackupError {
     /// The home's store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The key file in the backup does not open with the passphrase.
+    #[error("cannot open the key file in the backup {file}: {source}; nothing was restored")]
+    Key {
+        /// The backup file.
+        file: PathBuf,
+        /// Why.
+        source: IdentityError,
+    },
     /// I/O failure.
     #[error("{path}: {source}")]
     Io {
@@ -158,7 +168,13 @@ fn append(
 }
 
 /// Writes a backup of `home` to `out`; replaces an existing `out` only when `force`.
-pub async fn create(home: &Home, out: &Path, force: bool) -> Result<Manifest, BackupError> {
+/// `key` is the home's store key (the store snapshot stays encrypted with it).
+pub async fn create(
+    home: &Home,
+    out: &Path,
+    force: bool,
+    key: &StoreKey,
+) -> Result<Manifest, BackupError> {
     let config = Config::load(home)?;
     if !force && out.symlink_metadata().is_ok() {
         return Err(BackupError::Exists(out.to_path_buf()));
@@ -174,7 +190,7 @@ pub async fn create(home: &Home, out: &Path, force: bool) -> Result<Manifest, Ba
     let db_tmp = dir.join(format!(".{name}.db-{pid}"));
     drop(create_private(&db_tmp)?);
     let _db_guard = Cleanup(Some(db_tmp.clone()));
-    store::snapshot_into(&home.db_path(), &db_tmp).await?;
+    store::snapshot_into(&home.db_path(), &db_tmp, key).await?;
 
     let config_bytes = std::fs::read(home.config_path()).map_err(io_err(&home.config_path()))?;
     let key_bytes = std::fs::read(home.key_path()).map_err(io_err(&home.key_path()))?;
@@ -423,8 +439,9 @@ fn unpack(file: &Path, dir: &Path) -> Result<Manifest, String> {
     Ok(manifest)
 }
 
-/// Restores the backup `file` into `home`, which must be absent or an empty directory.
-pub async fn restore(file: &Path, home: &Home) -> Result<Manifest, BackupError> {
+/// Restores the backup `file` into `home`, which must be absent or an empty directory;
+/// `passphrase` opens the key file in the backup, whose store key opens its store.
+pub async fn restore(file: &Path, home: &Home, passphrase: &str) -> Result<Manifest, BackupError> {
     let target = home.dir();
     check_target(target)?;
     let invalid = |reason: String| BackupError::Invalid {
@@ -456,7 +473,27 @@ pub async fn restore(file: &Path, home: &Home) -> Result<Manifest, BackupError> 
             config.organisation.key, manifest.org_key
         )));
     }
-    let store = Store::open(&staged.db_path())
+    let identity =
+        Identity::load(&staged.key_path(), passphrase).map_err(|source| BackupError::Key {
+            file: file.to_path_buf(),
+            source,
+        })?;
+    if identity.key() != manifest.org_key {
+        return Err(invalid(format!(
+            "its key file holds the key of {}, the manifest names {}",
+            identity.key(),
+            manifest.org_key
+        )));
+    }
+    let key = StoreKey::of(&identity);
+    drop(identity);
+    // A backup from before stores were encrypted: encrypted here, before it is a home.
+    if !store::is_encrypted(&staged.db_path())? {
+        Store::encrypt_in_place(&staged.db_path(), &key)
+            .await
+            .map_err(|e| invalid(format!("its unencrypted store cannot be encrypted ({e})")))?;
+    }
+    let store = Store::open(&staged.db_path(), &key)
         .await
         .map_err(|e| invalid(format!("its store does not open ({e})")))?;
     // A node of its own: a new peer id at the first run, not a clone of the original's.

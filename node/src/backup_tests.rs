@@ -18,6 +18,11 @@ async fn home() -> (tempfile::TempDir, Home) {
     (dir, home)
 }
 
+/// The store key sealed in `home`'s key file.
+fn store_key(home: &Home) -> StoreKey {
+    StoreKey::of(&crate::identity::Identity::load(&home.key_path(), PASS).unwrap())
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -40,7 +45,7 @@ fn raw_tar(members: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
 /// The members of a real backup of `home`.
 async fn members(home: &Home, dir: &Path) -> Vec<(String, Vec<u8>)> {
     let file = dir.join("members.tar");
-    create(home, &file, false).await.unwrap();
+    create(home, &file, false, &store_key(home)).await.unwrap();
     let mut archive = tar::Archive::new(std::fs::File::open(&file).unwrap());
     let out = archive
         .entries()
@@ -66,7 +71,7 @@ async fn refused(dir: &Path, bytes: &[u8]) -> String {
         .map(|e| e.unwrap().path())
         .collect();
     let target = Home::new(Some(dir.join("restored")));
-    let err = restore(&file, &target).await.unwrap_err();
+    let err = restore(&file, &target, PASS).await.unwrap_err();
     assert!(matches!(err, BackupError::Invalid { .. }), "{err}");
     assert!(
         !target.dir().exists(),
@@ -86,7 +91,9 @@ async fn refused(dir: &Path, bytes: &[u8]) -> String {
 async fn round_trip_restores_the_same_home_with_a_new_node_salt() {
     let (dir, home) = home().await;
     let file = dir.path().join("home.backup");
-    let manifest = create(&home, &file, false).await.unwrap();
+    let manifest = create(&home, &file, false, &store_key(&home))
+        .await
+        .unwrap();
     assert_eq!(mode(&file), 0o600);
     assert_eq!(manifest.format, FORMAT);
     assert_eq!(
@@ -95,7 +102,7 @@ async fn round_trip_restores_the_same_home_with_a_new_node_salt() {
     );
 
     let target = Home::new(Some(dir.path().join("restored")));
-    let restored = restore(&file, &target).await.unwrap();
+    let restored = restore(&file, &target, PASS).await.unwrap();
     assert_eq!(restored, manifest);
     assert_eq!(mode(target.dir()), 0o700);
     for name in MEMBERS {
@@ -107,7 +114,9 @@ async fn round_trip_restores_the_same_home_with_a_new_node_salt() {
             std::fs::read(path(&target)).unwrap()
         );
     }
-    let store = Store::open(&target.db_path()).await.unwrap();
+    let store = Store::open(&target.db_path(), &store_key(&target))
+        .await
+        .unwrap();
     assert_eq!(
         store.meta(NODE_SALT).await.unwrap(),
         None,
@@ -124,7 +133,7 @@ async fn round_trip_restores_the_same_home_with_a_new_node_salt() {
     // An empty existing directory is a valid target too.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    restore(&file, &Home::new(Some(empty.clone())))
+    restore(&file, &Home::new(Some(empty.clone())), PASS)
         .await
         .unwrap();
     assert_eq!(mode(&empty), 0o700);
@@ -135,7 +144,9 @@ async fn an_existing_output_is_kept_unless_forced_and_a_link_is_not_followed() {
     let (dir, home) = home().await;
     let file = dir.path().join("home.backup");
     std::fs::write(&file, b"precious").unwrap();
-    let err = create(&home, &file, false).await.unwrap_err();
+    let err = create(&home, &file, false, &store_key(&home))
+        .await
+        .unwrap_err();
     assert!(matches!(err, BackupError::Exists(_)), "{err}");
     assert!(err.to_string().contains("--force"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
@@ -147,10 +158,10 @@ async fn an_existing_output_is_kept_unless_forced_and_a_link_is_not_followed() {
     let link = dir.path().join("link.backup");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     assert!(matches!(
-        create(&home, &link, false).await,
+        create(&home, &link, false, &store_key(&home)).await,
         Err(BackupError::Exists(_))
     ));
-    create(&home, &link, true).await.unwrap();
+    create(&home, &link, true, &store_key(&home)).await.unwrap();
     assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
     assert!(!link.symlink_metadata().unwrap().file_type().is_symlink());
     assert_eq!(mode(&link), 0o600);
@@ -182,7 +193,7 @@ async fn tampered_truncated_and_garbage_backups_are_refused_leaving_nothing() {
     let good = rebuild(&members);
     let file = scratch.path().join("good.backup");
     std::fs::write(&file, &good).unwrap();
-    restore(&file, &Home::new(Some(scratch.path().join("ok"))))
+    restore(&file, &Home::new(Some(scratch.path().join("ok"))), PASS)
         .await
         .unwrap();
     std::fs::remove_dir_all(scratch.path().join("ok")).unwrap();
@@ -283,12 +294,14 @@ async fn path_traversal_and_links_are_refused() {
 async fn a_non_empty_target_is_refused_and_left_alone() {
     let (dir, home) = home().await;
     let file = dir.path().join("home.backup");
-    create(&home, &file, false).await.unwrap();
+    create(&home, &file, false, &store_key(&home))
+        .await
+        .unwrap();
     let before: Vec<_> = MEMBERS
         .iter()
         .map(|n| std::fs::read(home.dir().join(n)).unwrap())
         .collect();
-    let err = restore(&file, &home).await.unwrap_err();
+    let err = restore(&file, &home, PASS).await.unwrap_err();
     assert!(matches!(err, BackupError::TargetNotEmpty(_)), "{err}");
     let after: Vec<_> = MEMBERS
         .iter()
@@ -300,12 +313,107 @@ async fn a_non_empty_target_is_refused_and_left_alone() {
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("notes.txt"), b"mine").unwrap();
     assert!(matches!(
-        restore(&file, &Home::new(Some(other.clone()))).await,
+        restore(&file, &Home::new(Some(other.clone())), PASS).await,
         Err(BackupError::TargetNotEmpty(_))
     ));
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
     assert!(matches!(
-        restore(&file, &Home::new(Some(other.join("notes.txt")))).await,
+        restore(&file, &Home::new(Some(other.join("notes.txt"))), PASS).await,
         Err(BackupError::TargetNotEmpty(_))
     ));
+}
+
+/// The store in a backup is as encrypted as the home's: no plain SQLite header and no
+/// text of any record in the whole backup file. A backup made before stores were
+/// encrypted (its store in clear) restores into an encrypted home; a wrong passphrase
+/// restores nothing.
+#[tokio::test]
+async fn backups_hold_the_store_encrypted_and_old_clear_ones_are_encrypted_on_restore() {
+    use sqlx::{ConnectOptions, Connection};
+    let (dir, home) = home().await;
+    let key = store_key(&home);
+    let marker = "BACKUP-MARKER-e51f02";
+    let store = Store::open(&home.db_path(), &key).await.unwrap();
+    store.set_meta("note", marker).await.unwrap();
+    store.close().await;
+    let file = dir.path().join("home.backup");
+    create(&home, &file, false, &key).await.unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    for needle in [marker.as_bytes(), b"SQLite format 3", b"CREATE TABLE"] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{} in the backup",
+            String::from_utf8_lossy(needle)
+        );
+    }
+
+    // The same home's backup with its store in clear, as an old backup holds it.
+    let mut members = members(&home, dir.path()).await;
+    let plain = dir.path().join("plain.db");
+    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(home.db_path())
+        .create_if_missing(true)
+        .pragma(
+            "key",
+            format!(
+                "\"x'{}'\"",
+                hex::encode(*Identity::load(&home.key_path(), PASS).unwrap().store_key())
+            ),
+        )
+        .pragma("cipher_page_size", "8192")
+        .connect()
+        .await
+        .unwrap();
+    for sql in [
+        format!("ATTACH DATABASE '{}' AS plain KEY ''", plain.display()),
+        "SELECT sqlcipher_export('plain')".into(),
+        format!("PRAGMA plain.application_id = {}", store::APPLICATION_ID),
+        "DETACH DATABASE plain".into(),
+    ] {
+        sqlx::query(&sql).execute(&mut c).await.unwrap();
+    }
+    c.close().await.unwrap();
+    let clear = std::fs::read(&plain).unwrap();
+    assert!(clear.starts_with(store::PLAIN_HEADER));
+    let mut manifest: Manifest = serde_json::from_slice(&members[0].1).unwrap();
+    manifest.members.insert(
+        MEMBERS[2].into(),
+        Member {
+            size: clear.len() as u64,
+            sha256: hex::encode(Sha256::digest(&clear)),
+        },
+    );
+    members[0].1 = serde_json::to_vec(&manifest).unwrap();
+    members[3].1 = clear;
+    let list: Vec<(&[u8], tar::EntryType, &[u8])> = members
+        .iter()
+        .map(|(n, d)| (n.as_bytes(), tar::EntryType::Regular, d.as_slice()))
+        .collect();
+    let old = dir.path().join("old.backup");
+    std::fs::write(&old, raw_tar(&list)).unwrap();
+
+    let wrong = Home::new(Some(dir.path().join("wrong")));
+    let err = restore(&old, &wrong, "not the passphrase!!")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::Key { .. }), "{err}");
+    assert!(!wrong.dir().exists());
+
+    let target = Home::new(Some(dir.path().join("restored")));
+    restore(&old, &target, PASS).await.unwrap();
+    assert!(store::is_encrypted(&target.db_path()).unwrap());
+    let restored = Store::open(&target.db_path(), &key).await.unwrap();
+    assert_eq!(
+        restored.meta("note").await.unwrap().as_deref(),
+        Some(marker)
+    );
+    restored.close().await;
+    let names: Vec<_> = std::fs::read_dir(target.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".encrypting")),
+        "{names:?}"
+    );
 }

@@ -31,7 +31,7 @@ mod shared;
 pub mod store;
 
 // `analysis` reaches these through `super::`.
-use shared::{open, out, unlock};
+use shared::{open, out};
 pub use shared::{Format, Outcome};
 
 /// Coalition: pool signed findings on security-sector conduct without a central authority.
@@ -69,6 +69,9 @@ pub enum Command {
     Backup(backup::BackupCmd),
     /// Restore a backup file into a new or empty home (--home DIR).
     Restore(backup::RestoreCmd),
+    /// The store file itself: encrypt one written before stores were encrypted.
+    #[command(subcommand)]
+    Store(store::StoreCmd),
     /// Found a coalition: draft, sign and adopt its charter; show the membership.
     #[command(subcommand)]
     Charter(charter::CharterCmd),
@@ -174,6 +177,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Verify(cmd) => store::verify(&home, cmd).await,
         Command::Backup(cmd) => backup::backup(&home, cmd).await,
         Command::Restore(cmd) => backup::restore(&home, cmd).await,
+        Command::Store(cmd) => store::store(&home, cmd).await,
         Command::Charter(cmd) => charter::charter(&home, cmd).await,
         Command::Member(cmd) => charter::member(&home, cmd).await,
         Command::Doctor(cmd) => doctor::doctor(&home, cmd).await,

@@ -294,8 +294,8 @@ pub async fn run(dir: Option<&Path>) -> Result<(), DemoError> {
     Ok(())
 }
 
-async fn held(home: &Home) -> Result<BTreeSet<RecordId>, DemoError> {
-    let node = Node::open(home.clone()).await?;
+async fn held(home: &Home, id: &Identity) -> Result<BTreeSet<RecordId>, DemoError> {
+    let node = Node::open(home.clone(), id).await?;
     let ids = node
         .store()
         .all_records()
@@ -316,7 +316,7 @@ async fn converge_and_report(
     // audience includes it (a sealed record: every member, which relays it unread).
     let mut expected: Vec<BTreeSet<RecordId>> = vec![BTreeSet::new(); homes.len()];
     for (i, home) in homes.iter().enumerate() {
-        let node = Node::open(home.clone()).await?;
+        let node = Node::open(home.clone(), &ids[i]).await?;
         let all = node.shareable(true, None).await?;
         for r in &all {
             if r.author != ids[i].key() {
@@ -343,7 +343,7 @@ async fn converge_and_report(
     loop {
         let mut done = true;
         for (i, home) in homes.iter().enumerate() {
-            let have = held(home).await?;
+            let have = held(home, &ids[i]).await?;
             if have != expected[i] {
                 done = false;
                 if !have.is_subset(&expected[i]) {
@@ -361,7 +361,7 @@ async fn converge_and_report(
     }
     println!("   converged in {:.1} s:", start.elapsed().as_secs_f64());
     for (i, e) in expected.iter().enumerate() {
-        let node = Node::open(homes[i].clone()).await?;
+        let node = Node::open(homes[i].clone(), &ids[i]).await?;
         let unread = node.store().unopened_sealed(None).await?.len();
         node.store().clone().close().await;
         println!(
@@ -372,7 +372,7 @@ async fn converge_and_report(
     }
 
     println!("\n6. What the analyst at node 1 sees (current findings by country and category):");
-    let analyst = Node::open(homes[1].clone()).await?;
+    let analyst = Node::open(homes[1].clone(), &ids[1]).await?;
     let rows = analyst.store().findings(false).await?;
     let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in &rows {

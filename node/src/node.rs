@@ -47,7 +47,7 @@ use crate::charter::GovernanceError;
 use crate::check::IngestError;
 use crate::config::{Config, ConfigError, Home, Organisation};
 use crate::identity::{Identity, IdentityError, OrgKey};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreKey};
 use crate::verify::VerifyError;
 
 /// Errors from node operations.
@@ -159,7 +159,7 @@ impl Node {
             api: None,
         };
         config.create(&home)?;
-        let store = Store::create(&home.db_path()).await?;
+        let store = Store::create(&home.db_path(), &StoreKey::of(&identity)).await?;
         Ok((
             Self {
                 home,
@@ -172,10 +172,13 @@ impl Node {
         ))
     }
 
-    /// Opens an existing home.
-    pub async fn open(home: Home) -> Result<Self, NodeError> {
+    /// Opens an existing home with its organisation key, whose store key opens the
+    /// encrypted store (see [`Node::unlock_home`] and [`Node::unlock_and_open`]). The
+    /// node does not hold the encryption secrets ([`Node::hold_keys`]) unless asked to.
+    pub async fn open(home: Home, identity: &Identity) -> Result<Self, NodeError> {
         let config = Config::load(&home)?;
-        let store = Store::open(&home.db_path()).await?;
+        check_key_is_the_organisations(&home, &config, identity)?;
+        let store = Store::open(&home.db_path(), &StoreKey::of(identity)).await?;
         Ok(Self {
             home,
             config,
@@ -185,16 +188,32 @@ impl Node {
         })
     }
 
-    /// Decrypts the organisation key.
+    /// Opens the key file of `home` with the passphrase (argon2id: a fraction of a
+    /// second) and checks it holds the key of the organisation its config names.
+    pub fn unlock_home(home: &Home, passphrase: &str) -> Result<Identity, NodeError> {
+        let config = Config::load(home)?;
+        let id = Identity::load(&home.key_path(), passphrase)?;
+        check_key_is_the_organisations(home, &config, &id)?;
+        Ok(id)
+    }
+
+    /// [`Node::unlock_home`], then [`Node::open`]: the passphrase opens the key file,
+    /// and the key file's store key the store. The node holds the encryption secrets,
+    /// as after [`Node::unlock`].
+    pub async fn unlock_and_open(
+        home: Home,
+        passphrase: &str,
+    ) -> Result<(Self, Identity), NodeError> {
+        let id = Self::unlock_home(&home, passphrase)?;
+        let node = Self::open(home, &id).await?;
+        node.hold_keys(&id);
+        Ok((node, id))
+    }
+
+    /// Decrypts the organisation key again (the node is open, so it is this home's).
     pub fn unlock(&self, passphrase: &str) -> Result<Identity, NodeError> {
         let id = Identity::load(&self.home.key_path(), passphrase)?;
-        if id.key() != self.config.organisation.key {
-            return Err(NodeError::Refused(format!(
-                "the key file {} does not belong to the organisation in {}",
-                self.home.key_path().display(),
-                self.home.config_path().display()
-            )));
-        }
+        check_key_is_the_organisations(&self.home, &self.config, &id)?;
         self.hold_keys(&id);
         Ok(id)
     }
@@ -218,4 +237,20 @@ impl Node {
     pub fn key(&self) -> OrgKey {
         self.config.organisation.key
     }
+}
+
+/// Refuses a key file that does not hold the key of the organisation `config` names.
+fn check_key_is_the_organisations(
+    home: &Home,
+    config: &Config,
+    id: &Identity,
+) -> Result<(), NodeError> {
+    if id.key() != config.organisation.key {
+        return Err(NodeError::Refused(format!(
+            "the key file {} does not belong to the organisation in {}: put back the key.enc that goes with this home (from its backup)",
+            home.key_path().display(),
+            home.config_path().display()
+        )));
+    }
+    Ok(())
 }

@@ -12,11 +12,16 @@
 //! ([`Store::record`] and friends), to report a file altered behind its back as
 //! [`StoreError::Corrupt`].
 //!
-//! Submodules: `open` (connection options, pools, create and open), `write` (the
+//! The store is encrypted at rest with SQLCipher (`cipher`): the file, its WAL and any
+//! journal are ciphertext, keyed by the store key sealed in the key file.
+//!
+//! Submodules: `cipher` (the store key, telling encrypted from plain files, encrypting
+//! an old store in place), `open` (connection options, pools, create and open), `write` (the
 //! transactions that insert), `upkeep` (background checkpoints, planner statistics),
 //! `read` (lookups), `reader` (the read-only handle for the analysis side), `snapshot`
 //! (a consistent copy for backups).
 
+mod cipher;
 mod open;
 mod read;
 mod reader;
@@ -25,8 +30,13 @@ mod upkeep;
 mod write;
 
 #[cfg(test)]
+mod cipher_tests;
+#[cfg(test)]
 mod tests;
 
+pub use cipher::{
+    encrypting_path, is_encrypted, read_only_options, Encryption, StoreKey, PLAIN_HEADER,
+};
 pub use reader::Reader;
 pub use snapshot::snapshot_into;
 pub use write::OwnAppend;
@@ -60,6 +70,42 @@ pub enum StoreError {
         path: PathBuf,
         /// What was found instead.
         reason: String,
+    },
+    /// The store is an unencrypted SQLite file, from before stores were encrypted.
+    #[error("{path} is not encrypted: stop the node and run `coalition store encrypt` to encrypt it in place (nothing is lost; see docs/THREAT_MODEL.md about the old copy on the disk)")]
+    Unencrypted {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The store key does not open the store: it was encrypted with another key.
+    #[error("{path} does not open with the store key of this home's key file: the key file (key.enc) is from another home, or the store was replaced or damaged; put back the key.enc that was made with this store (from the same backup), or restore the home from a backup (`coalition restore BACKUP --home NEWDIR`)")]
+    WrongKey {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Another process has the store open and is writing.
+    #[error("{path} is in use ({what}): stop `coalition run` and any other command on this home, then try again; nothing was changed")]
+    Busy {
+        /// The database file.
+        path: PathBuf,
+        /// What could not be done.
+        what: String,
+    },
+    /// `coalition store encrypt` found its encrypted copy unlike the store.
+    #[error("{path} could not be encrypted: {reason}; the store was left as it was (run `coalition doctor`)")]
+    EncryptionFailed {
+        /// The database file.
+        path: PathBuf,
+        /// What differed.
+        reason: String,
+    },
+    /// A file beside the store could not be read, written, synced or renamed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
     },
     /// `create` found a file already there.
     #[error("{path} already exists; refusing to overwrite it")]

@@ -336,7 +336,9 @@ async fn propagation(bin: &Path, s: &Settings, root: &Path) {
         for o in &orgs {
             pools.push(reader(&o.home).await);
         }
-        let origin = Node::open(orgs[0].home.clone()).await.expect("open origin");
+        let (origin, _) = Node::unlock_and_open(orgs[0].home.clone(), PASSPHRASE)
+            .await
+            .expect("open origin");
         // per_node[i]: latencies at node i; all: time until every node held the record.
         let mut per_node: Vec<Vec<i64>> = vec![Vec::new(); k];
         let mut all: Vec<i64> = Vec::new();

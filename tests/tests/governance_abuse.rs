@@ -7,9 +7,9 @@ use std::time::Duration;
 use coalition::check;
 use coalition::identity::Identity;
 use coalition::record::{self, Audience, Draft, Record};
-use coalition::store::Store;
+use coalition::store::{Store, StoreKey};
 use coalition_tests::bundles::{bundle_records, write_bundle};
-use coalition_tests::{eventually, found, held, verify_offline, Org};
+use coalition_tests::{eventually, found, held, verify_offline, Org, PASSPHRASE};
 
 /// The epoch A's newest records name (A adds a finding and exports a bundle).
 fn current_epoch(a: &Org) -> [u8; 32] {
@@ -94,7 +94,10 @@ fn a_member_serving_throwaway_approvals_is_banned_and_nothing_of_it_is_stored() 
     // straight into its store, past the node's checks.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = Store::open(&b.home().join("coalition.db")).await.unwrap();
+        let identity = Identity::load(&b.home().join("key.enc"), PASSPHRASE).unwrap();
+        let store = Store::open(&b.home().join("coalition.db"), &StoreKey::of(&identity))
+            .await
+            .unwrap();
         let prepared: Vec<_> = junk
             .iter()
             .map(|r| check::prepare(&r.bytes).unwrap())

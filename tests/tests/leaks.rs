@@ -357,7 +357,9 @@ fn markers_stay_where_they_belong_on_every_channel() {
     // What each node holds, serves and logs.
     let b_ch = &seen["b"];
     b_ch.assert_free_of("B", &[&private, &annex]);
-    b_ch.assert_shows("B", "file coalition.db (stopped)", &chosen);
+    // B holds the record chosen for it (its store file no longer shows it: the store is
+    // encrypted, which tests/tests/at_rest.rs checks byte by byte).
+    b_ch.assert_shows("B", "own backup (jsonl --include-private)", &chosen);
     seen["c"].assert_free_of("C", &[&private, &annex, &chosen]);
     seen["c"].assert_shows("C", "GET /api/v1/findings?limit=500 (200)", &public);
     seen["c"].assert_shows("C", "own backup (jsonl --include-private)", &public);

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::shared::charter_id;
-use super::{open, out, unlock, Format, Outcome};
+use super::shared::open_unlocked;
+use super::{open, out, Format, Outcome};
 use crate::config::Home;
 use crate::identity::OrgKey;
 use crate::node::{self, Node};
@@ -319,8 +320,7 @@ fn print_table(agg: &query::Aggregate, group_by: &[Dimension], lang: &str) -> Re
 pub(super) async fn report(home: &Home, cmd: ReportCmd) -> Result<Outcome> {
     let q = cmd.filters.to_query()?;
     let group_by = query::parse_group_by(&cmd.group_by)?;
-    let node = open(home).await?;
-    let identity = unlock(&node)?;
+    let (node, identity) = open_unlocked(home).await?;
     let name = node.config().organisation.name.clone();
     let epoch = membership_epoch(&node).await;
     let audience = report::ReportAudience::for_recipient(cmd.recipient);

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use super::shared::passphrase;
 use super::{out, Outcome};
 use crate::backup;
-use crate::config::Home;
+use crate::config::{Config, Home};
+use crate::node::Node;
+use crate::store::StoreKey;
 
 /// `coalition backup`.
 #[derive(Debug, Args)]
@@ -31,7 +34,9 @@ pub struct RestoreCmd {
 
 /// Runs `coalition backup`.
 pub(super) async fn backup(home: &Home, cmd: BackupCmd) -> Result<Outcome> {
-    let manifest = backup::create(home, &cmd.output, cmd.force)
+    Config::load(home)?;
+    let key = StoreKey::of(&Node::unlock_home(home, &passphrase(false)?)?);
+    let manifest = backup::create(home, &cmd.output, cmd.force, &key)
         .await
         .with_context(|| format!("cannot back up the home {}", home.dir().display()))?;
     let bytes: u64 = manifest.members.values().map(|m| m.size).sum();
@@ -41,14 +46,15 @@ pub(super) async fn backup(home: &Home, cmd: BackupCmd) -> Result<Outcome> {
         cmd.output.display()
     ))?;
     eprintln!(
-        "keep it as safe as the home: the key inside stays encrypted with your passphrase, the store is not encrypted"
+        "keep it as safe as the home: the key inside stays encrypted with your passphrase, and the store with the key"
     );
     Ok(Outcome::Success)
 }
 
 /// Runs `coalition restore`.
 pub(super) async fn restore(home: &Home, cmd: RestoreCmd) -> Result<Outcome> {
-    let manifest = backup::restore(&cmd.file, home)
+    let p = passphrase(false)?;
+    let manifest = backup::restore(&cmd.file, home, &p)
         .await
         .with_context(|| format!("cannot restore {}", cmd.file.display()))?;
     out(format!(

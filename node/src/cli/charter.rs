@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
-use super::shared::{open, out, out_json, unlock, Outcome};
+use super::shared::{open, open_unlocked, out, out_json, unlock, Outcome};
 use crate::charter::{self, Change, Member, Membership, SignedCharter};
 use crate::config::Home;
 use crate::identity::OrgKey;
@@ -135,8 +135,7 @@ pub(super) async fn charter(home: &Home, cmd: CharterCmd) -> Result<Outcome> {
         }
         CharterCmd::Sign { draft } => {
             let mut d = read_draft(&draft)?;
-            let node = open(home).await?;
-            let identity = unlock(&node)?;
+            let identity = unlock(home)?;
             d.sign(&identity)?;
             write_draft(&draft, &d)?;
             let missing = d.missing();
@@ -155,8 +154,7 @@ pub(super) async fn charter(home: &Home, cmd: CharterCmd) -> Result<Outcome> {
         }
         CharterCmd::Adopt { draft } => {
             let d = read_draft(&draft)?;
-            let node = open(home).await?;
-            let identity = unlock(&node)?;
+            let (node, identity) = open_unlocked(home).await?;
             let id = node.adopt_charter(&identity, &d).await?;
             out(id.to_hex())?;
             eprintln!(
@@ -183,7 +181,7 @@ pub(super) async fn charter(home: &Home, cmd: CharterCmd) -> Result<Outcome> {
 
 /// Runs `coalition member …`.
 pub(super) async fn member(home: &Home, cmd: MemberCmd) -> Result<Outcome> {
-    let node = open(home).await?;
+    let (node, identity) = open_unlocked(home).await?;
     match cmd {
         MemberCmd::Propose(p) => {
             let change = match p {
@@ -213,13 +211,11 @@ pub(super) async fn member(home: &Home, cmd: MemberCmd) -> Result<Outcome> {
                     low_threshold_acknowledged: allow_low_threshold,
                 },
             };
-            let identity = unlock(&node)?;
             let id = node.propose(&identity, change, None).await?;
             out(id.to_hex())?;
             eprintln!("proposal recorded; it takes effect once enough members run `coalition member approve {}`", id.short());
         }
         MemberCmd::Approve { proposal } => {
-            let identity = unlock(&node)?;
             let id = node.approve(&identity, &proposal).await?;
             out(id.to_hex())?;
             if let Some(m) = node.membership().await? {

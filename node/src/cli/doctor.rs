@@ -34,7 +34,7 @@ use crate::config::{Config, ConfigError, Home};
 use crate::identity::{Identity, OrgKey};
 use crate::net::NetConfig;
 use crate::node::Node;
-use crate::store::Store;
+use crate::store::{Store, StoreError, StoreKey};
 
 /// How far a peer's record may be dated ahead of this clock before it is reported.
 pub const SKEW_TOLERANCE_MS: i64 = 5 * 60_000;
@@ -147,19 +147,48 @@ pub async fn examine(home: &Home, passphrase: Option<&str>, timeout: Duration) -
     }
     let config = config.ok();
     let identity = check_key(home, config.as_ref(), passphrase, &mut f);
-    let store = match Store::open(&home.db_path()).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            f.fail(
+    let store = match &identity {
+        // The store is encrypted with the key file's store key.
+        None => {
+            f.note(
                 "store",
-                format!("{} cannot be opened: {e}", home.db_path().display()),
-                STORE_FIX,
+                format!(
+                    "{} not opened: it is encrypted, and the key file was not opened",
+                    home.db_path().display()
+                ),
             );
             None
         }
+        Some(id) => match Store::open(&home.db_path(), &StoreKey::of(id)).await {
+            Ok(s) => Some(s),
+            Err(e @ StoreError::Unencrypted { .. }) => {
+                f.fail(
+                    "store",
+                    e.to_string(),
+                    "stop the node and run `coalition store encrypt`",
+                );
+                None
+            }
+            Err(e @ StoreError::WrongKey { .. }) => {
+                f.fail(
+                    "store",
+                    e.to_string(),
+                    "put back the key.enc that goes with this store, or restore the home from a backup (`coalition restore BACKUP --home NEWDIR`)",
+                );
+                None
+            }
+            Err(e) => {
+                f.fail(
+                    "store",
+                    format!("{} cannot be opened: {e}", home.db_path().display()),
+                    STORE_FIX,
+                );
+                None
+            }
+        },
     };
-    if let Some(store) = store {
-        check_store(home, &store, config.is_some(), &mut f).await;
+    if let (Some(store), Some(id)) = (store, &identity) {
+        check_store(home, &store, id, config.is_some(), &mut f).await;
         let me = config.as_ref().map(|c| c.organisation.key);
         if let Some(me) = me {
             check_certificates(&store, me, identity.as_ref(), &mut f).await;
@@ -280,7 +309,13 @@ fn check_key(
     }
 }
 
-async fn check_store(home: &Home, store: &Store, config_ok: bool, f: &mut Findings) {
+async fn check_store(
+    home: &Home,
+    store: &Store,
+    identity: &Identity,
+    config_ok: bool,
+    f: &mut Findings,
+) {
     match store.integrity_check().await {
         Ok(problems) if problems.is_empty() => f.ok(
             "store",
@@ -316,7 +351,7 @@ async fn check_store(home: &Home, store: &Store, config_ok: bool, f: &mut Findin
         );
         return;
     }
-    let node = match Node::open(home.clone()).await {
+    let node = match Node::open(home.clone(), identity).await {
         Ok(n) => n,
         Err(e) => {
             return f.fail("records", format!("cannot open the node: {e}"), STORE_FIX);

@@ -6,7 +6,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use super::shared::{open, out, out_json, unlock, Outcome};
+use super::shared::{open, open_unlocked, out, out_json, Outcome};
 use crate::config::Home;
 use crate::finding::FindingInput;
 use crate::record::Audience;
@@ -68,9 +68,8 @@ pub struct ShareCmd {
 
 /// Runs `coalition share`.
 pub(super) async fn share(home: &Home, cmd: ShareCmd) -> Result<Outcome> {
-    let node = open(home).await?;
     let audience = Audience::parse_cli(&cmd.with).map_err(anyhow::Error::msg)?;
-    let identity = unlock(&node)?;
+    let (node, identity) = open_unlocked(home).await?;
     let grant = node.share(&identity, &cmd.id, audience).await?;
     out(grant.to_hex())?;
     Ok(Outcome::Success)
@@ -82,8 +81,7 @@ pub(super) async fn finding(home: &Home, cmd: FindingCmd) -> Result<Outcome> {
         FindingCmd::Add { file, share } => {
             let audience = Audience::parse_cli(&share).map_err(anyhow::Error::msg)?;
             let input = parse_input(&file)?;
-            let node = open(home).await?;
-            let identity = unlock(&node)?;
+            let (node, identity) = open_unlocked(home).await?;
             let added = node.add_finding(&identity, &input, audience).await?;
             out(added.finding.to_hex())?;
             if let Some(why) = &added.unsealed {
@@ -155,14 +153,12 @@ pub(super) async fn finding(home: &Home, cmd: FindingCmd) -> Result<Outcome> {
         }
         FindingCmd::Correct { id, file } => {
             let input = parse_input(&file)?;
-            let node = open(home).await?;
-            let identity = unlock(&node)?;
+            let (node, identity) = open_unlocked(home).await?;
             let added = node.correct(&identity, &id, &input).await?;
             out(added.finding.to_hex())?;
         }
         FindingCmd::Retract { id, reason } => {
-            let node = open(home).await?;
-            let identity = unlock(&node)?;
+            let (node, identity) = open_unlocked(home).await?;
             out(node.retract(&identity, &id, &reason).await?.to_hex())?;
         }
     }

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::shared::{open, out, out_json, passphrase, unlock, Outcome};
+use super::shared::{open, open_unlocked, out, out_json, passphrase, Outcome};
 use crate::config::Home;
 use crate::node::Node;
 
@@ -70,9 +70,8 @@ pub(super) async fn identity(home: &Home, cmd: IdentityCmd) -> Result<Outcome> {
             out_json(&node.member_card())?;
         }
         IdentityCmd::RotateEncryptionKey => {
-            let node = open(home).await?;
             let p = passphrase(false)?;
-            let mut identity = node.unlock(&p)?;
+            let (node, mut identity) = Node::unlock_and_open(home.clone(), &p).await?;
             let id = node.rotate_encryption_key(&mut identity, &p).await?;
             out(id.to_hex())?;
             eprintln!(
@@ -88,8 +87,7 @@ pub(super) async fn identity(home: &Home, cmd: IdentityCmd) -> Result<Outcome> {
 pub(super) async fn node(home: &Home, cmd: NodeCmd) -> Result<Outcome> {
     match cmd {
         NodeCmd::Cert { peer_id, days } => {
-            let node = open(home).await?;
-            let identity = unlock(&node)?;
+            let (node, identity) = open_unlocked(home).await?;
             let expires = crate::now_ms() + i64::from(days) * 86_400_000;
             let cert = node.issue_node_cert(&identity, &peer_id, expires).await?;
             out(cert.id.to_hex())?;

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use super::shared::{open, out, out_json, unlock, Outcome};
+use super::shared::{open, open_unlocked, out, out_json, Outcome};
 use crate::config::Home;
 use crate::daemon::{DaemonInfo, RunArgs};
 
@@ -46,11 +46,13 @@ pub struct StatusCmd {
 
 /// Runs `coalition run` until SIGINT or SIGTERM.
 pub(super) async fn run(home: &Home, args: RunArgs) -> Result<Outcome> {
-    let node = open(home).await?;
-    let identity = if args.api_only {
-        None
+    // The store is encrypted, so even `--api-only` needs the passphrase; only the
+    // network keeps the organisation key after start-up.
+    let (node, identity) = if args.api_only {
+        (open(home).await?, None)
     } else {
-        Some(unlock(&node)?)
+        let (node, identity) = open_unlocked(home).await?;
+        (node, Some(identity))
     };
     crate::daemon::run(home, node, identity, args).await?;
     Ok(Outcome::Success)

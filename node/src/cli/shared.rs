@@ -196,15 +196,32 @@ pub(super) fn passphrase(confirm: bool) -> Result<Zeroizing<String>> {
     Ok(p)
 }
 
-/// Opens the node of `home`.
+/// Opens the node of `home`. The store is encrypted with the key the key file seals, so
+/// this takes the passphrase, as [`open_unlocked`] does; the organisation key is
+/// dropped (wiped) once the store is open.
 pub(super) async fn open(home: &Home) -> Result<Node> {
-    Ok(Node::open(home.clone()).await?)
+    crate::config::Config::load(home)?;
+    let p = passphrase(false)?;
+    let identity = Node::unlock_home(home, &p)?;
+    Ok(Node::open(home.clone(), &identity).await?)
 }
 
-/// Unlocks the organisation key of `node` with the passphrase.
-pub(super) fn unlock(node: &Node) -> Result<Identity> {
+/// Opens the node of `home` with the passphrase and keeps the organisation key, for
+/// commands that sign; the node holds the encryption secrets, as after
+/// [`Node::unlock`]. The key file is opened once (its argon2id is the slow part).
+pub(super) async fn open_unlocked(home: &Home) -> Result<(Node, Identity)> {
+    // A missing or broken home is reported as such before the passphrase is asked for.
+    crate::config::Config::load(home)?;
     let p = passphrase(false)?;
-    Ok(node.unlock(&p)?)
+    Ok(Node::unlock_and_open(home.clone(), &p).await?)
+}
+
+/// Unlocks the organisation key of `home` with the passphrase, without opening the store
+/// (signing a charter draft needs the key alone).
+pub(super) fn unlock(home: &Home) -> Result<Identity> {
+    crate::config::Config::load(home)?;
+    let p = passphrase(false)?;
+    Ok(Node::unlock_home(home, &p)?)
 }
 
 /// The charter id given to `--charter`, if any: 64 hex characters.

@@ -1,16 +1,20 @@
 //! `coalition export`, `import` and `verify`: moving records in and out of the store in
-//! files, and checking a bundle or the store offline.
+//! files, and checking a bundle or the store offline; `coalition store encrypt`:
+//! encrypting a store written before stores were encrypted.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::analysis;
 use super::progress::{Progress, Unit};
-use super::shared::{charter_id, open, out, out_json, Format, Outcome};
-use crate::config::Home;
+use super::shared::{charter_id, open, out, out_json, passphrase, Format, Outcome};
+use crate::config::{Config, Home};
+use crate::daemon::DaemonInfo;
 use crate::identity::OrgKey;
+use crate::node::Node;
+use crate::store::{Encryption, Store, StoreKey};
 use crate::verify::{verify_bundle_observed, Failure, VerifyReport};
 
 /// `coalition export`
@@ -58,6 +62,49 @@ pub struct VerifyCmd {
     /// Machine-readable report.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `coalition store …`
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Encrypt this home's store in place, if it was written before stores were
+    /// encrypted (stop `coalition run` first). Atomic: interrupted, it leaves the old
+    /// store as it was, and running it again finishes the job.
+    Encrypt,
+}
+
+/// Runs `coalition store …`.
+pub(super) async fn store(home: &Home, cmd: StoreCmd) -> Result<Outcome> {
+    match cmd {
+        StoreCmd::Encrypt => {
+            Config::load(home)?;
+            if let Some(running) = DaemonInfo::read(home) {
+                bail!(
+                    "the node of this home is running (pid {}): stop `coalition run` first; nothing was changed",
+                    running.pid
+                );
+            }
+            let p = passphrase(false)?;
+            let identity = Node::unlock_home(home, &p)?;
+            let db = home.db_path();
+            match Store::encrypt_in_place(&db, &StoreKey::of(&identity)).await? {
+                Encryption::Encrypted { records } => {
+                    out(format!(
+                        "encrypted {} in place ({records} records); it opens only with this home's key file and passphrase",
+                        db.display()
+                    ))?;
+                    eprintln!(
+                        "backups made before now hold the store in clear: replace them (`coalition backup`) and destroy the old ones; the old unencrypted pages may remain in this disk's free space"
+                    );
+                }
+                Encryption::AlreadyEncrypted => out(format!(
+                    "{} is already encrypted; nothing to do",
+                    db.display()
+                ))?,
+            }
+            Ok(Outcome::Success)
+        }
+    }
 }
 
 /// Runs `coalition export`.

@@ -470,8 +470,10 @@ mod tests {
             ..
         } = two_members().await;
         // Break the store under the answer: the holdings read a table that is gone.
-        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(node.store().path())
+        // The store is encrypted: the key file's store key opens it.
+        let key = crate::store::StoreKey::of(&me);
+        let mut db = crate::store::read_only_options(node.store().path(), &key)
+            .read_only(false)
             .connect()
             .await
             .unwrap();

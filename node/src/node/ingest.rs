@@ -554,7 +554,7 @@ mod governance_tests {
         assert!(node.membership_folds() > folds, "a stored proposal refolds");
         let folds = node.membership_folds();
         // A record stored by another process (the CLI) is seen too: a second handle.
-        let other = Node::open(Home::new(Some(dir.path().join("h"))))
+        let other = Node::open(Home::new(Some(dir.path().join("h"))), &me)
             .await
             .unwrap();
         let approval = signed(

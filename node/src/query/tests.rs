@@ -5,7 +5,7 @@ use crate::check::prepare;
 use crate::finding::{to_payload, FindingIndex, FINDING_SCHEMA, RETRACTION_SCHEMA};
 use crate::identity::Identity;
 use crate::record::{sign, Audience, Draft, Record, RecordId};
-use crate::store::Store;
+use crate::store::{Store, StoreKey};
 use proptest::prelude::*;
 
 const COUNTRIES: [&str; 3] = ["RS", "XK", "GE"];
@@ -117,7 +117,7 @@ proptest! {
             .unwrap();
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::create(&dir.path().join("s.db")).await.unwrap();
+            let store = Store::create(&dir.path().join("s.db"), &StoreKey::random()).await.unwrap();
             for chunk in records.chunks(batch) {
                 let prepared: Vec<_> =
                     chunk.iter().map(|r| prepare(&r.bytes).unwrap()).collect();
@@ -370,7 +370,9 @@ async fn published_counts_hold_only_what_the_audience_may_see() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s.db")).await.unwrap();
+    let store = Store::create(&dir.path().join("s.db"), &StoreKey::random())
+        .await
+        .unwrap();
     let all = [
         &shared,
         &private,

@@ -16,7 +16,7 @@ use crate::charter::Membership;
 use crate::identity::OrgKey;
 use crate::query::{self, Measures};
 use crate::record::{Record, RecordId};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreKey};
 use crate::verify::is_membership;
 
 /// Records verified and inserted per step when loading a bundle.
@@ -286,7 +286,8 @@ pub async fn verify(
         Err(why) => Some(why.clone()),
     };
     let tmp = TempDir::new().map_err(io_err(&std::env::temp_dir()))?;
-    let store = Store::create(&tmp.0.join("verify.db")).await?;
+    // A scratch store nobody opens again: a key of its own, forgotten afterwards.
+    let store = Store::create(&tmp.0.join("verify.db"), &StoreKey::random()).await?;
     let (bundle_records, bundle_invalid, refused) =
         load_bundle(&store, bundle_path, membership.as_ref().ok()).await?;
     let reader = store.reader();

@@ -1,6 +1,6 @@
 //! Opening a store: the connection options every connection shares, the one write
 //! connection and the reader pool, creating a new file and opening (and migrating) an
-//! existing one after checking it is a Coalition store.
+//! existing one after checking it is a Coalition store that the key opens.
 
 use std::path::Path;
 use std::sync::atomic::AtomicI64;
@@ -10,13 +10,14 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use super::cipher::{self, StoreKey};
 use super::{Reader, Store, StoreError, APPLICATION_ID};
 
-pub(super) fn options(path: &Path) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
+/// The options of every connection to the encrypted store at `path`. The key goes
+/// first (sqlx sends `PRAGMA key` before any other), with SQLCipher's 8 KiB pages.
+pub(super) fn options(path: &Path, key: &StoreKey) -> SqliteConnectOptions {
+    let options = SqliteConnectOptions::new()
         .filename(path)
-        // 8 KiB pages for new stores (records are ~1.6 KB): import measured 15-20 % faster.
-        .page_size(8192)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
@@ -28,7 +29,11 @@ pub(super) fn options(path: &Path) -> SqliteConnectOptions {
         // Checkpoint every ~40 MiB of WAL instead of 4 MiB: a large import rewrites the
         // same index pages in many transactions, and each checkpoint copies them again.
         .pragma("wal_autocheckpoint", "10000")
-        .foreign_keys(true)
+        // Deleted rows are overwritten, not left readable in free pages (SQLCipher
+        // encrypts the pages either way; this also keeps them from a key found later).
+        .pragma("secure_delete", "on")
+        .foreign_keys(true);
+    cipher::keyed(options, key)
 }
 
 /// The single write connection (see [`Store`]).
@@ -50,14 +55,15 @@ async fn reader_pool(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::
 }
 
 impl Store {
-    /// Creates a new store file at `path`; refuses if anything is already there.
-    pub async fn create(path: &Path) -> Result<Self, StoreError> {
+    /// Creates a new store file at `path`, encrypted with `key`; refuses if anything is
+    /// already there.
+    pub async fn create(path: &Path, key: &StoreKey) -> Result<Self, StoreError> {
         if path.exists() {
             return Err(StoreError::Exists {
                 path: path.to_path_buf(),
             });
         }
-        let writer = writer_pool(options(path).create_if_missing(true)).await?;
+        let writer = writer_pool(options(path, key).create_if_missing(true)).await?;
         sqlx::query(&format!("PRAGMA application_id = {APPLICATION_ID}"))
             .execute(&writer)
             .await?;
@@ -65,7 +71,7 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES ('format', 'coalition-store/1')")
             .execute(&writer)
             .await?;
-        let pool = reader_pool(options(path)).await?;
+        let pool = reader_pool(options(path, key)).await?;
         Ok(Self {
             pool,
             writer,
@@ -75,9 +81,11 @@ impl Store {
         })
     }
 
-    /// Opens an existing store, checking it is a Coalition store, and applies any
-    /// migrations this version ships.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens an existing store, checking it is a Coalition store that `key` opens, and
+    /// applies any migrations this version ships. An unencrypted store is refused with
+    /// [`StoreError::Unencrypted`] (see `coalition store encrypt`), one `key` does not
+    /// open with [`StoreError::WrongKey`].
+    pub async fn open(path: &Path, key: &StoreKey) -> Result<Self, StoreError> {
         let not_store = |reason: String| StoreError::NotAStore {
             path: path.to_path_buf(),
             reason,
@@ -86,45 +94,19 @@ impl Store {
             return Err(not_store("no such file".into()));
         }
         // Check the header read-only before WAL mode or migrations could write anything.
-        {
-            use sqlx::ConnectOptions;
-            let mut probe = SqliteConnectOptions::new()
-                .filename(path)
-                .read_only(true)
-                .connect()
-                .await
-                .map_err(|e| not_store(e.to_string()))?;
-            let app_id: i64 = sqlx::query_scalar("PRAGMA application_id")
-                .fetch_one(&mut probe)
-                .await
-                .map_err(|e| not_store(format!("not an SQLite database: {e}")))?;
-            if app_id != APPLICATION_ID {
-                return Err(not_store(format!(
-                    "SQLite application_id is {app_id:#x}, a Coalition store has {APPLICATION_ID:#x}"
-                )));
-            }
-            sqlx::Connection::close(probe).await.ok();
-        }
-        let writer = writer_pool(options(path))
+        cipher::check(path, key).await?;
+        let writer = writer_pool(options(path, key))
             .await
             .map_err(|e| not_store(e.to_string()))?;
         sqlx::migrate!("./migrations").run(&writer).await?;
-        // Planner statistics for the query indexes, refreshed when SQLite thinks they are
-        // stale; analysis_limit bounds the work to a sample, so a large store opens fast.
-        // The readers connect afterwards, so they load what this leaves.
-        {
-            let mut c = writer.acquire().await?;
-            sqlx::query("PRAGMA analysis_limit = 1000")
-                .execute(&mut *c)
-                .await?;
-            sqlx::query("PRAGMA optimize = 0x10002")
-                .execute(&mut *c)
-                .await?;
-        }
-        let pool = reader_pool(options(path)).await?;
         let rows: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM records")
             .fetch_one(&writer)
             .await?;
+        // Planner statistics for the query indexes, refreshed if they are missing or
+        // stale (a sample of each index, so a large store opens fast). The readers
+        // connect afterwards, so they load what this leaves.
+        super::upkeep::refresh_stats_if_stale(&writer, rows).await?;
+        let pool = reader_pool(options(path, key)).await?;
         Ok(Self {
             pool,
             writer,

@@ -44,6 +44,51 @@ async fn refresh_stats(writer: &SqlitePool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Refreshes the planner statistics of a store being opened (see [`refresh_stats`]) if it
+/// holds [`STATS_MIN_ROWS`] records or more and its statistics are missing, or were taken
+/// when `records` held a [`STATS_GROWTH`]th of its `rows` or less, or that many times more.
+/// Returns whether it did.
+///
+/// This is what `PRAGMA optimize = 0x10002` did here before the store was encrypted, but
+/// only on SQLite 3.46 and later, where the 0x10000 flag ("every table") first exists.
+/// SQLCipher 4.5 bundles SQLite 3.45.3: there `optimize` on a fresh connection considers
+/// only the tables that connection has already queried, none, so it never analyzed
+/// anything, and a store whose statistics were taken nearly empty kept them across
+/// restarts (`lookups_stay_indexed_as_a_store_grows_from_empty`). The rule here is this
+/// module's own, so it holds whatever SQLite the build bundles.
+pub(super) async fn refresh_stats_if_stale(
+    writer: &SqlitePool,
+    rows: i64,
+) -> Result<bool, sqlx::Error> {
+    if rows < STATS_MIN_ROWS {
+        return Ok(false);
+    }
+    let has_stats: bool = sqlx::query_scalar(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'",
+    )
+    .fetch_one(writer)
+    .await?;
+    let taken: Option<i64> = if has_stats {
+        // Each row's `stat` starts with the table's row count (estimated from a sample
+        // under `analysis_limit`).
+        sqlx::query_scalar(
+            "SELECT max(CAST(stat AS INTEGER)) FROM sqlite_stat1 WHERE tbl = 'records'",
+        )
+        .fetch_one(writer)
+        .await?
+    } else {
+        None
+    };
+    let stale = match taken {
+        None => true,
+        Some(t) => rows >= t.saturating_mul(STATS_GROWTH) || t >= rows.saturating_mul(STATS_GROWTH),
+    };
+    if stale {
+        refresh_stats(writer).await?;
+    }
+    Ok(stale)
+}
+
 impl Store {
     /// Copies committed WAL frames into the database file on a reader connection, in the
     /// background, once [`CHECKPOINT_BYTES`] of records were written since the last time.

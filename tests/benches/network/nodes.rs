@@ -11,7 +11,7 @@ use coalition::finding::FINDING_SCHEMA;
 use coalition::launch::{Launch, RunningNode};
 use coalition::record::RecordId;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
 use super::PASSPHRASE;
 
@@ -139,13 +139,13 @@ pub(super) fn cli(bin: &Path, home: &Home, args: &[&str]) -> String {
 
 /// A read-only connection to a node's store (the daemon keeps writing it).
 pub(super) async fn reader(home: &Home) -> SqlitePool {
+    // The store is encrypted with the store key sealed in the key file.
+    let identity = coalition::identity::Identity::load(&home.key_path(), super::PASSPHRASE)
+        .expect("open the key file");
+    let key = coalition::store::StoreKey::of(&identity);
     SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(
-            SqliteConnectOptions::new()
-                .filename(home.db_path())
-                .read_only(true),
-        )
+        .connect_with(coalition::store::read_only_options(&home.db_path(), &key))
         .await
         .expect("open store read-only")
 }

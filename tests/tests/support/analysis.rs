@@ -129,6 +129,8 @@ impl Api {
     pub fn start(home: &Path) -> Self {
         let node = Launch::new(coalition_bin(), home)
             .api_only()
+            // The store is encrypted: even the API alone needs the passphrase.
+            .passphrase(PASSPHRASE)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .inherit_stderr()
