@@ -174,18 +174,23 @@ impl Node {
 
     /// Opens an existing home with its organisation key, whose store key opens the
     /// encrypted store (see [`Node::unlock_home`] and [`Node::unlock_and_open`]). The
-    /// node does not hold the encryption secrets ([`Node::hold_keys`]) unless asked to.
+    /// node holds the key's encryption secrets ([`Node::hold_keys`]), so records sealed
+    /// for this organisation are opened as they arrive.
     pub async fn open(home: Home, identity: &Identity) -> Result<Self, NodeError> {
         let config = Config::load(&home)?;
         check_key_is_the_organisations(&home, &config, identity)?;
         let store = Store::open(&home.db_path(), &StoreKey::of(identity)).await?;
-        Ok(Self {
+        let node = Self {
             home,
             config,
             store,
             fold_cache: Default::default(),
             keyring: Default::default(),
-        })
+        };
+        // Whoever opens the store holds the key file unlocked: sealed records for this
+        // organisation open as they arrive, by sync or by `coalition import`.
+        node.hold_keys(identity);
+        Ok(node)
     }
 
     /// Opens the key file of `home` with the passphrase (argon2id: a fraction of a
@@ -198,15 +203,13 @@ impl Node {
     }
 
     /// [`Node::unlock_home`], then [`Node::open`]: the passphrase opens the key file,
-    /// and the key file's store key the store. The node holds the encryption secrets,
-    /// as after [`Node::unlock`].
+    /// and the key file's store key the store.
     pub async fn unlock_and_open(
         home: Home,
         passphrase: &str,
     ) -> Result<(Self, Identity), NodeError> {
         let id = Self::unlock_home(&home, passphrase)?;
         let node = Self::open(home, &id).await?;
-        node.hold_keys(&id);
         Ok((node, id))
     }
 

@@ -16,7 +16,13 @@ use super::{Reader, Store, StoreError, APPLICATION_ID};
 /// The options of every connection to the encrypted store at `path`. The key goes
 /// first (sqlx sends `PRAGMA key` before any other), with SQLCipher's 8 KiB pages.
 pub(super) fn options(path: &Path, key: &StoreKey) -> SqliteConnectOptions {
-    let options = SqliteConnectOptions::new()
+    cipher::keyed(clear_options(path), key)
+}
+
+/// The same options without the key: an unencrypted file (only ever for
+/// [`Store::create_unencrypted`], which a benchmark compares against).
+fn clear_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
         .filename(path)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
@@ -32,8 +38,7 @@ pub(super) fn options(path: &Path, key: &StoreKey) -> SqliteConnectOptions {
         // Deleted rows are overwritten, not left readable in free pages (SQLCipher
         // encrypts the pages either way; this also keeps them from a key found later).
         .pragma("secure_delete", "on")
-        .foreign_keys(true);
-    cipher::keyed(options, key)
+        .foreign_keys(true)
 }
 
 /// The single write connection (see [`Store`]).
@@ -58,12 +63,28 @@ impl Store {
     /// Creates a new store file at `path`, encrypted with `key`; refuses if anything is
     /// already there.
     pub async fn create(path: &Path, key: &StoreKey) -> Result<Self, StoreError> {
+        Self::create_with(path, Some(key)).await
+    }
+
+    /// A new store file at `path` **in clear**, otherwise exactly like [`Store::create`]:
+    /// only for the import benchmark, which measures what encryption costs against it.
+    /// No node ever uses one: [`Store::open`] refuses an unencrypted store.
+    #[doc(hidden)]
+    pub async fn create_unencrypted(path: &Path) -> Result<Self, StoreError> {
+        Self::create_with(path, None).await
+    }
+
+    async fn create_with(path: &Path, key: Option<&StoreKey>) -> Result<Self, StoreError> {
         if path.exists() {
             return Err(StoreError::Exists {
                 path: path.to_path_buf(),
             });
         }
-        let writer = writer_pool(options(path, key).create_if_missing(true)).await?;
+        let options = |path: &Path| match key {
+            Some(key) => options(path, key),
+            None => clear_options(path),
+        };
+        let writer = writer_pool(options(path).create_if_missing(true)).await?;
         sqlx::query(&format!("PRAGMA application_id = {APPLICATION_ID}"))
             .execute(&writer)
             .await?;
@@ -71,7 +92,7 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES ('format', 'coalition-store/1')")
             .execute(&writer)
             .await?;
-        let pool = reader_pool(options(path, key)).await?;
+        let pool = reader_pool(options(path)).await?;
         Ok(Self {
             pool,
             writer,
