@@ -97,7 +97,24 @@ fn an_organisation_admitted_by_threshold_runs_its_node_and_syncs_both_ways() {
         Duration::from_secs(30),
         || held(&a).contains(&from_d) && held(&b).contains(&from_d),
     );
-    assert!(!held(&a).contains(&for_d), "a record for D only reached A");
+    // A record for D alone reaches A only sealed (A relays it, never reads it), and only
+    // if B held D's published key when it wrote it; D reads it.
+    if held(&a).contains(&for_d) {
+        assert_eq!(
+            a.show(&for_d)["schema"],
+            "sealed/v1",
+            "A reads a record for D"
+        );
+    }
+    assert!(
+        !a.listed_ids(true).contains(&for_d),
+        "A lists a record for D"
+    );
+    assert_eq!(
+        d.show(&for_d)["schema"],
+        "finding/v1",
+        "D cannot read its record"
+    );
     for n in [nd, nb, na] {
         n.stop();
     }

@@ -155,10 +155,21 @@ pub(super) fn read_write_options(path: &Path, key: &StoreKey) -> SqliteConnectOp
     )
 }
 
+/// Initialises OpenSSL (once per process) without its exit-time cleanup. By default
+/// OpenSSL frees its global state in an `atexit` handler, while sqlx's connection threads
+/// may still be closing SQLCipher connections, which free OpenSSL cipher contexts: a CLI
+/// command that returned without closing its store then died at exit with "double free
+/// or corruption" (openssl/openssl#3505). The process's memory goes back to the system
+/// at exit anyway.
+fn init_crypto() {
+    openssl_sys::init();
+}
+
 /// `options` with the key and cipher settings every connection to an encrypted store
 /// needs. Statement logging is off: sqlx would log the `PRAGMA key` statement (with the
 /// key in it) at debug level, and `COALITION_LOG=debug` reaches it through tracing.
 pub(super) fn keyed(options: SqliteConnectOptions, key: &StoreKey) -> SqliteConnectOptions {
+    init_crypto();
     options
         .pragma("key", key.pragma())
         .pragma("cipher_page_size", CIPHER_PAGE_SIZE)
