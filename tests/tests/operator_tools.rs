@@ -353,6 +353,12 @@ fn doctor_finds_a_damaged_store_and_says_to_restore() {
         *b = 0xA5;
     }
     std::fs::write(&db, &bytes).unwrap();
+    // The write-ahead log may still hold the latest pages (a command that exits before
+    // its store is checkpointed leaves it): it goes too, or SQLite would read them
+    // from it and never see the damage.
+    for side in ["coalition.db-wal", "coalition.db-shm"] {
+        std::fs::remove_file(org.home().join(side)).ok();
+    }
     let (code, report) = doctor(&org);
     assert_eq!(code, 1, "{report}");
     let (line, fix) = finding(&report, "FAIL", "store");
