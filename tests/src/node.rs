@@ -112,6 +112,24 @@ impl TestNode {
         self.node.api_url()
     }
 
+    /// GET `path` from its local HTTP API: the status and body, whatever the status.
+    #[track_caller]
+    pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        let read = |r: ureq::Response| {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut r.into_reader(), &mut body).expect("read body");
+            body
+        };
+        match agent.get(&format!("{}{path}", self.api_url())).call() {
+            Ok(r) => (r.status(), read(r)),
+            Err(ureq::Error::Status(s, r)) => (s, read(r)),
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.node.pid()

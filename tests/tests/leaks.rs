@@ -144,23 +144,6 @@ impl Channels {
     }
 }
 
-/// GET `path` from a running node's API; the status and body.
-fn get(node: &TestNode, path: &str) -> (u16, Vec<u8>) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(30))
-        .build();
-    let read = |r: ureq::Response| {
-        let mut body = Vec::new();
-        std::io::Read::read_to_end(&mut r.into_reader(), &mut body).unwrap();
-        body
-    };
-    match agent.get(&format!("{}{path}", node.api_url())).call() {
-        Ok(r) => (r.status(), read(r)),
-        Err(ureq::Error::Status(s, r)) => (s, read(r)),
-        Err(e) => panic!("GET {path}: {e}"),
-    }
-}
-
 /// What a node's operator, its analysts and its log show, while it runs: every API route
 /// (every finding it lists, and the marked ones asked for by id), and its debug log.
 fn running_channels(org: &Org, node: &TestNode, ids: &[&str], into: &mut Channels) {
@@ -175,14 +158,14 @@ fn running_channels(org: &Org, node: &TestNode, ids: &[&str], into: &mut Channel
     ]
     .map(String::from)
     .to_vec();
-    let (_, listing) = get(node, "/api/v1/findings?limit=500");
+    let (_, listing) = node.get("/api/v1/findings?limit=500");
     let listing: Value = serde_json::from_slice(&listing).unwrap_or(Value::Null);
     for item in listing["items"].as_array().into_iter().flatten() {
         paths.push(format!("/api/v1/findings/{}", item["id"].as_str().unwrap()));
     }
     paths.extend(ids.iter().map(|id| format!("/api/v1/findings/{id}")));
     for p in paths {
-        let (status, body) = get(node, &p);
+        let (status, body) = node.get(&p);
         into.push(format!("GET {p} ({status})"), body);
     }
     home_files(org, "running", into);

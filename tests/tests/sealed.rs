@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use coalition::record::RecordId;
-use coalition_tests::node::{toml_list, TestNode};
+use coalition_tests::node::toml_list;
 use coalition_tests::{bundle_records, eventually, example, found, held, verify_offline, Org};
 use serde_json::Value;
 
@@ -44,23 +44,6 @@ fn keys_held(org: &Org) -> usize {
         .iter()
         .filter(|r| r["schema"] == "encryption-key/v1")
         .count()
-}
-
-/// GET `path` from a running node's API: status and body.
-fn get(node: &TestNode, path: &str) -> (u16, Vec<u8>) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(30))
-        .build();
-    let read = |r: ureq::Response| {
-        let mut body = Vec::new();
-        std::io::Read::read_to_end(&mut r.into_reader(), &mut body).unwrap();
-        body
-    };
-    match agent.get(&format!("{}{path}", node.api_url())).call() {
-        Ok(r) => (r.status(), read(r)),
-        Err(ureq::Error::Status(s, r)) => (s, read(r)),
-        Err(e) => panic!("GET {path}: {e}"),
-    }
 }
 
 /// Every file under `org`'s home whose bytes show the marker.
@@ -106,7 +89,7 @@ fn a_finding_for_an_offline_member_reaches_it_through_a_member_that_cannot_read_
     node_a.stop();
 
     // C cannot read it: its API lists no such finding and shows no marker.
-    let (status, listing) = get(&node_c, "/api/v1/findings?limit=500");
+    let (status, listing) = node_c.get("/api/v1/findings?limit=500");
     assert_eq!(status, 200);
     assert!(!shows_marker(&listing), "C's API lists the sealed finding");
     let listed: Value = serde_json::from_slice(&listing).unwrap();
@@ -114,12 +97,9 @@ fn a_finding_for_an_offline_member_reaches_it_through_a_member_that_cannot_read_
         !listed.to_string().contains(&id),
         "C lists a finding it cannot read: {listed}"
     );
-    let (_, shown) = get(&node_c, &format!("/api/v1/findings/{id}"));
+    let (_, shown) = node_c.get(&format!("/api/v1/findings/{id}"));
     assert!(!shows_marker(&shown), "C's API shows the marker");
-    let (_, agg) = get(
-        &node_c,
-        "/api/v1/aggregate?group_by=author,country,category",
-    );
+    let (_, agg) = node_c.get("/api/v1/aggregate?group_by=author,country,category");
     assert!(!shows_marker(&agg));
 
     // B comes online connected only to C, and reads it.
@@ -133,7 +113,7 @@ fn a_finding_for_an_offline_member_reaches_it_through_a_member_that_cannot_read_
         shows_marker(shown.to_string().as_bytes()),
         "B reads it: {shown}"
     );
-    let (status, body) = get(&node_b, &format!("/api/v1/findings/{id}"));
+    let (status, body) = node_b.get(&format!("/api/v1/findings/{id}"));
     assert_eq!(status, 200);
     assert!(shows_marker(&body), "B's API shows what B may read");
     assert!(b.listed_ids(false).contains(&id), "B lists it as a finding");
