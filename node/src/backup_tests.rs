@@ -360,7 +360,8 @@ async fn backups_hold_the_store_encrypted_and_old_clear_ones_are_encrypted_on_re
                 hex::encode(*Identity::load(&home.key_path(), PASS).unwrap().store_key())
             ),
         )
-        .pragma("cipher_page_size", "8192")
+        .pragma("cipher_page_size", crate::store::cipher::CIPHER_PAGE_SIZE)
+        .pragma("cipher_hmac_algorithm", crate::store::cipher::CIPHER_HMAC)
         .connect()
         .await
         .unwrap();

@@ -21,7 +21,7 @@
 //! `read` (lookups), `reader` (the read-only handle for the analysis side), `snapshot`
 //! (a consistent copy for backups).
 
-mod cipher;
+pub(crate) mod cipher;
 mod open;
 mod read;
 mod reader;

@@ -71,6 +71,7 @@ async fn decrypted_copy(from: &Path, to: &Path) {
         .create_if_missing(true)
         .pragma("key", key().pragma())
         .pragma("cipher_page_size", super::cipher::CIPHER_PAGE_SIZE)
+        .pragma("cipher_hmac_algorithm", super::cipher::CIPHER_HMAC)
         .connect()
         .await
         .unwrap();
@@ -130,7 +131,12 @@ async fn no_file_of_an_open_or_closed_store_holds_plaintext() {
         .fetch_one(&store.writer)
         .await
         .unwrap();
-    assert_eq!(page, "8192");
+    assert_eq!(page, "16384");
+    let hmac: String = sqlx::query_scalar("PRAGMA cipher_hmac_algorithm")
+        .fetch_one(&store.writer)
+        .await
+        .unwrap();
+    assert_eq!(hmac, "HMAC_SHA256");
     store.close().await;
 }
 

@@ -14,7 +14,8 @@ use super::cipher::{self, StoreKey};
 use super::{Reader, Store, StoreError, APPLICATION_ID};
 
 /// The options of every connection to the encrypted store at `path`. The key goes
-/// first (sqlx sends `PRAGMA key` before any other), with SQLCipher's 8 KiB pages.
+/// first (sqlx sends `PRAGMA key` before any other), then the store's cipher settings
+/// ([`cipher::keyed`]).
 pub(super) fn options(path: &Path, key: &StoreKey) -> SqliteConnectOptions {
     cipher::keyed(clear_options(path), key)
 }
@@ -32,7 +33,8 @@ fn clear_options(path: &Path) -> SqliteConnectOptions {
         // 32 MiB of page cache per connection: ids are random, so inserts touch index
         // pages all over the file; the 2 MiB default made large imports I/O-bound.
         .pragma("cache_size", "-32768")
-        // Checkpoint every ~40 MiB of WAL instead of 4 MiB: a large import rewrites the
+        // Checkpoint every 10 000 pages (~160 MiB of WAL at 16 KiB pages) as a backstop to
+        // `Store::checkpoint_soon` instead of 1 000: a large import rewrites the
         // same index pages in many transactions, and each checkpoint copies them again.
         .pragma("wal_autocheckpoint", "10000")
         // Deleted rows are overwritten, not left readable in free pages (SQLCipher
