@@ -242,6 +242,21 @@ async fn vocabularies() -> Response {
         .into_response()
 }
 
+/// Every author's chain as this node holds it, and the evidence of forks and broken links.
+async fn chains(State(api): State<Api>) -> Result<Response, Problem> {
+    match api.node.chains().await {
+        Ok(report) => Ok(Json(report).into_response()),
+        Err(e) => {
+            tracing::error!(error = %e, "API chains failed");
+            Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "the node could not answer this request; its log has the details",
+            ))
+        }
+    }
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }
@@ -375,6 +390,7 @@ pub fn router(node: Arc<Node>, bound: IpAddr) -> Router {
         .route("/api/v1/findings/{id}", get(finding))
         .route("/api/v1/aggregate", get(aggregate))
         .route("/api/v1/vocabularies", get(vocabularies))
+        .route("/api/v1/chains", get(chains))
         .route("/api/v1/openapi.yaml", get(openapi))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(

@@ -94,8 +94,26 @@ async fn status(State(s): State<AppState>) -> Response {
     };
     let o = &s.node.config().organisation;
     body["organisation"] = json!({ "name": o.name, "country": o.country, "key": o.key });
-    match s.node.store().count().await {
-        Ok(n) => body["records"] = n.into(),
+    let counted = async {
+        let records = s.node.store().count().await?;
+        let chains = s.node.chains().await?;
+        Ok::<_, crate::node::NodeError>((records, chains))
+    };
+    match counted.await {
+        Ok((n, chains)) => {
+            body["records"] = n.into();
+            // Forks and broken links: signed evidence that a member showed two histories.
+            // Each with a sentence saying what it shows, for `coalition status`.
+            body["chain_evidence"] = chains
+                .evidence
+                .iter()
+                .map(|e| {
+                    let mut v = json!(e);
+                    v["description"] = e.to_string().into();
+                    v
+                })
+                .collect();
+        }
         Err(e) => {
             tracing::error!(error = %e, "status: store error");
             return (

@@ -475,7 +475,7 @@ impl Soak {
         let verify = self.b.run(["verify", "--json"]);
         let report: Option<Value> = serde_json::from_str(&verify.stdout).ok();
         let clean = report.as_ref().is_some_and(|r| {
-            ["failures", "forks", "equivocations"]
+            ["failures", "evidence", "equivocations"]
                 .iter()
                 .all(|k| r[k].as_array().is_some_and(Vec::is_empty))
         });

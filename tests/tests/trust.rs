@@ -165,7 +165,8 @@ fn equivocation_is_reported_and_both_records_kept() {
         .run_env(["verify".as_ref(), forked.as_os_str()], &[])
         .says(&["WARNING equivocation", a.key(), &first, &fork.id.to_hex()]);
     let (_, report) = verify_offline(&forked);
-    assert_eq!(report["forks"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["evidence"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["evidence"][0]["kind"], "fork", "{report}");
 
     let b = Org::init("Safety Forum Prizren", "XK");
     b.import(&forked);

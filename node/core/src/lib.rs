@@ -3,7 +3,8 @@
 //! An organisation's key and key file ([`identity`]), signed records and their ids
 //! ([`record`]), the payload schemas ([`schema`]), findings and their query columns
 //! ([`finding`]), the charter and the membership fold ([`charter`]), the auditor's bundle
-//! format ([`bundle`]), who may receive a record ([`audience`]), the one check every record
+//! format ([`bundle`]), each author's chain of records and the evidence of a fork
+//! ([`chain`]), who may receive a record ([`audience`]), the one check every record
 //! passes before it is stored ([`check`]), offline verification ([`verify`]) and sealed
 //! records, encrypted to chosen members ([`sealed`]).
 //!
@@ -12,6 +13,7 @@
 
 pub mod audience;
 pub mod bundle;
+pub mod chain;
 pub mod charter;
 pub mod check;
 pub mod finding;

@@ -1,18 +1,18 @@
 //! Offline verification: what an auditor runs on a bundle, with no store, no network and
 //! no trust in the node that produced it. Every record's encoding, signature and schema
-//! are checked ([`crate::check::prepare`]); forks are reported; when the records carry a
-//! charter, every author is judged against the membership at the epoch its record names.
+//! are checked ([`crate::check::prepare`]); every author's chain is checked ([`crate::chain`]:
+//! forks, broken `prev` links and gaps are reported); when the records carry a charter,
+//! every author is judged against the membership at the epoch its record names.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
 use crate::bundle;
+use crate::chain::{AuthorChain, ChainReport, Evidence, Link};
 use crate::charter::{Membership, MEMBERSHIP_SCHEMAS};
 use crate::check::{self, Prepared};
-use crate::identity::OrgKey;
 use crate::record::{self, Record, RecordId};
 
 /// Why a bundle could not be read at all (damaged records inside it are failures in the
@@ -53,8 +53,12 @@ pub struct VerifyReport {
     pub valid: u64,
     /// Records that did not, and why.
     pub failures: Vec<Failure>,
-    /// Authors that signed two different records with one sequence number.
-    pub forks: Vec<String>,
+    /// Signed evidence that an author did not keep one history: two records with one
+    /// seq (a fork), or a record whose `prev` names none of the author's records held at
+    /// the seq before it.
+    pub evidence: Vec<Evidence>,
+    /// Each author's chain as held: records, highest seq and the seqs missing below it.
+    pub chains: Vec<AuthorChain>,
     /// Records per author (hex key → count) among the valid ones.
     pub authors: std::collections::BTreeMap<String, u64>,
     /// Coalition whose membership the records were judged against, if a charter was present.
@@ -162,25 +166,19 @@ pub fn judge_all(
     checked: Vec<(u64, Option<String>, Result<Prepared, String>)>,
     chosen: Option<[u8; 32]>,
 ) {
-    let mut seen: HashMap<(OrgKey, u64), RecordId> = HashMap::new();
     let mut valid: Vec<(u64, Record)> = Vec::new();
     for (index, id, r) in checked {
         report.checked += 1;
         match r {
-            Ok(p) => {
-                if let Some(other) = seen.insert((p.record.author, p.record.seq), p.record.id) {
-                    if other != p.record.id {
-                        report.forks.push(format!(
-                            "author {} signed two records with seq {}: {} and {}",
-                            p.record.author, p.record.seq, other, p.record.id
-                        ));
-                    }
-                }
-                valid.push((index, p.record));
-            }
+            Ok(p) => valid.push((index, p.record)),
             Err(reason) => report.failures.push(Failure { index, id, reason }),
         }
     }
+    // Every correctly signed record is evidence of what its author signed, whether or not
+    // the membership below accepts it.
+    let chains = ChainReport::check(valid.iter().map(|(_, r)| Link::from(r)));
+    report.evidence = chains.evidence;
+    report.chains = chains.authors;
     let records: Vec<Record> = valid.iter().map(|(_, r)| r.clone()).collect();
     let membership = match Membership::fold(&records, chosen) {
         Ok(m) => m,

@@ -169,10 +169,15 @@ pub(super) async fn charter(home: &Home, cmd: CharterCmd) -> Result<Outcome> {
             let Some(m) = node.membership().await? else {
                 bail!("no coalition charter on this node yet (draft one with `coalition charter draft`, or import a bundle that carries it)");
             };
+            // Members' chains as held: a fork or a broken link is evidence against a member.
+            let chains = node.chains().await?;
             if json {
-                out_json(&m)?;
+                let mut v = serde_json::to_value(&m)?;
+                v["chain_evidence"] = serde_json::to_value(&chains.evidence)?;
+                out_json(&v)?;
             } else {
                 print_membership(&m)?;
+                super::store::print_chains(&chains.evidence, &[], "held")?;
             }
         }
     }

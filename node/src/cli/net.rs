@@ -169,6 +169,12 @@ pub(super) fn status(home: &Home, cmd: StatusCmd) -> Result<Outcome> {
         "peers        {}",
         s["peers"].as_array().map(Vec::len).unwrap_or(0)
     ))?;
+    for e in s["chain_evidence"].as_array().into_iter().flatten() {
+        out(format!(
+            "WARNING equivocation: {}",
+            e["description"].as_str().unwrap_or("?")
+        ))?;
+    }
     for a in s["relayed_addrs"].as_array().into_iter().flatten() {
         out(format!("relayed at   {}", a.as_str().unwrap_or("?")))?;
     }

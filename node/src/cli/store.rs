@@ -168,12 +168,17 @@ pub(super) async fn verify(home: &Home, cmd: VerifyCmd) -> Result<Outcome> {
             )
         }
     };
-    print_verify(&report, &what, cmd.json)?;
+    let held = if cmd.path.is_some() {
+        "in the bundle"
+    } else {
+        "held"
+    };
+    print_verify(&report, &what, held, cmd.json)?;
     Ok(Outcome::from_check(report.ok()))
 }
 
 /// Prints a verification report (`what`: the bundle or store it is about).
-fn print_verify(report: &VerifyReport, what: &str, json: bool) -> Result<()> {
+fn print_verify(report: &VerifyReport, what: &str, held: &str, json: bool) -> Result<()> {
     if json {
         return out_json(report);
     }
@@ -204,8 +209,33 @@ fn print_verify(report: &VerifyReport, what: &str, json: bool) -> Result<()> {
     for e in &report.equivocations {
         out(format!("WARNING equivocation: {e}"))?;
     }
-    for fork in &report.forks {
-        out(format!("WARNING equivocation: {fork}"))?;
+    print_chains(&report.evidence, &report.chains, held)?;
+    Ok(())
+}
+
+/// Prints chain evidence (one `WARNING equivocation:` line each, with every record it
+/// consists of) and, per author whose chain has gaps, the seqs that are not `held` (a word
+/// for where they are missing from: "held" by a node, "in the bundle").
+pub(super) fn print_chains(
+    evidence: &[crate::chain::Evidence],
+    chains: &[crate::chain::AuthorChain],
+    held: &str,
+) -> Result<()> {
+    for e in evidence {
+        out(format!("WARNING equivocation: {e}"))?;
+    }
+    for c in chains.iter().filter(|c| !c.gaps.is_empty()) {
+        out(format!(
+            "chain of {}: {} records up to seq {}; not {held}: seq {} (outside this audience, or withheld)",
+            c.author,
+            c.held,
+            c.highest,
+            c.gaps
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
     }
     Ok(())
 }

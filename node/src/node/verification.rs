@@ -7,10 +7,18 @@ use std::sync::atomic::Ordering;
 use rayon::prelude::*;
 
 use super::{Node, NodeError};
+use crate::chain::ChainReport;
 use crate::check::{self, Prepared};
 use crate::verify::{judge_all, Failure, VerifyReport};
 
 impl Node {
+    /// Every author's chain as this node holds it, and the evidence of any fork or broken
+    /// `prev` link among its records (see [`crate::chain`]). Reads ids and links only.
+    pub async fn chains(&self) -> Result<ChainReport, NodeError> {
+        let links = self.store.chain_links().await?;
+        Ok(ChainReport::check(links))
+    }
+
     /// Re-verifies every stored record, its author's membership, and the database file.
     pub async fn verify_store(&self) -> Result<VerifyReport, NodeError> {
         self.verify_store_observed(&|_, _| {}).await

@@ -415,24 +415,21 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Pairs of different records with the same author and seq (forks: equivocation).
-    pub async fn forks(&self) -> Result<Vec<(OrgKey, u64, Vec<RecordId>)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT author, seq, group_concat(hex(id)) FROM records \
-             GROUP BY author, seq HAVING COUNT(*) > 1 ORDER BY author, seq",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+    /// Every held record's place in its author's chain (author, seq, prev, id), sealed
+    /// and unopened ones included: chain integrity needs no content.
+    pub async fn chain_links(&self) -> Result<Vec<crate::chain::Link>, StoreError> {
+        let rows = sqlx::query("SELECT author, seq, prev, id FROM records")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
-                let ids: String = r.get(2);
-                Ok((
-                    key_col(r, 0)?,
-                    r.get::<i64, _>(1) as u64,
-                    ids.split(',')
-                        .filter_map(|h| h.to_ascii_lowercase().parse().ok())
-                        .collect(),
-                ))
+                let prev: Option<Vec<u8>> = r.get(2);
+                Ok(crate::chain::Link {
+                    author: key_col(r, 0)?,
+                    seq: r.get::<i64, _>(1) as u64,
+                    prev: prev.as_deref().and_then(RecordId::from_slice),
+                    id: id_col(r, 3),
+                })
             })
             .collect()
     }

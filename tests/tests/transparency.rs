@@ -1,0 +1,173 @@
+//! Chain integrity with real nodes (issue 17): a member that forks its log, showing one
+//! history to some peers and another to others, is exposed on every honest node.
+//!
+//! M is a member with two homes (as a dishonest operator would keep a second laptop). It
+//! writes a different finding in each, both with the same seq, then shows one home to B
+//! and the other to C. Honest members sync as usual; within a sync interval every honest
+//! node holds both signed records and reports them as a fork: in `coalition status`, the
+//! API, `charter show` and `verify`, and an auditor's bundle exported by any of them
+//! carries the evidence, which verifies offline.
+
+use std::time::Duration;
+
+use coalition_tests::node::{toml_list, TestNode};
+use coalition_tests::{eventually, example, found, held, verify_offline, Org};
+use serde_json::Value;
+
+/// How long honest nodes may take to carry both branches of the fork to each other.
+const EXPOSED: Duration = Duration::from_secs(60);
+
+/// The forks (author, seq, records) in an `evidence` list as the API and `verify --json`
+/// give it.
+fn forks(evidence: &Value) -> Vec<(String, u64, Vec<String>)> {
+    evidence
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "fork")
+        .map(|e| {
+            (
+                e["author"].as_str().unwrap().to_string(),
+                e["seq"].as_u64().unwrap(),
+                e["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Whether `evidence` holds the fork of `author` made of exactly `x` and `y`.
+fn shows_fork(evidence: &Value, author: &str, x: &str, y: &str) -> bool {
+    let mut both = vec![x.to_string(), y.to_string()];
+    both.sort();
+    forks(evidence)
+        .iter()
+        .any(|(a, _, records)| a == author && *records == both)
+}
+
+fn api_json(node: &TestNode, path: &str) -> Value {
+    let (status, body) = node.get(path);
+    assert_eq!(
+        status,
+        200,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn a_member_showing_two_histories_is_exposed_on_every_honest_node() {
+    let a = Org::init("Civic Watch Belgrade", "RS");
+    let b = Org::init("Safety Forum Prizren", "XK");
+    let c = Org::init("Rights Desk Skopje", "MK");
+    let m = Org::init("Border Monitor Tbilisi", "GE");
+    found("Fork Watch", &[&a, &b, &c, &m], 3);
+    // The dishonest member's second home: the same key, the same history so far.
+    let m2 = m.second_home();
+
+    // Two different findings, both the next record of M's chain.
+    let x = m.add_example("01-rs-belgrade-protest-force.json", "coalition");
+    let y = m2.add_example("03-rs-presevo-checkpoint-harassment.json", "coalition");
+    let seq = |org: &Org, id: &str| org.show(id)["seq"].as_u64().unwrap();
+    assert_ne!(x, y);
+    assert_eq!(seq(&m, &x), seq(&m2, &y), "both homes signed one seq");
+
+    // Honest nodes: A, with B and C each connected to it.
+    let node_a = a.start_node("a", "bootstrap = []");
+    let node_b = b.start_node("b", &format!("bootstrap = {}", toml_list(&[&node_a.tcp])));
+    let node_c = c.start_node("c", &format!("bootstrap = {}", toml_list(&[&node_a.tcp])));
+    // M shows one history to B and the other to C.
+    let _m_to_b = m.start_node("m", &format!("bootstrap = {}", toml_list(&[&node_b.tcp])));
+    let _m2_to_c = m2.start_node("m2", &format!("bootstrap = {}", toml_list(&[&node_c.tcp])));
+
+    let author = m.key().to_string();
+    let honest = [(&a, &node_a), (&b, &node_b), (&c, &node_c)];
+    let took = eventually(
+        "every honest node's status shows M's fork with both records",
+        EXPOSED,
+        || {
+            honest.iter().all(|(_, n)| {
+                shows_fork(
+                    &api_json(n, "/api/v1/status")["chain_evidence"],
+                    &author,
+                    &x,
+                    &y,
+                )
+            })
+        },
+    );
+    eprintln!("fork exposed on every honest node {took:?} after the nodes started");
+
+    for (org, node) in honest {
+        // The API's chains, with M's chain as held.
+        let chains = api_json(node, "/api/v1/chains");
+        assert!(shows_fork(&chains["evidence"], &author, &x, &y), "{chains}");
+        // What the operator reads.
+        org.run(["status"])
+            .ok()
+            .says(&["WARNING equivocation: fork", &author, &x, &y]);
+        org.run(["charter", "show"])
+            .ok()
+            .says(&["WARNING equivocation: fork", &author, &x, &y]);
+        let shown = org.run(["charter", "show", "--json"]).ok().json();
+        assert!(shows_fork(&shown["chain_evidence"], &author, &x, &y));
+        // `verify` of its store warns, and still exits 0: the records are genuine.
+        org.run(["verify"])
+            .ok()
+            .says(&["WARNING equivocation: fork", &author, &x, &y]);
+    }
+
+    // The evidence is portable: an auditor who trusts no node verifies it from a bundle.
+    let bundle = b.export("bundle", "evidence.bundle", &[]);
+    Org::empty()
+        .run(["verify".as_ref(), bundle.as_os_str()])
+        .ok()
+        .says(&["WARNING equivocation: fork", &author, &x, &y]);
+    let (_, report) = verify_offline(&bundle);
+    assert!(shows_fork(&report["evidence"], &author, &x, &y), "{report}");
+    assert!(
+        report["failures"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+}
+
+#[test]
+fn an_honest_coalition_shows_no_evidence() {
+    let a = Org::init("Civic Watch Belgrade", "RS");
+    let b = Org::init("Safety Forum Prizren", "XK");
+    found("Quiet Coalition", &[&a, &b], 2);
+    let fa = a.add(&example("01-rs-belgrade-protest-force.json"), "coalition");
+    let fb = b.add(
+        &example("03-rs-presevo-checkpoint-harassment.json"),
+        "coalition",
+    );
+    let node_a = a.start_node("a", "bootstrap = []");
+    let node_b = b.start_node("b", &format!("bootstrap = {}", toml_list(&[&node_a.tcp])));
+    eventually("A and B hold each other's finding", EXPOSED, || {
+        held(&a).contains(&fb) && held(&b).contains(&fa)
+    });
+    for (org, node) in [(&a, &node_a), (&b, &node_b)] {
+        let status = api_json(node, "/api/v1/status");
+        assert_eq!(status["chain_evidence"], Value::Array(vec![]), "{status}");
+        let chains = api_json(node, "/api/v1/chains");
+        assert!(chains["evidence"].as_array().unwrap().is_empty());
+        // A node holds its own chain whole; another member's may show gaps where that
+        // member keeps private records (its node certificate, say), never evidence.
+        let own = chains["authors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["author"] == org.key())
+            .expect("its own chain");
+        assert!(own["gaps"].as_array().unwrap().is_empty(), "{own}");
+        assert_eq!(own["held"], own["highest"], "{own}");
+    }
+    let verify = a.run(["verify"]);
+    verify.ok().says(&["OK"]);
+    assert!(!verify.all().contains("WARNING"), "{}", verify.all());
+}
