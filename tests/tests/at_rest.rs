@@ -258,7 +258,9 @@ fn decrypt_store(org: &Org) {
             .filename(&db)
             .create_if_missing(true)
             .pragma("key", format!("\"x'{}'\"", store_key_hex(org)))
-            .pragma("cipher_page_size", "8192")
+            // The store's cipher settings (docs/FORMATS.md §5).
+            .pragma("cipher_page_size", "16384")
+            .pragma("cipher_hmac_algorithm", "HMAC_SHA256")
             .connect()
             .await
             .unwrap();

@@ -357,9 +357,11 @@ fn doctor_finds_a_damaged_store_and_says_to_restore() {
         store.close().await;
     });
     let mut bytes = std::fs::read(&db).unwrap();
-    assert!(bytes.len() > 3 * 8192, "{} bytes", bytes.len());
-    // Page 1 (8 KiB: the header and schema) stays; the pages after it are overwritten.
-    for b in &mut bytes[8192..] {
+    // The store's pages are 16 KiB (docs/FORMATS.md §5).
+    const PAGE: usize = 16384;
+    assert!(bytes.len() > 3 * PAGE, "{} bytes", bytes.len());
+    // Page 1 (the header and schema) stays; the pages after it are overwritten.
+    for b in &mut bytes[PAGE..] {
         *b = 0xA5;
     }
     std::fs::write(&db, &bytes).unwrap();
