@@ -4,7 +4,7 @@
 //! ([`record`]), the payload schemas ([`schema`]), findings and their query columns
 //! ([`finding`]), the charter and the membership fold ([`charter`]), the auditor's bundle
 //! format ([`bundle`]), each author's chain of records and the evidence of a fork
-//! ([`chain`]), who may receive a record ([`audience`]), the one check every record
+//! ([`chain`]), the RFC 6962 Merkle tree over an author's log ([`merkle`]), who may receive a record ([`audience`]), the one check every record
 //! passes before it is stored ([`check`]), offline verification ([`verify`]) and sealed
 //! records, encrypted to chosen members ([`sealed`]).
 //!
@@ -18,6 +18,7 @@ pub mod charter;
 pub mod check;
 pub mod finding;
 pub mod identity;
+pub mod merkle;
 pub mod record;
 pub mod schema;
 pub mod sealed;
