@@ -78,6 +78,9 @@ pub enum Command {
     /// Propose and approve membership changes (take effect at the threshold).
     #[command(subcommand)]
     Member(charter::MemberCmd),
+    /// Sign a checkpoint of this organisation's own log: the Merkle tree head over every
+    /// record so far (private and sealed ones too), which members hold it to.
+    Checkpoint(charter::CheckpointCmd),
     /// Node certificates binding a libp2p peer id to this organisation.
     #[command(subcommand)]
     Node(init::NodeCmd),
@@ -180,6 +183,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Store(cmd) => store::store(&home, cmd).await,
         Command::Charter(cmd) => charter::charter(&home, cmd).await,
         Command::Member(cmd) => charter::member(&home, cmd).await,
+        Command::Checkpoint(cmd) => charter::checkpoint(&home, cmd).await,
         Command::Doctor(cmd) => doctor::doctor(&home, cmd).await,
         Command::Run(args) => net::run(&home, args).await,
         Command::Peers(cmd) => net::peers(&home, cmd).await,

@@ -13,8 +13,8 @@
 //! many records, and benchmark figures).
 
 pub use coalition_core::{
-    audience, bundle, chain, charter, check, finding, identity, now_ms, record, schema, sealed,
-    verify,
+    audience, bundle, chain, charter, check, finding, identity, merkle, now_ms, record, schema,
+    sealed, verify,
 };
 
 pub mod api;

@@ -167,7 +167,88 @@ fn an_honest_coalition_shows_no_evidence() {
         assert!(own["gaps"].as_array().unwrap().is_empty(), "{own}");
         assert_eq!(own["held"], own["highest"], "{own}");
     }
+    // A checkpoint of A's log: A, which holds every record it covers, finds that they
+    // give its head. B holds it too, but not A's private records (its node certificate),
+    // so B cannot check it without the covers witnessing will bring, and says so; it is
+    // never evidence.
+    let cp = a.run(["checkpoint"]).ok().line();
+    let seen = |node: &TestNode| {
+        api_json(node, "/api/v1/chains")["authors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["author"] == a.key() && c["checkpoint"]["record"] == cp.as_str())
+            .map(|c| c["checkpoint"]["matches"].clone())
+    };
+    assert_eq!(seen(&node_a), Some(Value::Bool(true)));
+    eventually("B holds A's checkpoint", EXPOSED, || {
+        seen(&node_b).is_some()
+    });
+    assert_eq!(seen(&node_b), Some(Value::Null));
+    a.run(["verify"])
+        .ok()
+        .says(&["checkpoint of", a.key(), "the records held give its head"]);
+    b.run(["verify"])
+        .ok()
+        .says(&["checkpoint of", a.key(), "not checked here"]);
+    assert!(api_json(&node_b, "/api/v1/chains")["evidence"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     let verify = a.run(["verify"]);
     verify.ok().says(&["OK"]);
     assert!(!verify.all().contains("WARNING"), "{}", verify.all());
+}
+
+#[test]
+fn a_checkpoint_over_a_history_the_members_were_not_shown_is_exposed() {
+    let a = Org::init("Civic Watch Belgrade", "RS");
+    let b = Org::init("Safety Forum Prizren", "XK");
+    let m = Org::init("Border Monitor Tbilisi", "GE");
+    found("Checkpoint Watch", &[&a, &b, &m], 2);
+    let m2 = m.second_home();
+    // Home 1 shows the coalition a finding; home 2 puts a private record at the same seq
+    // and commits to that history in a checkpoint, hoping nobody compares.
+    let shown = m.add_example("01-rs-belgrade-protest-force.json", "coalition");
+    let hidden = m2.add_example("03-rs-presevo-checkpoint-harassment.json", "private");
+    let cp = m2.run(["checkpoint"]).ok().line();
+
+    let node_a = a.start_node("a", "bootstrap = []");
+    let node_b = b.start_node("b", &format!("bootstrap = {}", toml_list(&[&node_a.tcp])));
+    let _m = m.start_node("m", &format!("bootstrap = {}", toml_list(&[&node_a.tcp])));
+    let _m2 = m2.start_node("m2", &format!("bootstrap = {}", toml_list(&[&node_b.tcp])));
+
+    let author = m.key().to_string();
+    eventually(
+        "A and B both find M's checkpoint contradicted by the records they hold",
+        EXPOSED,
+        || {
+            [&node_a, &node_b].iter().all(|n| {
+                let status = api_json(n, "/api/v1/status");
+                status["chain_evidence"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| {
+                        e["kind"] == "checkpoint_contradicts"
+                            && e["author"] == author.as_str()
+                            && e["checkpoint"] == cp.as_str()
+                    })
+            })
+        },
+    );
+    for org in [&a, &b] {
+        // The private record never left home 2: the evidence needs no content.
+        assert!(!held(org).contains(&hidden));
+        assert!(held(org).contains(&shown));
+        org.run(["verify"])
+            .ok()
+            .says(&["contradicted checkpoint", &author, &cp, "CONTRADICTED"]);
+    }
+    // An auditor given A's bundle sees it too.
+    let bundle = a.export("bundle", "evidence.bundle", &[]);
+    Org::empty()
+        .run(["verify".as_ref(), bundle.as_os_str()])
+        .ok()
+        .says(&["contradicted checkpoint", &author, &cp]);
 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::identity::OrgKey;
+use crate::merkle::{self, Checkpoint, Hash};
 use crate::record::{Record, RecordId};
 
 /// One record's place in its author's chain.
@@ -27,6 +28,8 @@ pub struct Link {
     pub prev: Option<RecordId>,
     /// The record's own id.
     pub id: RecordId,
+    /// What the record states, if it is a `checkpoint/v1` record.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl From<&Record> for Link {
@@ -36,6 +39,7 @@ impl From<&Record> for Link {
             seq: r.seq,
             prev: r.prev,
             id: r.id,
+            checkpoint: Checkpoint::of_record(&r.schema, &r.payload),
         }
     }
 }
@@ -68,13 +72,37 @@ pub enum Evidence {
         /// The author's records held at `seq - 1` (none of them is `prev`).
         held: Vec<RecordId>,
     },
+    /// A checkpoint whose head is not the head of the author's records it covers, all of
+    /// which are held: the author committed to a history other than the one it showed.
+    CheckpointContradicts {
+        /// Author.
+        author: OrgKey,
+        /// The checkpoint record.
+        checkpoint: RecordId,
+        /// Records it covers.
+        size: u64,
+        /// The head it states.
+        #[serde(with = "hex_hash")]
+        stated: Hash,
+        /// The head of the covered records held.
+        #[serde(with = "hex_hash")]
+        held: Hash,
+    },
+}
+
+mod hex_hash {
+    pub(super) fn serialize<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(h))
+    }
 }
 
 impl Evidence {
     /// The author the evidence is against.
     pub fn author(&self) -> OrgKey {
         match self {
-            Evidence::Fork { author, .. } | Evidence::BrokenLink { author, .. } => *author,
+            Evidence::Fork { author, .. }
+            | Evidence::BrokenLink { author, .. }
+            | Evidence::CheckpointContradicts { author, .. } => *author,
         }
     }
 
@@ -85,6 +113,8 @@ impl Evidence {
             Evidence::BrokenLink { record, held, .. } => std::iter::once(*record)
                 .chain(held.iter().copied())
                 .collect(),
+            // With the covered records, which the holder has (their ids give `held`).
+            Evidence::CheckpointContradicts { checkpoint, .. } => vec![*checkpoint],
         }
     }
 }
@@ -123,6 +153,19 @@ impl fmt::Display for Evidence {
                 seq - 1,
                 ids(held)
             ),
+            Evidence::CheckpointContradicts {
+                author,
+                checkpoint,
+                size,
+                stated,
+                held,
+            } => write!(
+                f,
+                "contradicted checkpoint: author {author}'s checkpoint {checkpoint} states head \
+                 {} for its first {size} records, but the records held at those seqs give {}",
+                hex::encode(stated),
+                hex::encode(held)
+            ),
         }
     }
 }
@@ -157,6 +200,22 @@ pub struct AuthorChain {
     pub highest: u64,
     /// Seqs below `highest` not held, in order.
     pub gaps: Vec<Gap>,
+    /// The author's checkpoint covering the most records, if any is held.
+    pub checkpoint: Option<CheckpointSeen>,
+}
+
+/// A checkpoint as a holder sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckpointSeen {
+    /// The checkpoint record.
+    pub record: RecordId,
+    /// Its seq.
+    pub seq: u64,
+    /// Records it covers.
+    pub size: u64,
+    /// Whether the covered records held give its head: `true` (they do), `false` (they do
+    /// not: evidence), or none when some covered seq is not held, or held twice.
+    pub matches: Option<bool>,
 }
 
 impl AuthorChain {
@@ -164,6 +223,55 @@ impl AuthorChain {
     pub fn missing(&self) -> u64 {
         self.gaps.iter().map(|g| g.to - g.from + 1).sum()
     }
+}
+
+/// Checks every checkpoint of `author` among `seqs` whose covered seqs are all held once
+/// (pushing evidence for each one they contradict); returns the one covering most.
+fn checkpoints(
+    author: OrgKey,
+    seqs: &BTreeMap<u64, Vec<Link>>,
+    evidence: &mut Vec<Evidence>,
+) -> Option<CheckpointSeen> {
+    let mut stated: Vec<(&Link, Checkpoint)> = seqs
+        .values()
+        .flatten()
+        .filter_map(|l| l.checkpoint.map(|c| (l, c)))
+        .collect();
+    if stated.is_empty() {
+        return None;
+    }
+    stated.sort_by_key(|(l, c)| (c.size, l.seq, l.id));
+    // The leaves of the unforked prefix from seq 1.
+    let mut leaves: Vec<Hash> = Vec::new();
+    for (expect, (&seq, at)) in (1..).zip(seqs) {
+        if seq != expect || at.len() != 1 {
+            break;
+        }
+        leaves.push(merkle::leaf_hash(&at[0].id));
+    }
+    let mut best = None;
+    for (l, c) in stated {
+        let matches = (c.size as usize <= leaves.len()).then(|| {
+            let held = merkle::head(&leaves[..c.size as usize]);
+            if held != c.head {
+                evidence.push(Evidence::CheckpointContradicts {
+                    author,
+                    checkpoint: l.id,
+                    size: c.size,
+                    stated: c.head,
+                    held,
+                });
+            }
+            held == c.head
+        });
+        best = Some(CheckpointSeen {
+            record: l.id,
+            seq: l.seq,
+            size: c.size,
+            matches,
+        });
+    }
+    best
 }
 
 /// The chains of every author among some records, and the evidence they hold.
@@ -232,11 +340,13 @@ impl ChainReport {
                     });
                 }
             }
+            let checkpoint = checkpoints(author, &seqs, &mut report.evidence);
             report.authors.push(AuthorChain {
                 author,
                 held,
                 highest: expected - 1,
                 gaps,
+                checkpoint,
             });
         }
         report
@@ -273,6 +383,7 @@ mod tests {
             seq,
             prev: prev_n.map(id),
             id: id(id_n),
+            checkpoint: None,
         }
     }
 
@@ -346,6 +457,47 @@ mod tests {
             .evidence
             .iter()
             .all(|e| matches!(e, Evidence::Fork { .. })));
+    }
+
+    #[test]
+    fn a_checkpoint_is_checked_against_the_records_it_covers_when_all_are_held() {
+        let a = author();
+        let chain: Vec<Link> = (1..=4u8)
+            .map(|s| link(a, s as u64, s, (s > 1).then(|| s - 1)))
+            .collect();
+        let honest = Checkpoint::of(&[id(1), id(2), id(3)]);
+        let lying = Checkpoint::of(&[id(1), id(9), id(3)]);
+        let at = |seq: u64, n: u8, c: Checkpoint| Link {
+            checkpoint: Some(c),
+            ..link(a, seq, n, Some(n - 1))
+        };
+        // An honest checkpoint at seq 5 over seqs 1-3.
+        let r = ChainReport::check(chain.iter().copied().chain([at(5, 5, honest)]));
+        assert!(r.clean(), "{:?}", r.evidence);
+        let seen = r.author(&a).unwrap().checkpoint.clone().unwrap();
+        assert_eq!((seen.size, seen.matches), (3, Some(true)));
+        // One stating a record at seq 2 that the author never showed: evidence.
+        let r = ChainReport::check(chain.iter().copied().chain([at(5, 5, lying)]));
+        assert!(matches!(
+            r.evidence.as_slice(),
+            [Evidence::CheckpointContradicts { size: 3, .. }]
+        ));
+        assert!(r.evidence[0]
+            .to_string()
+            .contains("contradicted checkpoint"));
+        // With seq 2 not held, it cannot be judged either way.
+        let r = ChainReport::check(
+            chain
+                .iter()
+                .copied()
+                .filter(|l| l.seq != 2)
+                .chain([at(5, 5, lying)]),
+        );
+        assert!(r.clean());
+        assert_eq!(
+            r.author(&a).unwrap().checkpoint.clone().unwrap().matches,
+            None
+        );
     }
 
     #[test]

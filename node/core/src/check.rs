@@ -11,6 +11,7 @@
 
 use crate::finding::{subject_of, FindingIndex, FINDING_SCHEMA, GRANT_SCHEMA};
 use crate::identity::OrgKey;
+use crate::merkle::{Checkpoint, CHECKPOINT_SCHEMA};
 use crate::record::{self, Audience, Record, RecordError, RecordId};
 use crate::schema::{schemas, SchemaError};
 use crate::sealed::{self, SealError, ENCRYPTION_KEY_SCHEMA, SEALED_SCHEMA};
@@ -49,6 +50,10 @@ pub enum IngestError {
     /// coalition, or a key nothing can be encrypted to.
     #[error("encryption-key record refused: {0}")]
     EncryptionKey(String),
+    /// A `checkpoint/v1` record that cannot be one: not for the whole coalition, or
+    /// covering records at or after its own seq.
+    #[error("checkpoint record refused: {0}")]
+    Checkpoint(String),
 }
 
 /// A record checked and ready to insert: verified, schema-valid, columns extracted.
@@ -114,6 +119,7 @@ pub fn prepare_verified(record: Record) -> Result<Prepared, IngestError> {
     let value = schemas().check_payload(&record.schema, &record.payload, &record.id.to_hex())?;
     match record.schema.as_str() {
         ENCRYPTION_KEY_SCHEMA => check_encryption_key(&record)?,
+        CHECKPOINT_SCHEMA => check_checkpoint(&record)?,
         GRANT_SCHEMA => check_grant_keys(&value)?,
         _ => {}
     }
@@ -203,6 +209,26 @@ fn check_encryption_key(record: &Record) -> Result<(), IngestError> {
         return Err(IngestError::EncryptionKey(format!(
             "key {} is a small-order X25519 point nothing can be encrypted to; publish a key made from a real secret",
             key.short()
+        )));
+    }
+    Ok(())
+}
+
+/// A checkpoint is published to the whole coalition (every member witnesses it) and
+/// covers only records before it in its author's chain.
+fn check_checkpoint(record: &Record) -> Result<(), IngestError> {
+    if record.audience != Audience::Coalition {
+        return Err(IngestError::Checkpoint(format!(
+            "its audience is {}; a checkpoint is published to the whole coalition",
+            record.audience.label()
+        )));
+    }
+    let c = Checkpoint::of_record(&record.schema, &record.payload)
+        .ok_or_else(|| IngestError::Checkpoint("its payload does not parse".into()))?;
+    if c.size >= record.seq {
+        return Err(IngestError::Checkpoint(format!(
+            "it covers {} records but is record {} of its author: a checkpoint covers only records before it",
+            c.size, record.seq
         )));
     }
     Ok(())

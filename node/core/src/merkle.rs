@@ -51,6 +51,43 @@ pub fn head(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// Schema of the record in which an organisation commits to its own log.
+pub const CHECKPOINT_SCHEMA: &str = "checkpoint/v1";
+
+/// What a `checkpoint/v1` record says: the head of the author's first `size` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Records covered: seqs `1..=size`.
+    pub size: u64,
+    /// The head of the tree over their ids.
+    #[serde(with = "hex_hash")]
+    pub head: Hash,
+}
+
+impl Checkpoint {
+    /// The checkpoint of the log whose ids, in seq order from seq 1, are `ids`.
+    pub fn of(ids: &[RecordId]) -> Self {
+        let leaves: Vec<Hash> = ids.iter().map(leaf_hash).collect();
+        Self {
+            size: ids.len() as u64,
+            head: head(&leaves),
+        }
+    }
+
+    /// The compact JSON payload of a `checkpoint/v1` record.
+    pub fn payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a checkpoint serialises")
+    }
+
+    /// The checkpoint a record states: `None` for any other schema or a payload that does
+    /// not parse (schema validation refuses those before they are stored).
+    pub fn of_record(schema: &str, payload: &[u8]) -> Option<Self> {
+        (schema == CHECKPOINT_SCHEMA)
+            .then(|| serde_json::from_slice(payload).ok())
+            .flatten()
+    }
+}
+
 /// A subtree none of whose leaves the holder has: the leaves `start..start + len` and
 /// their subtree's hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

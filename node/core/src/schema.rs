@@ -61,6 +61,11 @@ const SCHEMA_FILES: &[(&str, &str, &str)] = &[
         "encryption-key.v1.json",
         include_str!("../../../schemas/encryption-key.v1.json"),
     ),
+    (
+        "checkpoint/v1",
+        "checkpoint.v1.json",
+        include_str!("../../../schemas/checkpoint.v1.json"),
+    ),
 ];
 
 /// Vocabulary document referenced by the record schemas.

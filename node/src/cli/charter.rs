@@ -184,6 +184,37 @@ pub(super) async fn charter(home: &Home, cmd: CharterCmd) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// Options of `coalition checkpoint`.
+#[derive(clap::Args, Debug)]
+pub struct CheckpointCmd {
+    /// Print the checkpoint as JSON (id, seq, size, head).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `coalition checkpoint`.
+pub(super) async fn checkpoint(home: &Home, cmd: CheckpointCmd) -> Result<Outcome> {
+    let (node, identity) = open_unlocked(home).await?;
+    let (record, c) = node.checkpoint(&identity).await?;
+    if cmd.json {
+        out_json(&serde_json::json!({
+            "id": record.id,
+            "seq": record.seq,
+            "size": c.size,
+            "head": hex::encode(c.head),
+        }))?;
+    } else {
+        out(record.id.to_hex())?;
+        eprintln!(
+            "checkpoint of this organisation's first {} records (head {}) signed as its record {}; members receive it at the next sync",
+            c.size,
+            hex::encode(c.head),
+            record.seq
+        );
+    }
+    Ok(Outcome::Success)
+}
+
 /// Runs `coalition member …`.
 pub(super) async fn member(home: &Home, cmd: MemberCmd) -> Result<Outcome> {
     let (node, identity) = open_unlocked(home).await?;

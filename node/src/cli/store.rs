@@ -224,6 +224,20 @@ pub(super) fn print_chains(
     for e in evidence {
         out(format!("WARNING equivocation: {e}"))?;
     }
+    for c in chains {
+        let Some(cp) = &c.checkpoint else { continue };
+        out(format!(
+            "checkpoint of {}: its first {} records (record {}); {}",
+            c.author,
+            cp.size,
+            cp.record,
+            match cp.matches {
+                Some(true) => "the records held give its head",
+                Some(false) => "CONTRADICTED by the records held",
+                None => "not checked here: some records it covers are not held",
+            }
+        ))?;
+    }
     for c in chains.iter().filter(|c| !c.gaps.is_empty()) {
         out(format!(
             "chain of {}: {} records up to seq {}; not {held}: seq {} (outside this audience, or withheld)",

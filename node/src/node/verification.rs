@@ -7,8 +7,10 @@ use std::sync::atomic::Ordering;
 use rayon::prelude::*;
 
 use super::{Node, NodeError};
-use crate::chain::ChainReport;
+use crate::chain::{ChainReport, Link};
 use crate::check::{self, Prepared};
+use crate::merkle::{Checkpoint, CHECKPOINT_SCHEMA};
+use crate::record::RecordId;
 use crate::verify::{judge_all, Failure, VerifyReport};
 
 impl Node {
@@ -17,6 +19,53 @@ impl Node {
     pub async fn chains(&self) -> Result<ChainReport, NodeError> {
         let links = self.store.chain_links().await?;
         Ok(ChainReport::check(links))
+    }
+
+    /// Signs a checkpoint of this organisation's own log (a `checkpoint/v1` record for the
+    /// whole coalition): the RFC 6962 head over the ids of all its records so far, in seq
+    /// order, private and sealed ones included, so that members can later hold it to what
+    /// they were shown. Refuses if this node does not hold its own chain whole (a home
+    /// restored from an old backup, say): a checkpoint must commit to the real history.
+    pub async fn checkpoint(
+        &self,
+        identity: &crate::identity::Identity,
+    ) -> Result<(crate::record::Record, Checkpoint), NodeError> {
+        let me = identity.key();
+        let mut own: Vec<Link> = self
+            .store
+            .chain_links()
+            .await?
+            .into_iter()
+            .filter(|l| l.author == me)
+            .collect();
+        own.sort_by_key(|l| (l.seq, l.id));
+        if own.is_empty() {
+            return Err(NodeError::Refused(
+                "this organisation has no records yet; a checkpoint commits to at least one".into(),
+            ));
+        }
+        if let Some((expect, l)) = (1..).zip(&own).find(|(expect, l)| l.seq != *expect) {
+            return Err(NodeError::Refused(format!(
+                "this node does not hold its own chain whole (record {} has seq {}, expected {expect}); \
+                 restore the latest backup before signing a checkpoint",
+                l.id.short(),
+                l.seq
+            )));
+        }
+        let ids: Vec<RecordId> = own.iter().map(|l| l.id).collect();
+        let checkpoint = Checkpoint::of(&ids);
+        let made = self
+            .append(identity, 1, |_| crate::record::Draft {
+                schema: CHECKPOINT_SCHEMA.into(),
+                audience: crate::record::Audience::Coalition,
+                supersedes: None,
+                epoch: None,
+                payload: checkpoint.payload(),
+                created_at_ms: crate::now_ms(),
+            })
+            .await?;
+        let record = made.into_iter().next().expect("append made one record");
+        Ok((record, checkpoint))
     }
 
     /// Re-verifies every stored record, its author's membership, and the database file.

@@ -418,17 +418,30 @@ impl Store {
     /// Every held record's place in its author's chain (author, seq, prev, id), sealed
     /// and unopened ones included: chain integrity needs no content.
     pub async fn chain_links(&self) -> Result<Vec<crate::chain::Link>, StoreError> {
-        let rows = sqlx::query("SELECT author, seq, prev, id FROM records")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT author, seq, prev, id, CASE WHEN schema = ? THEN bytes END FROM records",
+        )
+        .bind(crate::merkle::CHECKPOINT_SCHEMA)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let prev: Option<Vec<u8>> = r.get(2);
+                // Checkpoints carry their statement (verified again: a damaged row states
+                // nothing rather than something false).
+                let bytes: Option<Vec<u8>> = r.get(4);
+                let checkpoint =
+                    bytes
+                        .and_then(|b| crate::record::verify(&b).ok())
+                        .and_then(|rec| {
+                            crate::merkle::Checkpoint::of_record(&rec.schema, &rec.payload)
+                        });
                 Ok(crate::chain::Link {
                     author: key_col(r, 0)?,
                     seq: r.get::<i64, _>(1) as u64,
                     prev: prev.as_deref().and_then(RecordId::from_slice),
                     id: id_col(r, 3),
+                    checkpoint,
                 })
             })
             .collect()
