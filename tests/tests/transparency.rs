@@ -168,9 +168,8 @@ fn an_honest_coalition_shows_no_evidence() {
         assert_eq!(own["held"], own["highest"], "{own}");
     }
     // A checkpoint of A's log: A, which holds every record it covers, finds that they
-    // give its head. B holds it too, but not A's private records (its node certificate),
-    // so B cannot check it without the covers witnessing will bring, and says so; it is
-    // never evidence.
+    // give its head. So does B, which lacks A's private records (its node certificate):
+    // the checkpoint's cover stands in for them.
     let cp = a.run(["checkpoint"]).ok().line();
     let seen = |node: &TestNode| {
         api_json(node, "/api/v1/chains")["authors"]
@@ -184,13 +183,13 @@ fn an_honest_coalition_shows_no_evidence() {
     eventually("B holds A's checkpoint", EXPOSED, || {
         seen(&node_b).is_some()
     });
-    assert_eq!(seen(&node_b), Some(Value::Null));
+    assert_eq!(seen(&node_b), Some(Value::Bool(true)));
     a.run(["verify"])
         .ok()
         .says(&["checkpoint of", a.key(), "the records held give its head"]);
     b.run(["verify"])
         .ok()
-        .says(&["checkpoint of", a.key(), "not checked here"]);
+        .says(&["checkpoint of", a.key(), "the records held give its head"]);
     assert!(api_json(&node_b, "/api/v1/chains")["evidence"]
         .as_array()
         .unwrap()
@@ -208,7 +207,8 @@ fn a_checkpoint_over_a_history_the_members_were_not_shown_is_exposed() {
     found("Checkpoint Watch", &[&a, &b, &m], 2);
     let m2 = m.second_home();
     // Home 1 shows the coalition a finding; home 2 puts a private record at the same seq
-    // and commits to that history in a checkpoint, hoping nobody compares.
+    // and commits to that history in a checkpoint, whose cover passes that seq off as
+    // one members do not receive, hoping nobody compares.
     let shown = m.add_example("01-rs-belgrade-protest-force.json", "coalition");
     let hidden = m2.add_example("03-rs-presevo-checkpoint-harassment.json", "private");
     let cp = m2.run(["checkpoint"]).ok().line();
@@ -220,7 +220,7 @@ fn a_checkpoint_over_a_history_the_members_were_not_shown_is_exposed() {
 
     let author = m.key().to_string();
     eventually(
-        "A and B both find M's checkpoint contradicted by the records they hold",
+        "A and B both find that M's checkpoint hides the record M showed them",
         EXPOSED,
         || {
             [&node_a, &node_b].iter().all(|n| {
@@ -230,9 +230,10 @@ fn a_checkpoint_over_a_history_the_members_were_not_shown_is_exposed() {
                     .unwrap()
                     .iter()
                     .any(|e| {
-                        e["kind"] == "checkpoint_contradicts"
+                        e["kind"] == "cover_hides"
                             && e["author"] == author.as_str()
                             && e["checkpoint"] == cp.as_str()
+                            && e["record"] == shown.as_str()
                     })
             })
         },
@@ -243,12 +244,81 @@ fn a_checkpoint_over_a_history_the_members_were_not_shown_is_exposed() {
         assert!(held(org).contains(&shown));
         org.run(["verify"])
             .ok()
-            .says(&["contradicted checkpoint", &author, &cp, "CONTRADICTED"]);
+            .says(&["hidden record", &author, &cp, &shown]);
     }
     // An auditor given A's bundle sees it too.
     let bundle = a.export("bundle", "evidence.bundle", &[]);
     Org::empty()
         .run(["verify".as_ref(), bundle.as_os_str()])
         .ok()
-        .says(&["contradicted checkpoint", &author, &cp]);
+        .says(&["hidden record", &author, &cp, &shown]);
+}
+
+#[test]
+fn a_bundle_with_a_record_left_out_fails_the_completeness_check_and_private_records_stay_hidden() {
+    let a = Org::init("Civic Watch Belgrade", "RS");
+    let first = a.add_example("01-rs-belgrade-protest-force.json", "coalition");
+    let private = a.add_example("03-rs-presevo-checkpoint-harassment.json", "private");
+    let left_out = a.add_example("02-rs-novi-sad-student-detention.json", "coalition");
+    let last = a.add_example("05-rs-nis-roma-children-profiling.json", "coalition");
+    let cp = a.run(["checkpoint"]).ok().line();
+
+    // The whole bundle: complete, and the checkpoint checks from the records in it plus
+    // its cover of the private record, which the bundle does not carry.
+    let bundle = a.export("bundle", "whole.bundle", &[]);
+    let auditor = Org::empty();
+    auditor
+        .run(["verify".as_ref(), bundle.as_os_str()])
+        .ok()
+        .says(&[
+            "OK",
+            "checkpoint of",
+            a.key(),
+            "the records held give its head",
+        ]);
+    let bytes = std::fs::read(&bundle).unwrap();
+    let hex = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+    // The private record is not in it: its id travels (the next record's `prev` names
+    // it), its content never does.
+    assert!(!coalition_tests::bundle_records(&bundle)
+        .iter()
+        .any(|r| coalition::record::RecordId::of(r).to_hex() == private));
+    let title: Value = serde_json::from_str(
+        &std::fs::read_to_string(example("03-rs-presevo-checkpoint-harassment.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        !hex(title["title"].as_str().unwrap()),
+        "the private finding's content leaked"
+    );
+
+    // The same bundle with one coalition record removed fails, naming author and seq.
+    let seq = a.show(&left_out)["seq"].as_u64().unwrap();
+    let kept: Vec<Vec<u8>> = coalition_tests::bundle_records(&bundle)
+        .into_iter()
+        .filter(|r| coalition::record::RecordId::of(r).to_hex() != left_out)
+        .collect();
+    let cut = a.path("cut.bundle");
+    coalition_tests::write_bundle(&cut, &kept);
+    let out = auditor.run(["verify".as_ref(), cut.as_os_str()]);
+    out.code(1).says(&[
+        "incomplete",
+        a.key(),
+        &format!("commits to seq {seq},"),
+        "INCOMPLETE",
+    ]);
+    let (_, report) = verify_offline(&cut);
+    assert!(report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["id"] == cp.as_str()));
+    // The records still in it all verify on their own, the neighbours of the gap too.
+    assert_eq!(report["valid"], kept.len(), "{report}");
+    assert!(kept
+        .iter()
+        .any(|r| coalition::record::RecordId::of(r).to_hex() == first));
+    assert!(kept
+        .iter()
+        .any(|r| coalition::record::RecordId::of(r).to_hex() == last));
 }

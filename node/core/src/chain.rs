@@ -18,7 +18,7 @@ use crate::merkle::{self, Checkpoint, Hash};
 use crate::record::{Record, RecordId};
 
 /// One record's place in its author's chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     /// Author.
     pub author: OrgKey,
@@ -28,6 +28,9 @@ pub struct Link {
     pub prev: Option<RecordId>,
     /// The record's own id.
     pub id: RecordId,
+    /// Whether every member receives the record (audience COALITION, or sealed: sealed
+    /// records travel to every member); what a checkpoint's cover leaves out.
+    pub to_everyone: bool,
     /// What the record states, if it is a `checkpoint/v1` record.
     pub checkpoint: Option<Checkpoint>,
 }
@@ -39,6 +42,8 @@ impl From<&Record> for Link {
             seq: r.seq,
             prev: r.prev,
             id: r.id,
+            to_everyone: r.audience == crate::record::Audience::Coalition
+                || r.schema == crate::sealed::SEALED_SCHEMA,
             checkpoint: Checkpoint::of_record(&r.schema, &r.payload),
         }
     }
@@ -88,6 +93,18 @@ pub enum Evidence {
         #[serde(with = "hex_hash")]
         held: Hash,
     },
+    /// A checkpoint whose cover (records not every member receives) hides a record the
+    /// author signed for every member: the author told members it was not theirs to see.
+    CoverHides {
+        /// Author.
+        author: OrgKey,
+        /// The checkpoint record.
+        checkpoint: RecordId,
+        /// Seq of the hidden record.
+        seq: u64,
+        /// The hidden record.
+        record: RecordId,
+    },
 }
 
 mod hex_hash {
@@ -102,7 +119,8 @@ impl Evidence {
         match self {
             Evidence::Fork { author, .. }
             | Evidence::BrokenLink { author, .. }
-            | Evidence::CheckpointContradicts { author, .. } => *author,
+            | Evidence::CheckpointContradicts { author, .. }
+            | Evidence::CoverHides { author, .. } => *author,
         }
     }
 
@@ -115,6 +133,9 @@ impl Evidence {
                 .collect(),
             // With the covered records, which the holder has (their ids give `held`).
             Evidence::CheckpointContradicts { checkpoint, .. } => vec![*checkpoint],
+            Evidence::CoverHides {
+                checkpoint, record, ..
+            } => vec![*checkpoint, *record],
         }
     }
 }
@@ -166,6 +187,17 @@ impl fmt::Display for Evidence {
                 hex::encode(stated),
                 hex::encode(held)
             ),
+            Evidence::CoverHides {
+                author,
+                checkpoint,
+                seq,
+                record,
+            } => write!(
+                f,
+                "hidden record: author {author}'s checkpoint {checkpoint} covers its record \
+                 {record} (seq {seq}) as one not every member receives, but it was signed for \
+                 the whole coalition"
+            ),
         }
     }
 }
@@ -213,9 +245,16 @@ pub struct CheckpointSeen {
     pub seq: u64,
     /// Records it covers.
     pub size: u64,
-    /// Whether the covered records held give its head: `true` (they do), `false` (they do
-    /// not: evidence), or none when some covered seq is not held, or held twice.
+    /// Whether the records held, with the checkpoint's cover, give its head: `true` (they
+    /// do), `false` (they do not: evidence), or none when it cannot be told (see `missing`
+    /// and `problem`).
     pub matches: Option<bool>,
+    /// Seqs it covers that every member receives but that are not held: withheld, or not
+    /// synced yet (in a bundle: left out).
+    pub missing: Vec<Gap>,
+    /// Why it could not be checked otherwise (a fork among the covered seqs, a cover
+    /// that does not fit the tree).
+    pub problem: Option<String>,
 }
 
 impl AuthorChain {
@@ -225,51 +264,83 @@ impl AuthorChain {
     }
 }
 
-/// Checks every checkpoint of `author` among `seqs` whose covered seqs are all held once
-/// (pushing evidence for each one they contradict); returns the one covering most.
+/// Checks every checkpoint of `author` among `seqs` against the records held and the
+/// checkpoint's cover (pushing evidence for each one they contradict); returns the one
+/// covering most.
 fn checkpoints(
     author: OrgKey,
     seqs: &BTreeMap<u64, Vec<Link>>,
     evidence: &mut Vec<Evidence>,
 ) -> Option<CheckpointSeen> {
-    let mut stated: Vec<(&Link, Checkpoint)> = seqs
+    let mut stated: Vec<(&Link, &Checkpoint)> = seqs
         .values()
         .flatten()
-        .filter_map(|l| l.checkpoint.map(|c| (l, c)))
+        .filter_map(|l| l.checkpoint.as_ref().map(|c| (l, c)))
         .collect();
-    if stated.is_empty() {
-        return None;
-    }
     stated.sort_by_key(|(l, c)| (c.size, l.seq, l.id));
-    // The leaves of the unforked prefix from seq 1.
-    let mut leaves: Vec<Hash> = Vec::new();
-    for (expect, (&seq, at)) in (1..).zip(seqs) {
-        if seq != expect || at.len() != 1 {
-            break;
-        }
-        leaves.push(merkle::leaf_hash(&at[0].id));
-    }
     let mut best = None;
     for (l, c) in stated {
-        let matches = (c.size as usize <= leaves.len()).then(|| {
-            let held = merkle::head(&leaves[..c.size as usize]);
-            if held != c.head {
-                evidence.push(Evidence::CheckpointContradicts {
-                    author,
-                    checkpoint: l.id,
-                    size: c.size,
-                    stated: c.head,
-                    held,
-                });
-            }
-            held == c.head
-        });
-        best = Some(CheckpointSeen {
+        let mut seen = CheckpointSeen {
             record: l.id,
             seq: l.seq,
             size: c.size,
-            matches,
-        });
+            matches: None,
+            missing: Vec::new(),
+            problem: None,
+        };
+        if let Some((seq, _)) = seqs.range(1..=c.size).find(|(_, at)| at.len() > 1) {
+            seen.problem = Some(format!("the author forked at seq {seq}, which it covers"));
+        } else if !c.cover_fits() {
+            seen.problem = Some("its cover does not fit inside it".into());
+        } else {
+            let mut covered = vec![false; c.size as usize];
+            for part in &c.cover {
+                covered[part.start as usize..(part.start + part.len) as usize].fill(true);
+                for (&seq, at) in seqs.range(part.start + 1..=part.start + part.len) {
+                    if at[0].to_everyone {
+                        evidence.push(Evidence::CoverHides {
+                            author,
+                            checkpoint: l.id,
+                            seq,
+                            record: at[0].id,
+                        });
+                    }
+                }
+            }
+            let held = |i: u64| {
+                (!covered[i as usize])
+                    .then(|| seqs.get(&(i + 1)).map(|at| merkle::leaf_hash(&at[0].id)))
+                    .flatten()
+            };
+            match merkle::head_with_cover(c.size, &held, &c.cover) {
+                Ok(h) => {
+                    seen.matches = Some(h == c.head);
+                    if h != c.head {
+                        evidence.push(Evidence::CheckpointContradicts {
+                            author,
+                            checkpoint: l.id,
+                            size: c.size,
+                            stated: c.head,
+                            held: h,
+                        });
+                    }
+                }
+                Err(merkle::CoverError::Uncovered(_)) => {
+                    let mut missing: Vec<Gap> = Vec::new();
+                    for seq in (1..=c.size)
+                        .filter(|&s| !covered[(s - 1) as usize] && !seqs.contains_key(&s))
+                    {
+                        match missing.last_mut() {
+                            Some(g) if g.to + 1 == seq => g.to = seq,
+                            _ => missing.push(Gap { from: seq, to: seq }),
+                        }
+                    }
+                    seen.missing = missing;
+                }
+                Err(e) => seen.problem = Some(e.to_string()),
+            }
+        }
+        best = Some(seen);
     }
     best
 }
@@ -383,6 +454,7 @@ mod tests {
             seq,
             prev: prev_n.map(id),
             id: id(id_n),
+            to_everyone: true,
             checkpoint: None,
         }
     }
@@ -460,24 +532,25 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_is_checked_against_the_records_it_covers_when_all_are_held() {
+    fn a_checkpoint_is_checked_against_the_records_it_covers() {
         let a = author();
         let chain: Vec<Link> = (1..=4u8)
             .map(|s| link(a, s as u64, s, (s > 1).then(|| s - 1)))
             .collect();
-        let honest = Checkpoint::of(&[id(1), id(2), id(3)]);
-        let lying = Checkpoint::of(&[id(1), id(9), id(3)]);
-        let at = |seq: u64, n: u8, c: Checkpoint| Link {
-            checkpoint: Some(c),
+        let everyone = |_: u64| true;
+        let honest = Checkpoint::of(&[id(1), id(2), id(3)], &everyone);
+        let lying = Checkpoint::of(&[id(1), id(9), id(3)], &everyone);
+        let at = |seq: u64, n: u8, c: &Checkpoint| Link {
+            checkpoint: Some(c.clone()),
             ..link(a, seq, n, Some(n - 1))
         };
+        let seen = |r: &ChainReport| r.author(&a).unwrap().checkpoint.clone().unwrap();
         // An honest checkpoint at seq 5 over seqs 1-3.
-        let r = ChainReport::check(chain.iter().copied().chain([at(5, 5, honest)]));
+        let r = ChainReport::check(chain.iter().cloned().chain([at(5, 5, &honest)]));
         assert!(r.clean(), "{:?}", r.evidence);
-        let seen = r.author(&a).unwrap().checkpoint.clone().unwrap();
-        assert_eq!((seen.size, seen.matches), (3, Some(true)));
+        assert_eq!((seen(&r).size, seen(&r).matches), (3, Some(true)));
         // One stating a record at seq 2 that the author never showed: evidence.
-        let r = ChainReport::check(chain.iter().copied().chain([at(5, 5, lying)]));
+        let r = ChainReport::check(chain.iter().cloned().chain([at(5, 5, &lying)]));
         assert!(matches!(
             r.evidence.as_slice(),
             [Evidence::CheckpointContradicts { size: 3, .. }]
@@ -485,18 +558,48 @@ mod tests {
         assert!(r.evidence[0]
             .to_string()
             .contains("contradicted checkpoint"));
-        // With seq 2 not held, it cannot be judged either way.
+        // With seq 2 left out (and not under the cover), the holder names what is missing.
         let r = ChainReport::check(
             chain
                 .iter()
-                .copied()
                 .filter(|l| l.seq != 2)
-                .chain([at(5, 5, lying)]),
+                .cloned()
+                .chain([at(5, 5, &honest)]),
         );
         assert!(r.clean());
-        assert_eq!(
-            r.author(&a).unwrap().checkpoint.clone().unwrap().matches,
-            None
+        assert_eq!(seen(&r).matches, None);
+        assert_eq!(seen(&r).missing, vec![Gap { from: 2, to: 2 }]);
+    }
+
+    #[test]
+    fn a_cover_lets_a_member_without_the_private_records_check_a_checkpoint() {
+        let a = author();
+        let ids: Vec<RecordId> = (1..=9u8).map(id).collect();
+        // Seqs 3 and 6-7 are private: the cover hides them, and only them.
+        let private = |i: u64| [2, 5, 6].contains(&i);
+        let cp = Checkpoint::of(&ids, &|i| !private(i));
+        assert!(cp.cover_fits() && !cp.cover.is_empty());
+        let shown = (1..=9u8)
+            .filter(|s| !private((*s - 1) as u64))
+            .map(|s| link(a, s as u64, s, (s > 1).then(|| s - 1)));
+        let with_cp = |cp: &Checkpoint| {
+            shown.clone().chain([Link {
+                checkpoint: Some(cp.clone()),
+                ..link(a, 10, 10, Some(9))
+            }])
+        };
+        let r = ChainReport::check(with_cp(&cp));
+        assert!(r.clean(), "{:?}", r.evidence);
+        let seen = r.author(&a).unwrap().checkpoint.clone().unwrap();
+        assert_eq!(seen.matches, Some(true), "{seen:?}");
+        // A cover that hides a record signed for every member (seq 8): whoever holds that
+        // record holds the proof of the lie.
+        let hides = Checkpoint::of(&ids, &|i| !private(i) && i != 7);
+        let r = ChainReport::check(with_cp(&hides));
+        assert!(
+            matches!(r.evidence.as_slice(), [Evidence::CoverHides { seq: 8, .. }]),
+            "{:?}",
+            r.evidence
         );
     }
 

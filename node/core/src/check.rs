@@ -225,6 +225,11 @@ fn check_checkpoint(record: &Record) -> Result<(), IngestError> {
     }
     let c = Checkpoint::of_record(&record.schema, &record.payload)
         .ok_or_else(|| IngestError::Checkpoint("its payload does not parse".into()))?;
+    if !c.cover_fits() {
+        return Err(IngestError::Checkpoint(
+            "its cover's subtrees do not lie inside it, in order".into(),
+        ));
+    }
     if c.size >= record.seq {
         return Err(IngestError::Checkpoint(format!(
             "it covers {} records but is record {} of its author: a checkpoint covers only records before it",
@@ -272,6 +277,61 @@ mod tests {
             signature: signature.to_vec().into(),
         }
         .encode_to_vec()
+    }
+
+    /// A checkpoint record of `id` at `seq` with `audience` stating `c`.
+    fn checkpoint(id: &Identity, seq: u64, audience: Audience, c: &Checkpoint) -> Record {
+        record::sign(
+            id,
+            seq,
+            (seq > 1).then_some(RecordId([1; 32])),
+            Draft {
+                schema: CHECKPOINT_SCHEMA.into(),
+                audience,
+                supersedes: None,
+                epoch: None,
+                payload: c.payload(),
+                created_at_ms: 1_700_000_000_000,
+            },
+        )
+    }
+
+    #[test]
+    fn a_checkpoint_must_cover_only_earlier_records_for_the_whole_coalition_with_a_fitting_cover() {
+        let id = Identity::from_seed(&[9; 32]);
+        let ids: Vec<RecordId> = (1..=4u8).map(|n| RecordId([n; 32])).collect();
+        let c = Checkpoint::of(&ids, &|i| i != 1);
+        assert!(prepare(&checkpoint(&id, 5, Audience::Coalition, &c).bytes).is_ok());
+        let refused = |r: Record| match prepare(&r.bytes) {
+            Err(IngestError::Checkpoint(m)) => m,
+            other => panic!("not refused as a checkpoint: {other:?}"),
+        };
+        // Covering itself or later records.
+        assert!(
+            refused(checkpoint(&id, 4, Audience::Coalition, &c)).contains("only records before it")
+        );
+        // Kept from some members: they could never witness it.
+        assert!(refused(checkpoint(&id, 5, Audience::Private, &c)).contains("whole coalition"));
+        // A cover reaching past the checkpoint, or out of order.
+        let mut past = c.clone();
+        past.cover[0].start = 4;
+        assert!(refused(checkpoint(&id, 5, Audience::Coalition, &past)).contains("cover"));
+        // A payload that is no checkpoint at all fails the schema.
+        let mut bad = checkpoint(&id, 5, Audience::Coalition, &c);
+        bad = record::sign(
+            &id,
+            5,
+            bad.prev,
+            Draft {
+                schema: CHECKPOINT_SCHEMA.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: None,
+                payload: br#"{"size":0,"head":"zz"}"#.to_vec(),
+                created_at_ms: 1,
+            },
+        );
+        assert!(matches!(prepare(&bad.bytes), Err(IngestError::Schema(_))));
     }
 
     #[test]

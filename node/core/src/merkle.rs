@@ -54,24 +54,43 @@ pub fn head(leaves: &[Hash]) -> Hash {
 /// Schema of the record in which an organisation commits to its own log.
 pub const CHECKPOINT_SCHEMA: &str = "checkpoint/v1";
 
-/// What a `checkpoint/v1` record says: the head of the author's first `size` records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What a `checkpoint/v1` record says: the head of the author's first `size` records,
+/// and the cover of those not every member receives (private records, records for chosen
+/// members that travel unsealed), so that every member can check the head from the
+/// records it holds, and an auditor can tell a complete bundle from one with records left
+/// out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Checkpoint {
     /// Records covered: seqs `1..=size`.
     pub size: u64,
     /// The head of the tree over their ids.
     #[serde(with = "hex_hash")]
     pub head: Hash,
+    /// The subtrees of records not every member receives ([`cover`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cover: Cover,
 }
 
 impl Checkpoint {
-    /// The checkpoint of the log whose ids, in seq order from seq 1, are `ids`.
-    pub fn of(ids: &[RecordId]) -> Self {
+    /// The checkpoint of the log whose ids, in seq order from seq 1, are `ids`, where
+    /// `to_everyone(index)` says whether every member receives the record at that index.
+    pub fn of(ids: &[RecordId], to_everyone: &dyn Fn(u64) -> bool) -> Self {
         let leaves: Vec<Hash> = ids.iter().map(leaf_hash).collect();
         Self {
             size: ids.len() as u64,
             head: head(&leaves),
+            cover: cover(&leaves, to_everyone),
         }
+    }
+
+    /// Whether the cover's subtrees lie inside the checkpoint, in order, apart.
+    pub fn cover_fits(&self) -> bool {
+        let mut next = 0;
+        self.cover.iter().all(|c| {
+            let ok = c.len >= 1 && c.start >= next && c.start + c.len <= self.size;
+            next = c.start.saturating_add(c.len);
+            ok
+        })
     }
 
     /// The compact JSON payload of a `checkpoint/v1` record.

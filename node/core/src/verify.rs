@@ -142,6 +142,28 @@ pub fn verify_bundle_observed(
         })
         .collect();
     judge_all(&mut report, checked, charter);
+    // Completeness: a bundle must hold every record an author's checkpoint says every
+    // member receives (records outside that audience are accounted for by its cover).
+    for c in &report.chains {
+        let Some(cp) = c.checkpoint.as_ref().filter(|cp| !cp.missing.is_empty()) else {
+            continue;
+        };
+        report.failures.push(Failure {
+            index: 0,
+            id: Some(cp.record.to_hex()),
+            reason: format!(
+                "incomplete: author {}'s checkpoint (its first {} records) commits to seq {}, \
+                 which every member receives, and the bundle does not hold them",
+                c.author,
+                cp.size,
+                cp.missing
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
     // A record lost to truncation or a broken length prefix counts as checked and failed.
     report.checked += frames.len() as u64;
     if let (Some(expected), None) = (charter, &report.coalition) {

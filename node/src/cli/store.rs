@@ -231,10 +231,18 @@ pub(super) fn print_chains(
             c.author,
             cp.size,
             cp.record,
-            match cp.matches {
-                Some(true) => "the records held give its head",
-                Some(false) => "CONTRADICTED by the records held",
-                None => "not checked here: some records it covers are not held",
+            match (cp.matches, &cp.problem) {
+                (Some(true), _) => "the records held give its head".to_string(),
+                (Some(false), _) => "CONTRADICTED by the records held".to_string(),
+                (None, Some(p)) => format!("not checked: {p}"),
+                (None, None) => format!(
+                    "INCOMPLETE: seq {} not {held} (every member receives them)",
+                    cp.missing
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             }
         ))?;
     }

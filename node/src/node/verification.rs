@@ -53,7 +53,7 @@ impl Node {
             )));
         }
         let ids: Vec<RecordId> = own.iter().map(|l| l.id).collect();
-        let checkpoint = Checkpoint::of(&ids);
+        let checkpoint = Checkpoint::of(&ids, &|i| own[i as usize].to_everyone);
         let made = self
             .append(identity, 1, |_| crate::record::Draft {
                 schema: CHECKPOINT_SCHEMA.into(),

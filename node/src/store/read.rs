@@ -419,7 +419,8 @@ impl Store {
     /// and unopened ones included: chain integrity needs no content.
     pub async fn chain_links(&self) -> Result<Vec<crate::chain::Link>, StoreError> {
         let rows = sqlx::query(
-            "SELECT author, seq, prev, id, CASE WHEN schema = ? THEN bytes END FROM records",
+            "SELECT author, seq, prev, id, CASE WHEN schema = ? THEN bytes END, \
+             audience = 1 OR sealed = 1 FROM records",
         )
         .bind(crate::merkle::CHECKPOINT_SCHEMA)
         .fetch_all(&self.pool)
@@ -441,6 +442,7 @@ impl Store {
                     seq: r.get::<i64, _>(1) as u64,
                     prev: prev.as_deref().and_then(RecordId::from_slice),
                     id: id_col(r, 3),
+                    to_everyone: r.get::<bool, _>(5),
                     checkpoint,
                 })
             })
