@@ -1,0 +1,117 @@
+//! Checkpoint figures for an author with 100 000 records (issue 17): what signing a
+//! checkpoint costs the author, how large it is, and what checking it costs a member that
+//! holds the author's records, against the same machine's raw `verify_strict` rate (the
+//! price of authenticating those records one signature at a time).
+//!
+//! `cargo bench -p coalition-core --bench checkpoint`; three runs, min / median / max.
+
+use std::time::{Duration, Instant};
+
+use coalition_core::chain::{ChainReport, Link};
+use coalition_core::identity::Identity;
+use coalition_core::merkle::Checkpoint;
+use coalition_core::record::RecordId;
+use sha2::{Digest, Sha256};
+
+const RECORDS: u64 = 100_000;
+const RUNS: usize = 3;
+
+fn spread(mut v: Vec<Duration>) -> String {
+    v.sort();
+    format!(
+        "{:.1} / {:.1} / {:.1} ms",
+        v[0].as_secs_f64() * 1e3,
+        v[v.len() / 2].as_secs_f64() * 1e3,
+        v[v.len() - 1].as_secs_f64() * 1e3
+    )
+}
+
+fn main() {
+    let author = Identity::from_seed(&[3; 32]);
+    let ids: Vec<RecordId> = (0..RECORDS)
+        .map(|i| RecordId(Sha256::digest(i.to_be_bytes()).into()))
+        .collect();
+    // Every tenth record private: the worst spread of private records for a cover.
+    let to_everyone = |i: u64| i % 10 != 3;
+    let links = |cp: &Checkpoint| -> Vec<Link> {
+        (0..RECORDS)
+            .filter(|&i| to_everyone(i))
+            .map(|i| Link {
+                author: author.key(),
+                seq: i + 1,
+                prev: (i > 0).then(|| ids[i as usize - 1]),
+                id: ids[i as usize],
+                to_everyone: true,
+                checkpoint: None,
+            })
+            .chain([Link {
+                author: author.key(),
+                seq: RECORDS + 1,
+                prev: Some(ids[RECORDS as usize - 1]),
+                id: RecordId([0xcc; 32]),
+                to_everyone: true,
+                checkpoint: Some(cp.clone()),
+            }])
+            .collect()
+    };
+
+    let (mut sign, mut check) = (Vec::new(), Vec::new());
+    let mut cp = Checkpoint::of(&ids, &to_everyone);
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        cp = Checkpoint::of(&ids, &to_everyone);
+        sign.push(t.elapsed());
+        let held = links(&cp);
+        let t = Instant::now();
+        let report = ChainReport::check(held);
+        check.push(t.elapsed());
+        let seen = report.authors[0]
+            .checkpoint
+            .clone()
+            .expect("the checkpoint");
+        assert_eq!(seen.matches, Some(true), "{seen:?}");
+    }
+    let payload = cp.payload().len();
+
+    // The same machine's price of authenticating records one signature at a time.
+    let message = vec![7u8; 1_600];
+    let signature = ed25519_dalek::Signature::from_bytes(&author.sign(&message));
+    let key = ed25519_dalek::VerifyingKey::from_bytes(author.key().as_bytes()).unwrap();
+    let n = 5_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        key.verify_strict(&message, &signature).unwrap();
+    }
+    let per_verify = t.elapsed() / n;
+    let all_verify = per_verify * RECORDS as u32;
+
+    let median = |v: &Vec<Duration>| {
+        let mut v = v.clone();
+        v.sort();
+        v[v.len() / 2]
+    };
+    println!(
+        "checkpoint of an author with {RECORDS} records, every tenth private (2 cores, 1 used)"
+    );
+    println!(
+        "  signing: Checkpoint::of (leaf hashes, head, cover)        {}",
+        spread(sign)
+    );
+    println!(
+        "  size: {payload} B of JSON payload, {} cover subtrees (one per private record here)",
+        cp.cover.len()
+    );
+    println!(
+        "  checking: ChainReport::check of 90,001 held links          {}",
+        spread(check.clone())
+    );
+    println!(
+        "  per-record verify_strict of the same 100,000 records:      {:.0} ms ({:.1} µs each)",
+        all_verify.as_secs_f64() * 1e3,
+        per_verify.as_secs_f64() * 1e6
+    );
+    println!(
+        "  ratio checking / verifying every signature: {:.4}",
+        median(&check).as_secs_f64() / all_verify.as_secs_f64()
+    );
+}
