@@ -127,6 +127,10 @@ pub struct Network {
     pub relay_server: Option<bool>,
     /// Seconds between anti-entropy syncs with each peer (default 30).
     pub sync_interval_secs: Option<u64>,
+    /// Seconds between checkpoints of this organisation's own log, signed while `coalition
+    /// run` runs and only when it wrote records since the last one (default 86400, a
+    /// day; the first one an interval after start).
+    pub checkpoint_interval_secs: Option<u64>,
     /// Seconds a peer may stay connected without a valid certificate (default 10).
     pub hello_timeout_secs: Option<u64>,
     /// Inbound connections one IP address may hold (default 8).

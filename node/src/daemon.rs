@@ -152,6 +152,7 @@ pub async fn run(
         peer_id: None,
     };
     let mut network: Option<(Network, tokio::task::JoinHandle<()>)> = None;
+    let mut checkpointer: Option<tokio::task::JoinHandle<()>> = None;
     if !args.api_only {
         let identity = identity
             .ok_or_else(|| NodeError::Refused("the network needs the organisation key".into()))?;
@@ -171,8 +172,20 @@ pub async fn run(
             tracing::info!(opened, "opened sealed records held unread");
         }
         let config = NetConfig::from_config(node.config())?;
-        let (net, handle) =
-            net::start(node.clone(), Arc::new(identity), config, stop_rx.clone()).await?;
+        let identity = Arc::new(identity);
+        let every = node
+            .config()
+            .network
+            .as_ref()
+            .and_then(|n| n.checkpoint_interval_secs)
+            .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_SECS);
+        checkpointer = Some(tokio::spawn(checkpoints(
+            node.clone(),
+            identity.clone(),
+            Duration::from_secs(every.max(1)),
+            stop_rx.clone(),
+        )));
+        let (net, handle) = net::start(node.clone(), identity, config, stop_rx.clone()).await?;
         say(&format!("peer {}", net.peer_id));
         let mut waiter = net.clone();
         waiter
@@ -212,6 +225,10 @@ pub async fn run(
 
     shutdown_fut.await;
     let _ = stop_tx.send(true);
+    // The checkpoint task holds the node until it sees the stop.
+    if let Some(task) = checkpointer {
+        let _ = task.await;
+    }
     if let Some((_, handle)) = network {
         let _ = handle.await;
     }
@@ -221,4 +238,48 @@ pub async fn run(
         node.store().clone().close().await;
     }
     Ok(())
+}
+
+/// Default of `[network] checkpoint_interval_secs`: a day.
+const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 86_400;
+
+/// Signs a checkpoint of this organisation's own log every `every`, when it wrote records
+/// after its latest checkpoint, until `stop` turns true.
+async fn checkpoints(
+    node: Arc<Node>,
+    identity: Arc<crate::identity::Identity>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let due = match node.chains().await {
+            Ok(chains) => chains
+                .author(&identity.key())
+                .is_some_and(|c| c.checkpoint.as_ref().is_none_or(|cp| c.highest > cp.seq)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read this organisation's chain for a checkpoint");
+                false
+            }
+        };
+        if !due {
+            continue;
+        }
+        match node.checkpoint(&identity).await {
+            Ok((record, c)) => tracing::info!(
+                record = %record.id.short(),
+                size = c.size,
+                "signed a checkpoint of this organisation's log"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not sign a checkpoint"),
+        }
+    }
 }

@@ -322,3 +322,34 @@ fn a_bundle_with_a_record_left_out_fails_the_completeness_check_and_private_reco
         .iter()
         .any(|r| coalition::record::RecordId::of(r).to_hex() == last));
 }
+
+#[test]
+fn a_running_node_signs_a_checkpoint_when_it_wrote_records_and_only_then() {
+    let a = Org::init("Civic Watch Belgrade", "RS");
+    let b = Org::init("Safety Forum Prizren", "XK");
+    found("Periodic Coalition", &[&a, &b], 2);
+    a.add_example("01-rs-belgrade-protest-force.json", "coalition");
+    let checkpoints = |org: &Org| {
+        org.all_records()
+            .iter()
+            .filter(|r| r["schema"] == "checkpoint/v1")
+            .count()
+    };
+    let node_a = a.start_node("a", "bootstrap = []\ncheckpoint_interval_secs = 1");
+    eventually("A signed a checkpoint of its log", EXPOSED, || {
+        checkpoints(&a) == 1
+    });
+    let chains = api_json(&node_a, "/api/v1/chains");
+    let own = chains["authors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["author"] == a.key())
+        .unwrap()
+        .clone();
+    assert_eq!(own["checkpoint"]["matches"], true, "{own}");
+    // Nothing new: no new checkpoint, however many intervals pass.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(checkpoints(&a), 1);
+    drop(node_a);
+}
