@@ -87,10 +87,10 @@ pub enum Evidence {
         /// Records it covers.
         size: u64,
         /// The head it states.
-        #[serde(with = "hex_hash")]
+        #[serde(with = "merkle::hex_hash")]
         stated: Hash,
         /// The head of the covered records held.
-        #[serde(with = "hex_hash")]
+        #[serde(with = "merkle::hex_hash")]
         held: Hash,
     },
     /// A checkpoint whose cover (records not every member receives) hides a record the
@@ -105,12 +105,6 @@ pub enum Evidence {
         /// The hidden record.
         record: RecordId,
     },
-}
-
-mod hex_hash {
-    pub(super) fn serialize<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(h))
-    }
 }
 
 impl Evidence {
@@ -211,6 +205,14 @@ pub struct Gap {
     pub to: u64,
 }
 
+/// `gaps` as text: `2, 4-6`.
+pub fn seqs(gaps: &[Gap]) -> String {
+    gaps.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl fmt::Display for Gap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.from == self.to {
@@ -278,6 +280,15 @@ fn checkpoints(
         .filter_map(|l| l.checkpoint.as_ref().map(|c| (l, c)))
         .collect();
     stated.sort_by_key(|(l, c)| (c.size, l.seq, l.id));
+    if stated.is_empty() {
+        return None;
+    }
+    // Leaf hashes of the seqs held once, computed once for every checkpoint below.
+    let leaves: BTreeMap<u64, Hash> = seqs
+        .iter()
+        .filter(|(_, at)| at.len() == 1)
+        .map(|(&seq, at)| (seq, merkle::leaf_hash(&at[0].id)))
+        .collect();
     let mut best = None;
     for (l, c) in stated {
         let mut seen = CheckpointSeen {
@@ -309,7 +320,7 @@ fn checkpoints(
             }
             let held = |i: u64| {
                 (!covered[i as usize])
-                    .then(|| seqs.get(&(i + 1)).map(|at| merkle::leaf_hash(&at[0].id)))
+                    .then(|| leaves.get(&(i + 1)).copied())
                     .flatten()
             };
             match merkle::head_with_cover(c.size, &held, &c.cover) {

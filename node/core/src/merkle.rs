@@ -252,12 +252,13 @@ pub fn head_with_cover(
     }
 }
 
-mod hex_hash {
-    pub(super) fn serialize<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+/// Serde for a hash as 64 hex digits.
+pub(crate) mod hex_hash {
+    pub(crate) fn serialize<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(h))
     }
 
-    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<[u8; 32], D::Error> {
         let s = <String as serde::Deserialize>::deserialize(d)?;

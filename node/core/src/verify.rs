@@ -156,11 +156,7 @@ pub fn verify_bundle_observed(
                  which every member receives, and the bundle does not hold them",
                 c.author,
                 cp.size,
-                cp.missing
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                crate::chain::seqs(&cp.missing)
             ),
         });
     }

@@ -237,11 +237,7 @@ pub(super) fn print_chains(
                 (None, Some(p)) => format!("not checked: {p}"),
                 (None, None) => format!(
                     "INCOMPLETE: seq {} not {held} (every member receives them)",
-                    cp.missing
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    crate::chain::seqs(&cp.missing)
                 ),
             }
         ))?;
@@ -252,11 +248,7 @@ pub(super) fn print_chains(
             c.author,
             c.held,
             c.highest,
-            c.gaps
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::chain::seqs(&c.gaps)
         ))?;
     }
     Ok(())
