@@ -43,6 +43,7 @@ fn main() {
                 id: ids[i as usize],
                 to_everyone: true,
                 checkpoint: None,
+                cosignature: None,
             })
             .chain([Link {
                 author: author.key(),
@@ -51,6 +52,7 @@ fn main() {
                 id: RecordId([0xcc; 32]),
                 to_everyone: true,
                 checkpoint: Some(cp.clone()),
+                cosignature: None,
             }])
             .collect()
     };

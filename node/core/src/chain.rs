@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::identity::OrgKey;
-use crate::merkle::{self, Checkpoint, Hash};
+use crate::merkle::{self, Checkpoint, Cosignature, Hash};
 use crate::record::{Record, RecordId};
 
 /// One record's place in its author's chain.
@@ -33,6 +33,9 @@ pub struct Link {
     pub to_everyone: bool,
     /// What the record states, if it is a `checkpoint/v1` record.
     pub checkpoint: Option<Checkpoint>,
+    /// What the record states, if it is a `cosignature/v1` record (the link's author is
+    /// the witness).
+    pub cosignature: Option<Cosignature>,
 }
 
 impl From<&Record> for Link {
@@ -45,6 +48,7 @@ impl From<&Record> for Link {
             to_everyone: r.audience == crate::record::Audience::Coalition
                 || r.schema == crate::sealed::SEALED_SCHEMA,
             checkpoint: Checkpoint::of_record(&r.schema, &r.payload),
+            cosignature: Cosignature::of_record(&r.schema, &r.payload),
         }
     }
 }
@@ -93,6 +97,20 @@ pub enum Evidence {
         #[serde(with = "merkle::hex_hash")]
         held: Hash,
     },
+    /// A checkpoint that does not extend the author's checkpoint before it: its frontier
+    /// does not give the earlier head, it names as previous a record that is not the
+    /// earlier checkpoint, or it skips or ignores the earlier checkpoint. The author
+    /// committed to two histories.
+    InconsistentCheckpoints {
+        /// Author.
+        author: OrgKey,
+        /// The earlier checkpoint (or the record the later one names as such).
+        earlier: RecordId,
+        /// The later checkpoint.
+        later: RecordId,
+        /// What does not hold.
+        reason: String,
+    },
     /// A checkpoint whose cover (records not every member receives) hides a record the
     /// author signed for every member: the author told members it was not theirs to see.
     CoverHides {
@@ -114,6 +132,7 @@ impl Evidence {
             Evidence::Fork { author, .. }
             | Evidence::BrokenLink { author, .. }
             | Evidence::CheckpointContradicts { author, .. }
+            | Evidence::InconsistentCheckpoints { author, .. }
             | Evidence::CoverHides { author, .. } => *author,
         }
     }
@@ -127,6 +146,7 @@ impl Evidence {
                 .collect(),
             // With the covered records, which the holder has (their ids give `held`).
             Evidence::CheckpointContradicts { checkpoint, .. } => vec![*checkpoint],
+            Evidence::InconsistentCheckpoints { earlier, later, .. } => vec![*earlier, *later],
             Evidence::CoverHides {
                 checkpoint, record, ..
             } => vec![*checkpoint, *record],
@@ -181,6 +201,16 @@ impl fmt::Display for Evidence {
                 hex::encode(stated),
                 hex::encode(held)
             ),
+            Evidence::InconsistentCheckpoints {
+                author,
+                earlier,
+                later,
+                reason,
+            } => write!(
+                f,
+                "inconsistent checkpoints: author {author}'s checkpoint {later} {reason} \
+                 (earlier: record {earlier})"
+            ),
             Evidence::CoverHides {
                 author,
                 checkpoint,
@@ -234,8 +264,11 @@ pub struct AuthorChain {
     pub highest: u64,
     /// Seqs below `highest` not held, in order.
     pub gaps: Vec<Gap>,
-    /// The author's checkpoint covering the most records, if any is held.
+    /// The author's latest checkpoint, if any is held. Its `matches` and `missing` account
+    /// for every checkpoint before it that it extends.
     pub checkpoint: Option<CheckpointSeen>,
+    /// The author's latest checkpoint that at least one other member cosigned.
+    pub witnessed: Option<CheckpointSeen>,
 }
 
 /// A checkpoint as a holder sees it.
@@ -255,8 +288,19 @@ pub struct CheckpointSeen {
     /// synced yet (in a bundle: left out).
     pub missing: Vec<Gap>,
     /// Why it could not be checked otherwise (a fork among the covered seqs, a cover
-    /// that does not fit the tree).
+    /// that does not fit the tree, an earlier checkpoint it extends that is not held).
     pub problem: Option<String>,
+    /// Members other than the author that cosigned it (`cosignature/v1` records naming
+    /// it, its size and its head), in key order.
+    pub witnesses: Vec<OrgKey>,
+}
+
+impl CheckpointSeen {
+    /// Whether the holder holds every record it commits to that every member receives,
+    /// and they (with its cover and the checkpoints before it) give its head.
+    pub fn verified(&self) -> bool {
+        self.matches == Some(true) && self.missing.is_empty() && self.problem.is_none()
+    }
 }
 
 impl AuthorChain {
@@ -266,31 +310,62 @@ impl AuthorChain {
     }
 }
 
-/// Checks every checkpoint of `author` among `seqs` against the records held and the
-/// checkpoint's cover (pushing evidence for each one they contradict); returns the one
-/// covering most.
+/// Who cosigned which checkpoint: checkpoint id to (witness, size, head) as cosigned.
+type Cosigned = BTreeMap<RecordId, Vec<(OrgKey, u64, Hash)>>;
+
+/// The members other than `author` that cosigned checkpoint `id` as it states `c`.
+fn witnesses(cosigned: &Cosigned, author: OrgKey, id: RecordId, c: &Checkpoint) -> Vec<OrgKey> {
+    let mut w: Vec<OrgKey> = cosigned
+        .get(&id)
+        .into_iter()
+        .flatten()
+        .filter(|(w, size, head)| *w != author && *size == c.size && *head == c.head)
+        .map(|(w, ..)| *w)
+        .collect();
+    w.sort();
+    w.dedup();
+    w
+}
+
+/// `a` and `b` as one list of gaps, in order, merged where they touch.
+fn merge(a: &[Gap], b: &[Gap]) -> Vec<Gap> {
+    let mut all: Vec<Gap> = a.iter().chain(b).copied().collect();
+    all.sort_by_key(|g| g.from);
+    let mut out: Vec<Gap> = Vec::new();
+    for g in all {
+        match out.last_mut() {
+            Some(last) if g.from <= last.to.saturating_add(1) => last.to = last.to.max(g.to),
+            _ => out.push(g),
+        }
+    }
+    out
+}
+
+/// Checks every checkpoint of `author` among `seqs`, in chain order: that it extends the
+/// author's checkpoint before it (its frontier gives the earlier head), and that the
+/// records held after that earlier checkpoint, with its cover, give its head. Pushes
+/// evidence for each one that does not; returns the latest checkpoint and the latest
+/// witnessed one, each accounting for the checkpoints it extends.
 fn checkpoints(
     author: OrgKey,
     seqs: &BTreeMap<u64, Vec<Link>>,
+    cosigned: &Cosigned,
     evidence: &mut Vec<Evidence>,
-) -> Option<CheckpointSeen> {
+) -> (Option<CheckpointSeen>, Option<CheckpointSeen>) {
     let mut stated: Vec<(&Link, &Checkpoint)> = seqs
         .values()
         .flatten()
         .filter_map(|l| l.checkpoint.as_ref().map(|c| (l, c)))
         .collect();
-    stated.sort_by_key(|(l, c)| (c.size, l.seq, l.id));
-    if stated.is_empty() {
-        return None;
-    }
+    stated.sort_by_key(|(l, _)| (l.seq, l.id));
     // Leaf hashes of the seqs held once, computed once for every checkpoint below.
     let leaves: BTreeMap<u64, Hash> = seqs
         .iter()
         .filter(|(_, at)| at.len() == 1)
         .map(|(&seq, at)| (seq, merkle::leaf_hash(&at[0].id)))
         .collect();
-    let mut best = None;
-    for (l, c) in stated {
+    let mut seen_all: Vec<CheckpointSeen> = Vec::with_capacity(stated.len());
+    for (i, &(l, c)) in stated.iter().enumerate() {
         let mut seen = CheckpointSeen {
             record: l.id,
             seq: l.seq,
@@ -298,11 +373,88 @@ fn checkpoints(
             matches: None,
             missing: Vec::new(),
             problem: None,
+            witnesses: witnesses(cosigned, author, l.id, c),
         };
-        if let Some((seq, _)) = seqs.range(1..=c.size).find(|(_, at)| at.len() > 1) {
+        // The checkpoint it extends, and whether it extends it faithfully.
+        let earlier = stated[..i].iter().rposition(|(e, _)| e.seq < l.seq);
+        let mut extends: Option<usize> = None;
+        let mut consistent = true;
+        let mut inconsistent = |earlier: RecordId, reason: String| {
+            consistent = false;
+            evidence.push(Evidence::InconsistentCheckpoints {
+                author,
+                earlier,
+                later: l.id,
+                reason,
+            });
+        };
+        match (&c.previous, earlier) {
+            (None, None) => {}
+            (None, Some(e)) => inconsistent(
+                stated[e].0.id,
+                format!(
+                    "does not extend the author's earlier checkpoint at seq {}",
+                    stated[e].0.seq
+                ),
+            ),
+            (Some(p), earlier) => {
+                if let Some(e) = earlier.filter(|&e| stated[e].0.seq > p.seq) {
+                    inconsistent(
+                        stated[e].0.id,
+                        format!(
+                            "extends the checkpoint at seq {}, passing over the author's later checkpoint at seq {}",
+                            p.seq, stated[e].0.seq
+                        ),
+                    );
+                }
+                match seqs.get(&p.seq) {
+                    None => {
+                        seen.problem = Some(format!(
+                            "it extends the author's checkpoint at seq {}, which is not held",
+                            p.seq
+                        ))
+                    }
+                    Some(at) => {
+                        for n in at {
+                            match &n.checkpoint {
+                                None => inconsistent(
+                                    n.id,
+                                    format!(
+                                        "names the author's record at seq {} as its previous checkpoint, and that record is no checkpoint",
+                                        p.seq
+                                    ),
+                                ),
+                                Some(ec) if ec.size != p.size => inconsistent(
+                                    n.id,
+                                    format!(
+                                        "says its previous checkpoint covered {} records; that checkpoint covers {}",
+                                        p.size, ec.size
+                                    ),
+                                ),
+                                Some(ec) if p.head() != Some(ec.head) => inconsistent(
+                                    n.id,
+                                    format!(
+                                        "extends a tree whose head is not its previous checkpoint's {}: the author rewrote its first {} records",
+                                        hex::encode(ec.head),
+                                        p.size
+                                    ),
+                                ),
+                                Some(_) => {
+                                    extends = stated.iter().position(|(s, _)| s.id == n.id)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The records after the checkpoint it extends.
+        let since = c.since();
+        if seen.problem.is_some() {
+        } else if let Some((seq, _)) = seqs.range(since + 1..=c.size).find(|(_, at)| at.len() > 1) {
             seen.problem = Some(format!("the author forked at seq {seq}, which it covers"));
-        } else if !c.cover_fits() {
-            seen.problem = Some("its cover does not fit inside it".into());
+        } else if !c.cover_fits() || !c.previous_fits() {
+            seen.problem = Some("its cover or frontier does not fit inside it".into());
         } else {
             let mut covered = vec![false; c.size as usize];
             for part in &c.cover {
@@ -319,11 +471,11 @@ fn checkpoints(
                 }
             }
             let held = |i: u64| {
-                (!covered[i as usize])
+                (i >= since && !covered[i as usize])
                     .then(|| leaves.get(&(i + 1)).copied())
                     .flatten()
             };
-            match merkle::head_with_cover(c.size, &held, &c.cover) {
+            match merkle::head_with_cover(c.size, &held, &c.parts()) {
                 Ok(h) => {
                     seen.matches = Some(h == c.head);
                     if h != c.head {
@@ -338,7 +490,7 @@ fn checkpoints(
                 }
                 Err(merkle::CoverError::Uncovered(_)) => {
                     let mut missing: Vec<Gap> = Vec::new();
-                    for seq in (1..=c.size)
+                    for seq in (since + 1..=c.size)
                         .filter(|&s| !covered[(s - 1) as usize] && !seqs.contains_key(&s))
                     {
                         match missing.last_mut() {
@@ -351,9 +503,26 @@ fn checkpoints(
                 Err(e) => seen.problem = Some(e.to_string()),
             }
         }
-        best = Some(seen);
+        // What holds of the checkpoints it extends holds of it.
+        if !consistent {
+            seen.matches = Some(false);
+        } else if let Some(b) = extends.map(|b| &seen_all[b]) {
+            seen.missing = merge(&b.missing, &seen.missing);
+            seen.problem = seen.problem.or_else(|| b.problem.clone());
+            seen.matches = match (b.matches, seen.matches) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            };
+        }
+        seen_all.push(seen);
     }
-    best
+    let witnessed = seen_all
+        .iter()
+        .rev()
+        .find(|s| !s.witnesses.is_empty())
+        .cloned();
+    (seen_all.pop(), witnessed)
 }
 
 /// The chains of every author among some records, and the evidence they hold.
@@ -369,7 +538,14 @@ impl ChainReport {
     /// Checks the chains of `links` (any order; a link given twice counts once).
     pub fn check(links: impl IntoIterator<Item = Link>) -> Self {
         let mut by_author: BTreeMap<OrgKey, BTreeMap<u64, Vec<Link>>> = BTreeMap::new();
+        let mut cosigned = Cosigned::new();
         for l in links {
+            if let Some(c) = &l.cosignature {
+                cosigned
+                    .entry(c.checkpoint)
+                    .or_default()
+                    .push((l.author, c.size, c.head));
+            }
             let at = by_author
                 .entry(l.author)
                 .or_default()
@@ -422,13 +598,15 @@ impl ChainReport {
                     });
                 }
             }
-            let checkpoint = checkpoints(author, &seqs, &mut report.evidence);
+            let (checkpoint, witnessed) =
+                checkpoints(author, &seqs, &cosigned, &mut report.evidence);
             report.authors.push(AuthorChain {
                 author,
                 held,
                 highest: expected - 1,
                 gaps,
                 checkpoint,
+                witnessed,
             });
         }
         report
@@ -442,6 +620,112 @@ impl ChainReport {
     /// The chain of `author`, if any of its records are held.
     pub fn author(&self, author: &OrgKey) -> Option<&AuthorChain> {
         self.authors.iter().find(|a| a.author == *author)
+    }
+}
+
+/// How some records of an author stand in its history: whether a checkpoint other members
+/// witnessed covers them, and whether everything that checkpoint commits to is held.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuthorHistory {
+    /// Author.
+    pub author: OrgKey,
+    /// Records in question.
+    pub records: u64,
+    /// Seq of the author's latest witnessed checkpoint that the records held verify.
+    pub witnessed_checkpoint: Option<u64>,
+    /// Records it covers.
+    pub witnessed_size: u64,
+    /// Members that cosigned it.
+    pub witnesses: usize,
+    /// Records in question after it (no witness vouched for their place yet).
+    pub beyond_witnessed: u64,
+    /// Seqs up to the author's latest checkpoint that every member receives and that are
+    /// not held.
+    pub missing: Vec<Gap>,
+    /// Evidence against the author.
+    pub evidence: usize,
+}
+
+/// Whether records were taken from a complete, witnessed history ([`ChainReport::history`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct History {
+    /// No author of the records forked, broke its chain or contradicted its checkpoints,
+    /// and nothing their latest checkpoints commit to that every member receives is missing.
+    pub complete: bool,
+    /// Every record lies under a checkpoint of its author that another member cosigned and
+    /// that the records held verify.
+    pub witnessed: bool,
+    /// Per author of the records.
+    pub authors: Vec<AuthorHistory>,
+}
+
+impl ChainReport {
+    /// How the records `(author, seq)` stand in their authors' histories as held here.
+    pub fn history(&self, records: impl IntoIterator<Item = (OrgKey, u64)>) -> History {
+        let mut per: BTreeMap<OrgKey, Vec<u64>> = BTreeMap::new();
+        for (a, seq) in records {
+            per.entry(a).or_default().push(seq);
+        }
+        let authors: Vec<AuthorHistory> = per
+            .into_iter()
+            .map(|(author, seqs)| {
+                let chain = self.author(&author);
+                let witnessed = chain
+                    .and_then(|c| c.witnessed.as_ref())
+                    .filter(|w| w.verified());
+                let size = witnessed.map_or(0, |w| w.size);
+                AuthorHistory {
+                    author,
+                    records: seqs.len() as u64,
+                    witnessed_checkpoint: witnessed.map(|w| w.seq),
+                    witnessed_size: size,
+                    witnesses: witnessed.map_or(0, |w| w.witnesses.len()),
+                    beyond_witnessed: seqs.iter().filter(|&&s| s > size).count() as u64,
+                    missing: chain
+                        .and_then(|c| c.checkpoint.as_ref())
+                        .map(|c| c.missing.clone())
+                        .unwrap_or_default(),
+                    evidence: self
+                        .evidence
+                        .iter()
+                        .filter(|e| e.author() == author)
+                        .count(),
+                }
+            })
+            .collect();
+        History {
+            complete: authors
+                .iter()
+                .all(|a| a.missing.is_empty() && a.evidence == 0),
+            witnessed: authors.iter().all(|a| a.beyond_witnessed == 0),
+            authors,
+        }
+    }
+}
+
+impl fmt::Display for AuthorHistory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "author {}: {} records; ", self.author, self.records)?;
+        match self.witnessed_checkpoint {
+            Some(seq) => write!(
+                f,
+                "checkpoint {seq} over its first {} records witnessed by {} member{}",
+                self.witnessed_size,
+                self.witnesses,
+                if self.witnesses == 1 { "" } else { "s" }
+            )?,
+            None => write!(f, "no witnessed checkpoint")?,
+        }
+        if self.beyond_witnessed > 0 {
+            write!(f, "; {} after it, not witnessed yet", self.beyond_witnessed)?;
+        }
+        if !self.missing.is_empty() {
+            write!(f, "; INCOMPLETE: seq {} not held", seqs(&self.missing))?;
+        }
+        if self.evidence > 0 {
+            write!(f, "; {} pieces of EVIDENCE against it", self.evidence)?;
+        }
+        Ok(())
     }
 }
 
@@ -467,6 +751,7 @@ mod tests {
             id: id(id_n),
             to_everyone: true,
             checkpoint: None,
+            cosignature: None,
         }
     }
 
@@ -612,6 +897,161 @@ mod tests {
             "{:?}",
             r.evidence
         );
+    }
+
+    /// Author `a`'s chain of `n` records (seqs 1..=n, ids 1..=n) with checkpoints at the
+    /// given seqs, each extending the one before; `private(index)` marks records not every
+    /// member receives. Returns every link, held or not.
+    fn checkpointed(a: OrgKey, n: u8, at: &[u8], private: &dyn Fn(u64) -> bool) -> Vec<Link> {
+        let mut links: Vec<Link> = Vec::new();
+        let mut previous: Option<(u64, u64)> = None;
+        for s in 1..=n {
+            let mut l = link(a, s as u64, s, (s > 1).then(|| s - 1));
+            l.to_everyone = !private(s as u64 - 1);
+            if at.contains(&s) {
+                let ids: Vec<RecordId> = links.iter().map(|l| l.id).collect();
+                let everyone = |i: u64| !private(i);
+                let c = match previous {
+                    None => Checkpoint::of(&ids, &everyone),
+                    Some((seq, size)) => Checkpoint::after(&ids, &everyone, seq, size),
+                };
+                previous = Some((s as u64, c.size));
+                l.to_everyone = true;
+                l.checkpoint = Some(c);
+            }
+            links.push(l);
+        }
+        links
+    }
+
+    fn cosign(witness: OrgKey, seq: u64, of: &Link) -> Link {
+        let c = of.checkpoint.as_ref().unwrap();
+        Link {
+            cosignature: Some(Cosignature {
+                author: of.author,
+                checkpoint: of.id,
+                size: c.size,
+                head: c.head,
+            }),
+            ..link(witness, seq, 200 + seq as u8, None)
+        }
+    }
+
+    #[test]
+    fn successive_checkpoints_are_checked_each_from_the_one_before_and_counted_by_witness() {
+        let (a, b, c) = (author(), author(), author());
+        let private = |i: u64| [2, 10].contains(&i);
+        let all = checkpointed(a, 14, &[6, 14], &private);
+        let held: Vec<Link> = all.iter().filter(|l| l.to_everyone).cloned().collect();
+        // The second checkpoint's cover is only of the records after the first.
+        let second = all[13].checkpoint.as_ref().unwrap();
+        assert_eq!(
+            second.previous.as_ref().map(|p| (p.seq, p.size)),
+            Some((6, 5))
+        );
+        assert!(
+            second.cover.iter().all(|p| p.start >= 5),
+            "{:?}",
+            second.cover
+        );
+        let witnessed_first = [cosign(b, 1, &all[5]), cosign(c, 1, &all[5])];
+        let r = ChainReport::check(held.iter().cloned().chain(witnessed_first.clone()));
+        assert!(r.clean(), "{:?}", r.evidence);
+        let chain = r.author(&a).unwrap();
+        let latest = chain.checkpoint.clone().unwrap();
+        assert!(latest.verified(), "{latest:?}");
+        assert_eq!(
+            (latest.seq, latest.size, latest.witnesses.len()),
+            (14, 13, 0)
+        );
+        let witnessed = chain.witnessed.clone().unwrap();
+        assert_eq!((witnessed.seq, witnessed.witnesses.len()), (6, 2));
+        // A cosignature by the author itself, or of another head, counts for nothing.
+        let mut false_head = cosign(c, 2, &all[13]);
+        false_head.cosignature.as_mut().unwrap().head[0] ^= 1;
+        let r = ChainReport::check(held.iter().cloned().chain([
+            cosign(a, 15, &all[13]),
+            false_head,
+            cosign(b, 2, &all[13]),
+        ]));
+        let latest = r.author(&a).unwrap().checkpoint.clone().unwrap();
+        assert_eq!(latest.witnesses, vec![b]);
+        // A record every member receives left out before the first checkpoint is missing
+        // for the second too.
+        let r = ChainReport::check(held.iter().filter(|l| l.seq != 4).cloned());
+        let latest = r.author(&a).unwrap().checkpoint.clone().unwrap();
+        assert_eq!(latest.missing, vec![Gap { from: 4, to: 4 }]);
+        assert!(!latest.verified());
+        let h = r.history([(a, 1)]);
+        assert!(!h.complete && !h.witnessed, "{h:?}");
+        // Records up to the witnessed checkpoint are in a complete, witnessed history;
+        // a record after it is not witnessed yet.
+        let r = ChainReport::check(held.iter().cloned().chain(witnessed_first));
+        let h = r.history([(a, 1), (a, 5)]);
+        assert!(h.complete && h.witnessed, "{h:?}");
+        assert_eq!(h.authors[0].witnesses, 2);
+        let h = r.history([(a, 1), (a, 8)]);
+        assert!(h.complete && !h.witnessed, "{h:?}");
+        assert!(h.authors[0]
+            .to_string()
+            .contains("1 after it, not witnessed yet"));
+    }
+
+    #[test]
+    fn a_checkpoint_that_does_not_extend_the_one_before_is_evidence() {
+        let a = author();
+        let nobody = |_: u64| false;
+        let everyone = |_: u64| true;
+        let all = checkpointed(a, 12, &[5, 12], &nobody);
+        let ids: Vec<RecordId> = all[..11].iter().map(|l| l.id).collect();
+        let with_second = |c: Checkpoint| {
+            let mut links = all.clone();
+            links[11].checkpoint = Some(c);
+            ChainReport::check(links)
+        };
+        let kind = |r: &ChainReport| {
+            assert!(!r.evidence.is_empty());
+            r.evidence
+                .iter()
+                .map(|e| match e {
+                    Evidence::InconsistentCheckpoints { reason, .. } => reason.clone(),
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        // The author rewrote its first four records in the tree it now extends (say it
+        // shows a peer another record at seq 3).
+        let mut rewritten = ids.clone();
+        rewritten[2] = id(99);
+        let r = with_second(Checkpoint::after(&rewritten, &everyone, 5, 4));
+        assert!(
+            kind(&r).contains("rewrote its first 4 records"),
+            "{}",
+            kind(&r)
+        );
+        assert!(r.evidence[0]
+            .to_string()
+            .starts_with("inconsistent checkpoints:"));
+        assert_eq!(
+            r.author(&a).unwrap().checkpoint.as_ref().unwrap().matches,
+            Some(false)
+        );
+        // A later checkpoint that ignores the earlier one.
+        let r = with_second(Checkpoint::of(&ids, &everyone));
+        assert!(kind(&r).contains("does not extend"), "{}", kind(&r));
+        // One that names a record that is no checkpoint, or misstates its size.
+        let r = with_second(Checkpoint::after(&ids, &everyone, 4, 3));
+        assert!(kind(&r).contains("no checkpoint"), "{}", kind(&r));
+        let mut c = Checkpoint::after(&ids, &everyone, 5, 4);
+        c.previous.as_mut().unwrap().size = 3;
+        c.previous.as_mut().unwrap().frontier.pop();
+        let r = with_second(c);
+        assert!(kind(&r).contains("covered 3 records"), "{}", kind(&r));
+        // Without the earlier checkpoint held, the later one cannot be told.
+        let r = ChainReport::check(all.iter().filter(|l| l.seq != 5).cloned());
+        let latest = r.author(&a).unwrap().checkpoint.clone().unwrap();
+        assert!(latest.problem.unwrap().contains("seq 5, which is not held"));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use crate::finding::{subject_of, FindingIndex, FINDING_SCHEMA, GRANT_SCHEMA};
 use crate::identity::OrgKey;
-use crate::merkle::{Checkpoint, CHECKPOINT_SCHEMA};
+use crate::merkle::{Checkpoint, Cosignature, CHECKPOINT_SCHEMA, COSIGNATURE_SCHEMA};
 use crate::record::{self, Audience, Record, RecordError, RecordId};
 use crate::schema::{schemas, SchemaError};
 use crate::sealed::{self, SealError, ENCRYPTION_KEY_SCHEMA, SEALED_SCHEMA};
@@ -54,6 +54,10 @@ pub enum IngestError {
     /// covering records at or after its own seq.
     #[error("checkpoint record refused: {0}")]
     Checkpoint(String),
+    /// A `cosignature/v1` record that cannot be one: not for the whole coalition, or by
+    /// the author of the checkpoint it names.
+    #[error("cosignature record refused: {0}")]
+    Cosignature(String),
 }
 
 /// A record checked and ready to insert: verified, schema-valid, columns extracted.
@@ -120,6 +124,7 @@ pub fn prepare_verified(record: Record) -> Result<Prepared, IngestError> {
     match record.schema.as_str() {
         ENCRYPTION_KEY_SCHEMA => check_encryption_key(&record)?,
         CHECKPOINT_SCHEMA => check_checkpoint(&record)?,
+        COSIGNATURE_SCHEMA => check_cosignature(&record)?,
         GRANT_SCHEMA => check_grant_keys(&value)?,
         _ => {}
     }
@@ -225,9 +230,15 @@ fn check_checkpoint(record: &Record) -> Result<(), IngestError> {
     }
     let c = Checkpoint::of_record(&record.schema, &record.payload)
         .ok_or_else(|| IngestError::Checkpoint("its payload does not parse".into()))?;
+    if !c.previous_fits() {
+        return Err(IngestError::Checkpoint(
+            "its previous checkpoint is not inside it, or its frontier does not have one hash per bit of the previous size".into(),
+        ));
+    }
     if !c.cover_fits() {
         return Err(IngestError::Checkpoint(
-            "its cover's subtrees do not lie inside it, in order".into(),
+            "its cover's subtrees do not lie inside it after its previous checkpoint, in order"
+                .into(),
         ));
     }
     if c.size >= record.seq {
@@ -235,6 +246,35 @@ fn check_checkpoint(record: &Record) -> Result<(), IngestError> {
             "it covers {} records but is record {} of its author: a checkpoint covers only records before it",
             c.size, record.seq
         )));
+    }
+    if let Some(p) = c
+        .previous
+        .as_ref()
+        .filter(|p| p.seq <= p.size || p.seq >= record.seq)
+    {
+        return Err(IngestError::Checkpoint(format!(
+            "it names record {} as its previous checkpoint, covering {} records; a checkpoint comes after the records it covers and before this one (record {})",
+            p.seq, p.size, record.seq
+        )));
+    }
+    Ok(())
+}
+
+/// A cosignature is published to the whole coalition, by a member other than the author
+/// of the checkpoint it witnesses.
+fn check_cosignature(record: &Record) -> Result<(), IngestError> {
+    if record.audience != Audience::Coalition {
+        return Err(IngestError::Cosignature(format!(
+            "its audience is {}; a cosignature is published to the whole coalition",
+            record.audience.label()
+        )));
+    }
+    let c = Cosignature::of_record(&record.schema, &record.payload)
+        .ok_or_else(|| IngestError::Cosignature("its payload does not parse".into()))?;
+    if c.author == record.author {
+        return Err(IngestError::Cosignature(
+            "it is signed by the checkpoint's own author: a member cannot witness itself".into(),
+        ));
     }
     Ok(())
 }
@@ -294,6 +334,52 @@ mod tests {
                 created_at_ms: 1_700_000_000_000,
             },
         )
+    }
+
+    #[test]
+    fn a_checkpoint_extends_only_an_earlier_checkpoint_and_nobody_cosigns_their_own() {
+        let id = Identity::from_seed(&[9; 32]);
+        let ids: Vec<RecordId> = (1..=6u8).map(|n| RecordId([n; 32])).collect();
+        let c = Checkpoint::after(&ids, &|_| true, 4, 3);
+        assert!(prepare(&checkpoint(&id, 7, Audience::Coalition, &c).bytes).is_ok());
+        let refused = |r: Record| match prepare(&r.bytes) {
+            Err(IngestError::Checkpoint(m)) | Err(IngestError::Cosignature(m)) => m,
+            other => panic!("not refused: {other:?}"),
+        };
+        // A previous checkpoint at or before the records it covered, or after this one.
+        let mut early = c.clone();
+        early.previous.as_mut().unwrap().seq = 3;
+        assert!(refused(checkpoint(&id, 7, Audience::Coalition, &early)).contains("previous"));
+        // A frontier without one hash per bit of the previous size.
+        let mut short = c.clone();
+        short.previous.as_mut().unwrap().frontier.push([0; 32]);
+        assert!(refused(checkpoint(&id, 7, Audience::Coalition, &short)).contains("frontier"));
+        // A cosignature of one's own checkpoint, or kept from the coalition.
+        let witness = Identity::from_seed(&[10; 32]);
+        let cosign = |signer: &Identity, audience: Audience| {
+            record::sign(
+                signer,
+                2,
+                Some(RecordId([1; 32])),
+                Draft {
+                    schema: COSIGNATURE_SCHEMA.into(),
+                    audience,
+                    supersedes: None,
+                    epoch: None,
+                    payload: Cosignature {
+                        author: id.key(),
+                        checkpoint: RecordId([7; 32]),
+                        size: c.size,
+                        head: c.head,
+                    }
+                    .payload(),
+                    created_at_ms: 1_700_000_000_000,
+                },
+            )
+        };
+        assert!(prepare(&cosign(&witness, Audience::Coalition).bytes).is_ok());
+        assert!(refused(cosign(&id, Audience::Coalition)).contains("own author"));
+        assert!(refused(cosign(&witness, Audience::Private)).contains("whole coalition"));
     }
 
     #[test]

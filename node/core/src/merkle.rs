@@ -66,9 +66,73 @@ pub struct Checkpoint {
     /// The head of the tree over their ids.
     #[serde(with = "hex_hash")]
     pub head: Hash,
-    /// The subtrees of records not every member receives ([`cover`]).
+    /// The subtrees of records not every member receives ([`cover`]); with a `previous`
+    /// checkpoint, only among the records after it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cover: Cover,
+    /// The author's checkpoint before this one, which this one extends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Previous>,
+}
+
+/// How a checkpoint extends the author's checkpoint before it: the hashes of the perfect
+/// subtrees that make up the earlier tree (its *frontier*, [`blocks`]). Folded, they give
+/// the earlier head; each is also a subtree of the later tree, so the later head is
+/// computed from them and the records after the earlier checkpoint. Whoever checks both
+/// heads this way knows the later tree holds the earlier one unchanged (RFC 9162 §2.1.4
+/// proves the same with a consistency proof; a frontier has at most one hash per bit of
+/// the earlier size, and needs no record of the earlier tree to check).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Previous {
+    /// Seq of the earlier checkpoint record.
+    pub seq: u64,
+    /// Records it covered.
+    pub size: u64,
+    /// Hashes of the subtrees [`blocks`]`(size)`, in leaf order.
+    #[serde(with = "hex_hashes")]
+    pub frontier: Vec<Hash>,
+}
+
+impl Previous {
+    /// The head the frontier gives, if it has the right number of hashes.
+    pub fn head(&self) -> Option<Hash> {
+        (self.size >= 1 && self.frontier.len() == self.size.count_ones() as usize)
+            .then(|| fold(&self.frontier))
+    }
+
+    /// The frontier as covered subtrees of a later tree.
+    fn parts(&self) -> impl Iterator<Item = Covered> + '_ {
+        blocks(self.size)
+            .into_iter()
+            .zip(&self.frontier)
+            .map(|((start, len), hash)| Covered {
+                start,
+                len,
+                hash: *hash,
+            })
+    }
+}
+
+/// The perfect subtrees `(first leaf, leaves)` that make up a tree of `n` leaves, largest
+/// first: one per bit of `n`. They are subtrees of every larger tree too.
+pub fn blocks(n: u64) -> Vec<(u64, u64)> {
+    let mut start = 0;
+    (0..64)
+        .rev()
+        .map(|b| 1u64 << b)
+        .filter(|len| n & len != 0)
+        .map(|len| {
+            start += len;
+            (start - len, len)
+        })
+        .collect()
+}
+
+/// The head of the tree made of the perfect subtrees with hashes `frontier` ([`blocks`]
+/// order): RFC 6962 splits off the largest first, so the fold runs from the right.
+fn fold(frontier: &[Hash]) -> Hash {
+    let (last, rest) = frontier.split_last().expect("a frontier has a hash");
+    rest.iter().rev().fold(*last, |acc, h| node_hash(h, &acc))
 }
 
 impl Checkpoint {
@@ -80,12 +144,60 @@ impl Checkpoint {
             size: ids.len() as u64,
             head: head(&leaves),
             cover: cover(&leaves, to_everyone),
+            previous: None,
         }
     }
 
-    /// Whether the cover's subtrees lie inside the checkpoint, in order, apart.
+    /// As [`Checkpoint::of`], extending the author's checkpoint record at `seq` that
+    /// covered the first `size` of `ids`: the cover is only of the records after it, and
+    /// the frontier of the earlier tree links the two.
+    pub fn after(ids: &[RecordId], to_everyone: &dyn Fn(u64) -> bool, seq: u64, size: u64) -> Self {
+        assert!(
+            size >= 1 && size as usize <= ids.len(),
+            "an earlier checkpoint is inside the log"
+        );
+        let leaves: Vec<Hash> = ids.iter().map(leaf_hash).collect();
+        Self {
+            size: ids.len() as u64,
+            head: head(&leaves),
+            cover: cover(&leaves, &|i| i < size || to_everyone(i)),
+            previous: Some(Previous {
+                seq,
+                size,
+                frontier: blocks(size)
+                    .into_iter()
+                    .map(|(start, len)| head(&leaves[start as usize..(start + len) as usize]))
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Records before those this checkpoint covers itself: the previous checkpoint's size,
+    /// or 0.
+    pub fn since(&self) -> u64 {
+        self.previous.as_ref().map_or(0, |p| p.size)
+    }
+
+    /// What recomputes the head besides the records after [`Checkpoint::since`]: the
+    /// previous frontier, then the cover.
+    pub fn parts(&self) -> Vec<Covered> {
+        let mut parts: Vec<Covered> = self.previous.iter().flat_map(Previous::parts).collect();
+        parts.extend(&self.cover);
+        parts
+    }
+
+    /// Whether the previous checkpoint is inside this one and its frontier has one hash per
+    /// subtree.
+    pub fn previous_fits(&self) -> bool {
+        self.previous
+            .as_ref()
+            .is_none_or(|p| p.size >= 1 && p.size <= self.size && p.head().is_some())
+    }
+
+    /// Whether the cover's subtrees lie inside the checkpoint after the previous one, in
+    /// order, apart.
     pub fn cover_fits(&self) -> bool {
-        let mut next = 0;
+        let mut next = self.since();
         self.cover.iter().all(|c| {
             let ok = c.len >= 1 && c.start >= next && c.start + c.len <= self.size;
             next = c.start.saturating_add(c.len);
@@ -102,6 +214,41 @@ impl Checkpoint {
     /// not parse (schema validation refuses those before they are stored).
     pub fn of_record(schema: &str, payload: &[u8]) -> Option<Self> {
         (schema == CHECKPOINT_SCHEMA)
+            .then(|| serde_json::from_slice(payload).ok())
+            .flatten()
+    }
+}
+
+/// Schema of the record in which a member witnesses another member's checkpoint.
+pub const COSIGNATURE_SCHEMA: &str = "cosignature/v1";
+
+/// What a `cosignature/v1` record says: its signer (the witness) holds every record of
+/// `author` that every member receives up to the checkpoint, recomputed the head from them
+/// and the checkpoint's cover and frontier, and found it equal; and it has never cosigned
+/// a checkpoint of `author` that this one does not extend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cosignature {
+    /// The checkpoint's author.
+    pub author: crate::identity::OrgKey,
+    /// The checkpoint record.
+    pub checkpoint: RecordId,
+    /// Records it covers.
+    pub size: u64,
+    /// The head it states.
+    #[serde(with = "hex_hash")]
+    pub head: Hash,
+}
+
+impl Cosignature {
+    /// The compact JSON payload of a `cosignature/v1` record.
+    pub fn payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a cosignature serialises")
+    }
+
+    /// The cosignature a record states: `None` for any other schema or a payload that does
+    /// not parse.
+    pub fn of_record(schema: &str, payload: &[u8]) -> Option<Self> {
+        (schema == COSIGNATURE_SCHEMA)
             .then(|| serde_json::from_slice(payload).ok())
             .flatten()
     }
@@ -268,6 +415,29 @@ pub(crate) mod hex_hash {
     }
 }
 
+/// Serde for a list of hashes, each as 64 hex digits.
+mod hex_hashes {
+    use super::Hash;
+
+    pub(super) fn serialize<S: serde::Serializer>(v: &[Hash], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(hex::encode))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<Hash>, D::Error> {
+        <Vec<String> as serde::Deserialize>::deserialize(d)?
+            .iter()
+            .map(|s| {
+                hex::decode(s)
+                    .map_err(serde::de::Error::custom)?
+                    .try_into()
+                    .map_err(|_| serde::de::Error::custom("a hash is 32 bytes (64 hex digits)"))
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +490,58 @@ mod tests {
             let got = head_with_cover(n as u64, &|i| held(i).then(|| leaves[i as usize]), &c);
             prop_assert_eq!(got, Ok(head(&leaves)));
         }
+    }
+
+    proptest! {
+        /// A checkpoint extending an earlier one: its frontier gives the earlier head (as the
+        /// reference implementation computes it over the earlier records), and the frontier
+        /// with the later records held and the cover gives the later head.
+        #[test]
+        fn a_frontier_links_two_heads(n in 2usize..150, cut in 1usize..150, mask in proptest::collection::vec(any::<bool>(), 150)) {
+            let cut = cut.min(n);
+            let ids = ids(n);
+            let leaves: Vec<Hash> = ids.iter().map(leaf_hash).collect();
+            let held = |i: u64| mask[i as usize];
+            let c = Checkpoint::after(&ids, &held, 7, cut as u64);
+            prop_assert!(c.previous_fits() && c.cover_fits());
+            prop_assert_eq!(c.previous.as_ref().unwrap().head(), Some(reference_head(&ids[..cut])));
+            prop_assert!(c.cover.iter().all(|p| p.start >= cut as u64));
+            let later = |i: u64| (i >= cut as u64 && held(i)).then(|| leaves[i as usize]);
+            prop_assert_eq!(head_with_cover(n as u64, &later, &c.parts()), Ok(head(&leaves)));
+        }
+    }
+
+    #[test]
+    fn a_frontier_has_one_hash_per_bit_and_never_fits_another_history() {
+        assert_eq!(blocks(13), vec![(0, 8), (8, 4), (12, 1)]);
+        assert_eq!(blocks(16), vec![(0, 16)]);
+        let ids = ids(40);
+        let c = Checkpoint::after(&ids, &|_| true, 30, 29);
+        assert_eq!(c.previous.as_ref().unwrap().frontier.len(), 4);
+        // The earlier tree of another history: its head is not what the frontier folds to.
+        let mut other = ids[..29].to_vec();
+        other[3] = RecordId([7; 32]);
+        let other_head = head(&other.iter().map(leaf_hash).collect::<Vec<_>>());
+        assert_ne!(c.previous.as_ref().unwrap().head(), Some(other_head));
+        // A frontier with a hash too few or too many fits nothing.
+        let mut short = c.clone();
+        short.previous.as_mut().unwrap().frontier.pop();
+        assert!(!short.previous_fits());
+        // A cover reaching back before the previous checkpoint does not fit.
+        let mut back = Checkpoint::after(&ids, &|i| i != 35, 30, 29);
+        assert!(back.cover_fits());
+        back.cover[0].start = 3;
+        assert!(!back.cover_fits());
+        // The JSON form round-trips.
+        let json = String::from_utf8(c.payload()).unwrap();
+        assert!(
+            json.contains("\"previous\":{\"seq\":30,\"size\":29,\"frontier\":[\""),
+            "{json}"
+        );
+        assert_eq!(
+            Checkpoint::of_record(CHECKPOINT_SCHEMA, json.as_bytes()),
+            Some(c)
+        );
     }
 
     #[test]

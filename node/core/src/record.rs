@@ -118,6 +118,13 @@ impl serde::Serialize for RecordId {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for RecordId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Who may receive a record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Audience {

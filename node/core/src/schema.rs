@@ -66,6 +66,11 @@ const SCHEMA_FILES: &[(&str, &str, &str)] = &[
         "checkpoint.v1.json",
         include_str!("../../../schemas/checkpoint.v1.json"),
     ),
+    (
+        "cosignature/v1",
+        "cosignature.v1.json",
+        include_str!("../../../schemas/cosignature.v1.json"),
+    ),
 ];
 
 /// Vocabulary document referenced by the record schemas.

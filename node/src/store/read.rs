@@ -419,24 +419,27 @@ impl Store {
     /// and unopened ones included: chain integrity needs no content.
     pub async fn chain_links(&self) -> Result<Vec<crate::chain::Link>, StoreError> {
         let rows = sqlx::query(
-            "SELECT author, seq, prev, id, CASE WHEN schema = ? THEN bytes END, \
+            "SELECT author, seq, prev, id, CASE WHEN schema IN (?, ?) THEN bytes END, \
              audience = 1 OR sealed = 1 FROM records",
         )
         .bind(crate::merkle::CHECKPOINT_SCHEMA)
+        .bind(crate::merkle::COSIGNATURE_SCHEMA)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
                 let prev: Option<Vec<u8>> = r.get(2);
-                // Checkpoints carry their statement (verified again: a damaged row states
-                // nothing rather than something false).
+                // Checkpoints and cosignatures carry their statement (verified again: a
+                // damaged row states nothing rather than something false).
                 let bytes: Option<Vec<u8>> = r.get(4);
-                let checkpoint =
-                    bytes
-                        .and_then(|b| crate::record::verify(&b).ok())
-                        .and_then(|rec| {
-                            crate::merkle::Checkpoint::of_record(&rec.schema, &rec.payload)
-                        });
+                let rec = bytes.and_then(|b| crate::record::verify(&b).ok());
+                let rec = rec.as_ref();
+                let checkpoint = rec.and_then(|rec| {
+                    crate::merkle::Checkpoint::of_record(&rec.schema, &rec.payload)
+                });
+                let cosignature = rec.and_then(|rec| {
+                    crate::merkle::Cosignature::of_record(&rec.schema, &rec.payload)
+                });
                 Ok(crate::chain::Link {
                     author: key_col(r, 0)?,
                     seq: r.get::<i64, _>(1) as u64,
@@ -444,6 +447,7 @@ impl Store {
                     id: id_col(r, 3),
                     to_everyone: r.get::<bool, _>(5),
                     checkpoint,
+                    cosignature,
                 })
             })
             .collect()
