@@ -81,6 +81,10 @@ pub enum Command {
     /// Sign a checkpoint of this organisation's own log: the Merkle tree head over every
     /// record so far (private and sealed ones too), which members hold it to.
     Checkpoint(charter::CheckpointCmd),
+    /// Witness other members' checkpoints: cosign each author's latest checkpoint that the
+    /// records held verify, and say why any is not cosigned (`coalition run` does this
+    /// every `witness_interval_secs`).
+    Witness(charter::CheckpointCmd),
     /// Node certificates binding a libp2p peer id to this organisation.
     #[command(subcommand)]
     Node(init::NodeCmd),
@@ -184,6 +188,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Charter(cmd) => charter::charter(&home, cmd).await,
         Command::Member(cmd) => charter::member(&home, cmd).await,
         Command::Checkpoint(cmd) => charter::checkpoint(&home, cmd).await,
+        Command::Witness(cmd) => charter::witness(&home, cmd).await,
         Command::Doctor(cmd) => doctor::doctor(&home, cmd).await,
         Command::Run(args) => net::run(&home, args).await,
         Command::Peers(cmd) => net::peers(&home, cmd).await,

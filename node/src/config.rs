@@ -131,6 +131,9 @@ pub struct Network {
     /// run` runs and only when it wrote records since the last one (default 86400, a
     /// day; the first one an interval after start).
     pub checkpoint_interval_secs: Option<u64>,
+    /// Seconds between witness checks while `coalition run` runs: each member's latest
+    /// checkpoint held is cosigned when the records held verify it (default 600).
+    pub witness_interval_secs: Option<u64>,
     /// Seconds a peer may stay connected without a valid certificate (default 10).
     pub hello_timeout_secs: Option<u64>,
     /// Inbound connections one IP address may hold (default 8).

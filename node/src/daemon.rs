@@ -179,10 +179,17 @@ pub async fn run(
             .as_ref()
             .and_then(|n| n.checkpoint_interval_secs)
             .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_SECS);
+        let witness_every = node
+            .config()
+            .network
+            .as_ref()
+            .and_then(|n| n.witness_interval_secs)
+            .unwrap_or(DEFAULT_WITNESS_INTERVAL_SECS);
         checkpointer = Some(tokio::spawn(checkpoints(
             node.clone(),
             identity.clone(),
             Duration::from_secs(every.max(1)),
+            Duration::from_secs(witness_every.max(1)),
             stop_rx.clone(),
         )));
         let (net, handle) = net::start(node.clone(), identity, config, stop_rx.clone()).await?;
@@ -243,28 +250,38 @@ pub async fn run(
 /// Default of `[network] checkpoint_interval_secs`: a day.
 const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 86_400;
 
+/// Default of `[network] witness_interval_secs`: ten minutes.
+const DEFAULT_WITNESS_INTERVAL_SECS: u64 = 600;
+
 /// Signs a checkpoint of this organisation's own log every `every`, when it wrote records
-/// after its latest checkpoint, until `stop` turns true.
+/// after its latest checkpoint, and witnesses other members' checkpoints every `witness`,
+/// until `stop` turns true.
 async fn checkpoints(
     node: Arc<Node>,
     identity: Arc<crate::identity::Identity>,
     every: Duration,
+    witness: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval_at(start + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut witness_tick = tokio::time::interval_at(start + witness, witness);
+    witness_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = witness_tick.tick() => {
+                witness_once(&node, &identity).await;
+                continue;
+            }
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
             return;
         }
-        let due = match node.chains().await {
-            Ok(chains) => chains
-                .author(&identity.key())
-                .is_some_and(|c| c.checkpoint.as_ref().is_none_or(|cp| c.highest > cp.seq)),
+        let due = match node.checkpoint_due(&identity.key()).await {
+            Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read this organisation's chain for a checkpoint");
                 false
@@ -281,5 +298,32 @@ async fn checkpoints(
             ),
             Err(e) => tracing::warn!(error = %e, "could not sign a checkpoint"),
         }
+    }
+}
+
+/// One witness check (see [`Node::witness`]), logged.
+async fn witness_once(node: &Node, identity: &crate::identity::Identity) {
+    match node.witness(identity).await {
+        Ok(done) => {
+            for w in done {
+                match (w.cosignature, w.refused) {
+                    (Some(id), _) => tracing::info!(
+                        author = %w.author,
+                        checkpoint = %w.checkpoint.short(),
+                        size = w.size,
+                        cosignature = %id.short(),
+                        "cosigned a member's checkpoint"
+                    ),
+                    (None, Some(why)) => tracing::warn!(
+                        author = %w.author,
+                        checkpoint = %w.checkpoint.short(),
+                        size = w.size,
+                        "not cosigning a member's checkpoint: {why}"
+                    ),
+                    (None, None) => {}
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not witness members' checkpoints"),
     }
 }

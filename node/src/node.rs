@@ -37,6 +37,7 @@ pub use export::write_atomically;
 pub use governance::REPLICAS_META;
 pub use ingest::{CheckedRecords, ImportReport, GOVERNANCE_CAP, GOVERNANCE_CAP_REASON};
 pub use sealing::Unsealable;
+pub use verification::Witnessed;
 pub use view::RecordView;
 
 pub use crate::now_ms;

@@ -28,8 +28,8 @@ pub struct Link {
     pub prev: Option<RecordId>,
     /// The record's own id.
     pub id: RecordId,
-    /// Whether every member receives the record (audience COALITION, or sealed: sealed
-    /// records travel to every member); what a checkpoint's cover leaves out.
+    /// Whether the record is in every member's view and every auditor's bundle
+    /// ([`in_every_view`]); a checkpoint's cover stands in for the others.
     pub to_everyone: bool,
     /// What the record states, if it is a `checkpoint/v1` record.
     pub checkpoint: Option<Checkpoint>,
@@ -45,12 +45,21 @@ impl From<&Record> for Link {
             seq: r.seq,
             prev: r.prev,
             id: r.id,
-            to_everyone: r.audience == crate::record::Audience::Coalition
-                || r.schema == crate::sealed::SEALED_SCHEMA,
+            to_everyone: in_every_view(&r.schema, &r.audience),
             checkpoint: Checkpoint::of_record(&r.schema, &r.payload),
             cosignature: Cosignature::of_record(&r.schema, &r.payload),
         }
     }
+}
+
+/// Whether every member receives a record of `schema` for `audience` and every bundle
+/// made for an auditor carries it: records for the whole coalition and sealed records
+/// (which travel to every member, read or not), except node certificates, which are
+/// operational data kept out of every export. A checkpoint covers the others, so that a
+/// member or an auditor without them still checks its head.
+pub fn in_every_view(schema: &str, audience: &crate::record::Audience) -> bool {
+    (*audience == crate::record::Audience::Coalition && schema != crate::charter::NODE_CERT_SCHEMA)
+        || schema == crate::sealed::SEALED_SCHEMA
 }
 
 /// Signed proof that an author did not keep one history. Every record named is held, so
@@ -1052,6 +1061,21 @@ mod tests {
         let r = ChainReport::check(all.iter().filter(|l| l.seq != 5).cloned());
         let latest = r.author(&a).unwrap().checkpoint.clone().unwrap();
         assert!(latest.problem.unwrap().contains("seq 5, which is not held"));
+    }
+
+    #[test]
+    fn node_certificates_and_records_for_some_members_are_left_to_the_cover() {
+        use crate::record::Audience;
+        let some = Audience::members(vec![author()]);
+        assert!(in_every_view("finding/v1", &Audience::Coalition));
+        assert!(in_every_view(crate::sealed::SEALED_SCHEMA, &some));
+        assert!(!in_every_view("finding/v1", &some));
+        assert!(!in_every_view("finding/v1", &Audience::Private));
+        // Kept out of auditors' bundles, so a bundle without them is still complete.
+        assert!(!in_every_view(
+            crate::charter::NODE_CERT_SCHEMA,
+            &Audience::Coalition
+        ));
     }
 
     #[test]

@@ -449,6 +449,23 @@ pub(super) async fn verify_report(cmd: VerifyReportCmd) -> Result<Outcome> {
                 m(d.recomputed)
             ))?;
         }
+        for a in &check.history.authors {
+            out(format!("history: {a}"))?;
+        }
+        out(format!(
+            "history: the counted records come from {} history{}",
+            match (check.history.complete, check.history.witnessed) {
+                (true, true) => "a complete, witnessed",
+                (true, false) => "a complete but not wholly witnessed",
+                (false, true) => "an INCOMPLETE (though witnessed)",
+                (false, false) => "an INCOMPLETE, not wholly witnessed",
+            },
+            if check.history.complete {
+                ""
+            } else {
+                ": the bundle lacks records its authors' checkpoints commit to, or holds evidence against them"
+            }
+        ))?;
         out(if check.ok() {
             "OK: the bundle reproduces the report exactly, from members' records, for a member"
         } else if check.signature_error.is_some()

@@ -187,7 +187,7 @@ pub(super) async fn charter(home: &Home, cmd: CharterCmd) -> Result<Outcome> {
 /// Options of `coalition checkpoint`.
 #[derive(clap::Args, Debug)]
 pub struct CheckpointCmd {
-    /// Print the checkpoint as JSON (id, seq, size, head).
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -211,6 +211,38 @@ pub(super) async fn checkpoint(home: &Home, cmd: CheckpointCmd) -> Result<Outcom
             hex::encode(c.head),
             record.seq
         );
+    }
+    Ok(Outcome::Success)
+}
+
+/// Runs `coalition witness`.
+pub(super) async fn witness(home: &Home, cmd: CheckpointCmd) -> Result<Outcome> {
+    let (node, identity) = open_unlocked(home).await?;
+    let done = node.witness(&identity).await?;
+    if cmd.json {
+        out_json(&done)?;
+        return Ok(Outcome::Success);
+    }
+    if done.is_empty() {
+        out("nothing to witness: every member's latest checkpoint held is cosigned by this organisation already, or none is held")?;
+    }
+    for w in &done {
+        match (&w.cosignature, &w.refused) {
+            (Some(id), _) => out(format!(
+                "cosigned checkpoint {} of {} (its first {} records) as record {}",
+                w.checkpoint.short(),
+                w.author,
+                w.size,
+                id.short()
+            ))?,
+            (None, Some(why)) => out(format!(
+                "WARNING not cosigned: checkpoint {} of {} (its first {} records): {why}",
+                w.checkpoint.short(),
+                w.author,
+                w.size
+            ))?,
+            (None, None) => {}
+        }
     }
     Ok(Outcome::Success)
 }

@@ -226,8 +226,23 @@ pub(super) fn print_chains(
     }
     for c in chains {
         let Some(cp) = &c.checkpoint else { continue };
+        let witnessed = match &c.witnessed {
+            Some(w) if w.record == cp.record => format!(
+                "witnessed by {} member{}",
+                w.witnesses.len(),
+                if w.witnesses.len() == 1 { "" } else { "s" }
+            ),
+            Some(w) => format!(
+                "not witnessed yet; the latest witnessed one covers its first {} records (record {}, {} witness{})",
+                w.size,
+                w.record,
+                w.witnesses.len(),
+                if w.witnesses.len() == 1 { "" } else { "es" }
+            ),
+            None => "not witnessed yet".to_string(),
+        };
         out(format!(
-            "checkpoint of {}: its first {} records (record {}); {}",
+            "checkpoint of {}: its first {} records (record {}), {witnessed}; {}",
             c.author,
             cp.size,
             cp.record,

@@ -13,6 +13,23 @@ use crate::merkle::{Checkpoint, CHECKPOINT_SCHEMA};
 use crate::record::RecordId;
 use crate::verify::{judge_all, Failure, VerifyReport};
 
+/// What [`Node::witness`] did about one author's latest checkpoint.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Witnessed {
+    /// The checkpoint's author.
+    pub author: crate::identity::OrgKey,
+    /// The checkpoint record.
+    pub checkpoint: RecordId,
+    /// Its seq.
+    pub seq: u64,
+    /// Records it covers.
+    pub size: u64,
+    /// The cosignature record signed, if any.
+    pub cosignature: Option<RecordId>,
+    /// Why it was not cosigned.
+    pub refused: Option<String>,
+}
+
 impl Node {
     /// Every author's chain as this node holds it, and the evidence of any fork or broken
     /// `prev` link among its records (see [`crate::chain`]). Reads ids and links only.
@@ -53,7 +70,17 @@ impl Node {
             )));
         }
         let ids: Vec<RecordId> = own.iter().map(|l| l.id).collect();
-        let checkpoint = Checkpoint::of(&ids, &|i| own[i as usize].to_everyone);
+        let to_everyone = |i: u64| own[i as usize].to_everyone;
+        // Each checkpoint extends the one before, so that members can hold the two to one
+        // history, and covers only the records since.
+        let checkpoint = match own
+            .iter()
+            .rev()
+            .find_map(|l| Some((l.seq, l.checkpoint.as_ref()?)))
+        {
+            Some((seq, before)) => Checkpoint::after(&ids, &to_everyone, seq, before.size),
+            None => Checkpoint::of(&ids, &to_everyone),
+        };
         let made = self
             .append(identity, 1, |_| crate::record::Draft {
                 schema: CHECKPOINT_SCHEMA.into(),
@@ -66,6 +93,118 @@ impl Node {
             .await?;
         let record = made.into_iter().next().expect("append made one record");
         Ok((record, checkpoint))
+    }
+
+    /// Whether this organisation wrote records since its latest checkpoint, other than
+    /// cosignatures of other members' checkpoints (which would otherwise call for a
+    /// checkpoint, which calls for cosignatures, every interval for ever).
+    pub async fn checkpoint_due(&self, me: &crate::identity::OrgKey) -> Result<bool, NodeError> {
+        let own: Vec<Link> = self
+            .store
+            .chain_links()
+            .await?
+            .into_iter()
+            .filter(|l| l.author == *me)
+            .collect();
+        let last = own
+            .iter()
+            .filter(|l| l.checkpoint.is_some())
+            .map(|l| l.seq)
+            .max()
+            .unwrap_or(0);
+        Ok(own
+            .iter()
+            .any(|l| l.seq > last && l.cosignature.is_none() && l.checkpoint.is_none()))
+    }
+
+    /// Witnesses other members' checkpoints: for each author's latest checkpoint that this
+    /// organisation has not cosigned, signs a `cosignature/v1` record when the records held
+    /// verify it (every record it commits to that every member receives is held, and with
+    /// its cover and frontier they give its head, and it extends every checkpoint of the
+    /// author before it) and no evidence against the author is held. Otherwise it says
+    /// why not. Since every checkpoint the node cosigned is held and each later checkpoint
+    /// must extend it, the node never cosigns two checkpoints of one author that are not
+    /// one history.
+    pub async fn witness(
+        &self,
+        identity: &crate::identity::Identity,
+    ) -> Result<Vec<Witnessed>, NodeError> {
+        let me = identity.key();
+        let chains = self.chains().await?;
+        let mut out = Vec::new();
+        for chain in chains.authors.iter().filter(|c| c.author != me) {
+            let Some(cp) = &chain.checkpoint else {
+                continue;
+            };
+            if cp.witnesses.contains(&me) {
+                continue;
+            }
+            let against: Vec<String> = chains
+                .evidence
+                .iter()
+                .filter(|e| e.author() == chain.author)
+                .map(ToString::to_string)
+                .collect();
+            let refused = if let Some(e) = against.first() {
+                Some(format!("evidence against the author is held: {e}"))
+            } else if let Some(p) = &cp.problem {
+                Some(format!("it cannot be checked: {p}"))
+            } else if !cp.missing.is_empty() {
+                Some(format!(
+                    "it commits to seq {}, which every member receives, and this node was never given them: withheld, or not synced yet",
+                    crate::chain::seqs(&cp.missing)
+                ))
+            } else if cp.matches != Some(true) {
+                Some("the records held do not give its head".to_string())
+            } else {
+                None
+            };
+            let signed = match &refused {
+                Some(_) => None,
+                None => {
+                    let statement = self.cosign_statement(cp, chain.author).await?;
+                    let made = self
+                        .append(identity, 1, |_| crate::record::Draft {
+                            schema: crate::merkle::COSIGNATURE_SCHEMA.into(),
+                            audience: crate::record::Audience::Coalition,
+                            supersedes: None,
+                            epoch: None,
+                            payload: statement.payload(),
+                            created_at_ms: crate::now_ms(),
+                        })
+                        .await?;
+                    made.into_iter().next().map(|r| r.id)
+                }
+            };
+            out.push(Witnessed {
+                author: chain.author,
+                checkpoint: cp.record,
+                seq: cp.seq,
+                size: cp.size,
+                cosignature: signed,
+                refused,
+            });
+        }
+        Ok(out)
+    }
+
+    /// What a cosignature of the checkpoint `cp` of `author` states: its size and head,
+    /// read from the checkpoint record itself.
+    async fn cosign_statement(
+        &self,
+        cp: &crate::chain::CheckpointSeen,
+        author: crate::identity::OrgKey,
+    ) -> Result<crate::merkle::Cosignature, NodeError> {
+        let record = self.store.record(&cp.record).await?;
+        let c = Checkpoint::of_record(&record.schema, &record.payload).ok_or_else(|| {
+            NodeError::Refused(format!("record {} is no checkpoint", cp.record.short()))
+        })?;
+        Ok(crate::merkle::Cosignature {
+            author,
+            checkpoint: cp.record,
+            size: c.size,
+            head: c.head,
+        })
     }
 
     /// Re-verifies every stored record, its author's membership, and the database file.

@@ -88,6 +88,10 @@ pub struct ReportCheck {
     pub unentitled: Vec<Unentitled>,
     /// Groups whose numbers differ.
     pub rows_differ: Vec<RowDiff>,
+    /// Whether the counted records come from a complete, witnessed history: per author,
+    /// the latest checkpoint other members cosigned, and what the bundle lacks of what the
+    /// author's checkpoints commit to.
+    pub history: crate::chain::History,
 }
 
 impl ReportCheck {
@@ -345,6 +349,13 @@ pub async fn verify(
             })
         })
         .collect();
+    let chains = crate::chain::ChainReport::check(store.chain_links().await?);
+    let places: HashMap<RecordId, (OrgKey, u64)> = chains_places(&store).await?;
+    let history = chains.history(
+        counted
+            .iter()
+            .filter_map(|h| places.get(&h.parse::<RecordId>().ok()?).copied()),
+    );
     store.close().await;
     let m = membership.as_ref().ok();
     Ok(ReportCheck {
@@ -367,5 +378,16 @@ pub async fn verify(
         extra,
         unentitled,
         rows_differ,
+        history,
     })
+}
+
+/// Each held record's author and seq.
+async fn chains_places(store: &Store) -> Result<HashMap<RecordId, (OrgKey, u64)>, StoreError> {
+    Ok(store
+        .chain_links()
+        .await?
+        .into_iter()
+        .map(|l| (l.id, (l.author, l.seq)))
+        .collect())
 }

@@ -420,10 +420,12 @@ impl Store {
     pub async fn chain_links(&self) -> Result<Vec<crate::chain::Link>, StoreError> {
         let rows = sqlx::query(
             "SELECT author, seq, prev, id, CASE WHEN schema IN (?, ?) THEN bytes END, \
-             audience = 1 OR sealed = 1 FROM records",
+             (audience = 1 AND schema != ?) OR sealed = 1 FROM records",
         )
         .bind(crate::merkle::CHECKPOINT_SCHEMA)
         .bind(crate::merkle::COSIGNATURE_SCHEMA)
+        // What `chain::in_every_view` says, in SQL: node certificates stay out of bundles.
+        .bind(crate::charter::NODE_CERT_SCHEMA)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
