@@ -38,9 +38,10 @@ use std::time::{Duration, Instant};
 
 use coalition::finding::FindingInput;
 use coalition::identity::Identity;
+use coalition::merkle::{Checkpoint, Cosignature, CHECKPOINT_SCHEMA, COSIGNATURE_SCHEMA};
 use coalition::node::Node;
 use coalition::now_ms;
-use coalition::record::Audience;
+use coalition::record::{Audience, RecordId};
 use coalition::sample::{env_count, thousands, varied};
 use coalition_tests::write_bundle;
 use rayon::prelude::*;
@@ -114,6 +115,8 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
         })
         .collect();
     let heads: Vec<Head> = chains.iter().map(|c| c.1).collect();
+    // Author 0's ids in seq order, for its checkpoints in benchmark 2.
+    let mut ids0: Vec<RecordId> = chains[0].0.iter().map(|b| RecordId::of(b)).collect();
     let mut iters: Vec<_> = chains.into_iter().map(|c| c.0.into_iter()).collect();
     let mut records = Vec::with_capacity(n);
     loop {
@@ -222,64 +225,192 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
     // ---- 2. incremental sync -----------------------------------------------------------
     // Let an idle periodic sync pass, so the next one that moves records is ours.
     tokio::time::sleep(Duration::from_secs(PULL_INTERVAL_SECS + 1)).await;
-    let (mark_src, mark_dst) = (src.log_lines().len(), dst.log_lines().len());
-    let (new, _) = chain(&authors[0], heads[0], NEW_RECORDS, epoch, &examples, "new");
-    let new_path = root.join("new.bundle");
-    write_bundle(&new_path, &new);
-    cli(
-        bin,
-        &source.home,
-        &["import", new_path.to_str().expect("utf-8 path")],
-    );
-    let imported = now_ms();
-    let want = (n + NEW_RECORDS) as i64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while held < want {
-        assert!(
-            Instant::now() < deadline,
-            "incremental sync: {held} of {want} records after 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        (held, last) = findings_held(&pool, want).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let runs_dst = synced_lines(&dst.log_lines()[mark_dst..]);
-    let runs_src = synced_lines(&src.log_lines()[mark_src..]);
+    let (new, head0) = chain(&authors[0], heads[0], NEW_RECORDS, epoch, &examples, "new");
+    ids0.extend(new.iter().map(|b| RecordId::of(b)));
+    let plain = increment(bin, root, &source.home, &src, &dst, &pool, "new", &new).await;
     println!();
     println!(
         "2. incremental sync of {NEW_RECORDS} new records between nodes sharing {n} (imported into the source; the empty node pulls every {PULL_INTERVAL_SECS} s; stored {} ms after the import)",
-        last - imported
+        plain.took_ms
     );
-    let mut total = Synced::default();
-    for (who, runs) in [
-        ("empty node's sync", &runs_dst),
-        ("source's sync", &runs_src),
-    ] {
-        for r in runs.iter() {
-            print_synced(who, r);
-            total.round_trips += r.round_trips;
-            total.bytes_sent += r.bytes_sent;
-            total.bytes_received += r.bytes_received;
-        }
-    }
-    let bytes = total.bytes_sent + total.bytes_received;
-    println!(
-        "   total: {} sync run(s), {} round trips, {bytes} B ({:.1} KiB) of /coalition/sync/1 frames both ways",
-        runs_dst.len() + runs_src.len(),
-        total.round_trips,
-        bytes as f64 / 1024.0
-    );
+    plain.print();
     println!(
         "   target < 64 KiB and a handful (<= 5) of round trips: {}",
-        if bytes < 64 * 1024 && total.round_trips <= 5 && total.round_trips > 0 {
+        if plain.bytes() < 64 * 1024 && plain.round_trips() <= 5 && plain.round_trips() > 0 {
             "met"
         } else {
             "NOT met"
         }
     );
+
+    // ---- 2b. the same with checkpoints -------------------------------------------------
+    // Author 0's first checkpoint, over its whole log, then (as a day later) ten new
+    // records, a checkpoint extending the first and the three other authors' cosignatures
+    // of it: what checkpoints add to an incremental sync.
+    tokio::time::sleep(Duration::from_secs(PULL_INTERVAL_SECS + 1)).await;
+    let (first, head0) =
+        checkpoint_record(&authors[0], head0, epoch, Checkpoint::of(&ids0, &|_| true));
+    ids0.push(RecordId::of(&first));
+    let first_size = first.len();
+    let once = increment(bin, root, &source.home, &src, &dst, &pool, "cp1", &[first]).await;
+    tokio::time::sleep(Duration::from_secs(PULL_INTERVAL_SECS + 1)).await;
+    let (mut day, head0) = chain(&authors[0], head0, NEW_RECORDS, epoch, &examples, "day");
+    ids0.extend(day.iter().map(|b| RecordId::of(b)));
+    let cp = Checkpoint::after(
+        &ids0,
+        &|_| true,
+        head0.0 - NEW_RECORDS as u64,
+        (head0.0 - NEW_RECORDS as u64) - 1,
+    );
+    let (second, _) = checkpoint_record(&authors[0], head0, epoch, cp.clone());
+    let second_id = RecordId::of(&second);
+    let second_size = second.len();
+    day.push(second);
+    for (a, id) in authors.iter().enumerate().skip(1) {
+        let statement = Cosignature {
+            author: authors[0].key(),
+            checkpoint: second_id,
+            size: cp.size,
+            head: cp.head,
+        };
+        day.push(signed(id, heads[a], epoch, COSIGNATURE_SCHEMA, statement.payload()).0);
+    }
+    let with = increment(bin, root, &source.home, &src, &dst, &pool, "day", &day).await;
+    println!();
+    println!(
+        "2b. incremental sync with checkpoints: first a checkpoint of author 0's {} records ({first_size} B record)",
+        ids0.len() - 1 - NEW_RECORDS
+    );
+    once.print();
+    println!(
+        "   then {NEW_RECORDS} new records + a checkpoint extending it ({second_size} B record, frontier of {} hashes) + {} cosignatures",
+        cp.previous.as_ref().map_or(0, |p| p.frontier.len()),
+        AUTHORS - 1
+    );
+    with.print();
+    println!(
+        "   incremental sync bytes with checkpoints / without, in this run: {} B / {} B = {:.2}",
+        with.bytes(),
+        plain.bytes(),
+        with.bytes() as f64 / plain.bytes().max(1) as f64
+    );
     pool.close().await;
     dst.stop();
     src.stop();
+}
+
+/// What one incremental sync carried: the sync runs of both nodes after an import.
+struct Increment {
+    runs: Vec<(&'static str, Synced)>,
+    took_ms: i64,
+}
+
+impl Increment {
+    fn bytes(&self) -> u64 {
+        self.runs
+            .iter()
+            .map(|(_, r)| r.bytes_sent + r.bytes_received)
+            .sum()
+    }
+
+    fn round_trips(&self) -> u64 {
+        self.runs.iter().map(|(_, r)| r.round_trips).sum()
+    }
+
+    fn print(&self) {
+        for (who, r) in &self.runs {
+            print_synced(who, r);
+        }
+        println!(
+            "   total: {} sync run(s), {} round trips, {} B ({:.1} KiB) of /coalition/sync/1 frames both ways",
+            self.runs.len(),
+            self.round_trips(),
+            self.bytes(),
+            self.bytes() as f64 / 1024.0
+        );
+    }
+}
+
+/// Imports `records` into the source and waits until the empty node stored all of them;
+/// returns the sync runs that carried them.
+#[allow(clippy::too_many_arguments)]
+async fn increment(
+    bin: &Path,
+    root: &Path,
+    source: &coalition::config::Home,
+    src: &Daemon,
+    dst: &Daemon,
+    pool: &sqlx::SqlitePool,
+    name: &str,
+    records: &[Vec<u8>],
+) -> Increment {
+    let (mark_src, mark_dst) = (src.log_lines().len(), dst.log_lines().len());
+    let path = root.join(format!("{name}.bundle"));
+    write_bundle(&path, records);
+    cli(bin, source, &["import", path.to_str().expect("utf-8 path")]);
+    let imported = now_ms();
+    let ids: Vec<RecordId> = records.iter().map(|b| RecordId::of(b)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = 0;
+    for id in &ids {
+        loop {
+            if let Some(at) = received_at(pool, id).await {
+                last = last.max(at);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "incremental sync: {name} not all stored after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut runs = Vec::new();
+    for r in synced_lines(&dst.log_lines()[mark_dst..]) {
+        runs.push(("empty node's sync", r));
+    }
+    for r in synced_lines(&src.log_lines()[mark_src..]) {
+        runs.push(("source's sync", r));
+    }
+    Increment {
+        runs,
+        took_ms: last - imported,
+    }
+}
+
+/// `author`'s next record after `head`: `schema` with `payload`, for the coalition.
+fn signed(
+    author: &Identity,
+    head: Head,
+    epoch: [u8; 32],
+    schema: &str,
+    payload: Vec<u8>,
+) -> (Vec<u8>, Head) {
+    let r = coalition::record::sign(
+        author,
+        head.0 + 1,
+        head.1,
+        coalition::record::Draft {
+            schema: schema.into(),
+            audience: Audience::Coalition,
+            supersedes: None,
+            epoch: Some(epoch),
+            payload,
+            created_at_ms: now_ms(),
+        },
+    );
+    (r.bytes, (r.seq, Some(r.id)))
+}
+
+/// `author`'s next record after `head`: the checkpoint `c`.
+fn checkpoint_record(
+    author: &Identity,
+    head: Head,
+    epoch: [u8; 32],
+    c: Checkpoint,
+) -> (Vec<u8>, Head) {
+    signed(author, head, epoch, CHECKPOINT_SCHEMA, c.payload())
 }
 
 // ---- 3. propagation --------------------------------------------------------------------
