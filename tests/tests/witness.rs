@@ -263,3 +263,74 @@ fn a_member_withholding_a_record_from_one_peer_is_exposed_by_its_witness_check()
     ]);
     assert!(!held(&w).contains(&withheld));
 }
+
+#[test]
+fn a_checkpoint_that_rewrites_what_a_witness_cosigned_is_evidence_and_never_cosigned() {
+    let w = Org::init("Civic Watch Belgrade", "RS");
+    let m = Org::init("Border Monitor Tbilisi", "GE");
+    found("Rewrite Watch", &[&w, &m], 2);
+    // M's second home, copied before M wrote anything.
+    let m2 = m.second_home();
+    let r1 = m.add_example("01-rs-belgrade-protest-force.json", "coalition");
+    let r2 = m.add_example("02-rs-novi-sad-student-detention.json", "coalition");
+    let first = m.run(["checkpoint"]).ok().line();
+    w.import(&m.export("bundle", "m.bundle", &[])).ok();
+    w.run(["witness"])
+        .ok()
+        .says(&["cosigned checkpoint", &first[..12], m.key()]);
+
+    // The second home writes two other records at the same seqs (kept private, so no
+    // member is shown them), takes M's first checkpoint into its chain and signs a
+    // checkpoint "extending" it over its own history.
+    let before_first = m.show(&first)["seq"].as_u64().unwrap() - 1;
+    for name in [
+        "03-rs-presevo-checkpoint-harassment.json",
+        "05-rs-nis-roma-children-profiling.json",
+        "06-rs-kragujevac-school-safety.json",
+        "07-xk-mitrovica-bridge-tension.json",
+    ] {
+        let id = m2.add_example(name, "private");
+        if m2.show(&id)["seq"].as_u64().unwrap() == before_first {
+            break;
+        }
+    }
+    let only_first: Vec<Vec<u8>> = coalition_tests::bundle_records(&m.path("m.bundle"))
+        .into_iter()
+        .filter(|r| coalition::record::RecordId::of(r).to_hex() == first)
+        .collect();
+    let path = m2.path("first.bundle");
+    coalition_tests::write_bundle(&path, &only_first);
+    m2.import(&path).ok();
+    let second = m2.run(["checkpoint"]).ok().line();
+    w.import(&m2.export("bundle", "m2.bundle", &[])).ok();
+
+    // W holds both checkpoints: the second's frontier does not give the head W cosigned.
+    let verify = w.run(["verify"]);
+    verify.ok().says(&[
+        "WARNING equivocation: inconsistent checkpoints",
+        m.key(),
+        &second,
+        "rewrote its first",
+        &first,
+    ]);
+    w.run(["witness"]).ok().says(&[
+        "WARNING not cosigned",
+        &second[..12],
+        "evidence against the author is held",
+    ]);
+    let cosigned: Vec<Value> = payloads(&w, "cosignature/v1");
+    assert_eq!(cosigned.len(), 1, "{cosigned:?}");
+    assert_eq!(cosigned[0]["checkpoint"], first.as_str());
+    // The records M showed are still held and genuine: the evidence is the two signed
+    // checkpoints, which an auditor checks from W's bundle.
+    assert!(held(&w).contains(&r1) && held(&w).contains(&r2));
+    let bundle = w.export("bundle", "w.bundle", &[]);
+    let (_, report) = verify_offline(&bundle);
+    assert!(report["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "inconsistent_checkpoints"
+            && e["earlier"] == first.as_str()
+            && e["later"] == second.as_str()));
+}
