@@ -113,6 +113,28 @@ async fn status(State(s): State<AppState>) -> Response {
                     v
                 })
                 .collect();
+            // Checkpoints that commit to records every member receives which this node
+            // was never given: withheld from it, or not synced yet. Its witness check
+            // refuses to cosign them.
+            body["chain_incomplete"] = chains
+                .authors
+                .iter()
+                .filter_map(|c| {
+                    let cp = c.checkpoint.as_ref().filter(|cp| !cp.missing.is_empty())?;
+                    Some(json!({
+                        "author": c.author,
+                        "checkpoint": cp.record,
+                        "size": cp.size,
+                        "missing": cp.missing,
+                        "description": format!(
+                            "author {}'s checkpoint {} commits to seq {}, which every member receives, and this node was never given them (withheld, or not synced yet); it does not cosign it",
+                            c.author,
+                            cp.record,
+                            crate::chain::seqs(&cp.missing)
+                        ),
+                    }))
+                })
+                .collect();
         }
         Err(e) => {
             tracing::error!(error = %e, "status: store error");

@@ -261,6 +261,13 @@ fn a_member_withholding_a_record_from_one_peer_is_exposed_by_its_witness_check()
         "INCOMPLETE",
         &format!("seq {seq} not held"),
     ]);
+    w.run(["status"]).ok().says(&[
+        "WARNING incomplete",
+        m.key(),
+        &cp,
+        &format!("commits to seq {seq},"),
+        "never given",
+    ]);
     assert!(!held(&w).contains(&withheld));
 }
 

@@ -175,6 +175,12 @@ pub(super) fn status(home: &Home, cmd: StatusCmd) -> Result<Outcome> {
             e["description"].as_str().unwrap_or("?")
         ))?;
     }
+    for e in s["chain_incomplete"].as_array().into_iter().flatten() {
+        out(format!(
+            "WARNING incomplete: {}",
+            e["description"].as_str().unwrap_or("?")
+        ))?;
+    }
     for a in s["relayed_addrs"].as_array().into_iter().flatten() {
         out(format!("relayed at   {}", a.as_str().unwrap_or("?")))?;
     }
