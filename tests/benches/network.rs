@@ -28,6 +28,7 @@
 //! `--bench` (`cargo test --benches`/`--all-targets`) it runs a tiny smoke version with the
 //! debug binary.
 //!
+//! `COALITION_BENCH_KEEP=1` keeps the homes and node logs afterwards.
 //! `COALITION_BENCH_LOG` sets the nodes' log filter (default `warn,coalition::net=info`);
 //! `warn,coalition=debug` adds each sync page's fetch, check and store times and each
 //! background checkpoint, to see which stage bounds a run (the logs are in the
@@ -659,5 +660,8 @@ fn main() {
     }
     if !ran {
         println!("nothing matched {filters:?}; parts: sync, propagation, sealed");
+    }
+    if std::env::var_os("COALITION_BENCH_KEEP").is_some() {
+        println!("kept the homes and node logs in {}", dir.keep().display());
     }
 }

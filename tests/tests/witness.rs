@@ -94,6 +94,15 @@ fn members_witness_each_others_checkpoints_and_an_auditor_counts_the_witnesses()
 
     // A second checkpoint extends the first: its frontier links the two, its cover is
     // only of what came after. The members witness it too.
+    // Once A holds B's encryption key, A's finding for B is sealed: C, outside its
+    // audience, holds and relays the ciphertext (an unsealed one would never reach C),
+    // and the second checkpoint commits to it.
+    eventually("A holds B's encryption key", WITNESSED, || {
+        a.all_records()
+            .iter()
+            .any(|r| r["schema"] == "encryption-key/v1" && r["author"] == b.key())
+    });
+    let sealed = a.add_example("06-rs-kragujevac-school-safety.json", b.key());
     let later = a.add_example("05-rs-nis-roma-children-profiling.json", "coalition");
     let second = a.run(["checkpoint"]).ok().line();
     eventually("B and C cosigned A's second checkpoint", WITNESSED, || {
@@ -125,6 +134,10 @@ fn members_witness_each_others_checkpoints_and_an_auditor_counts_the_witnesses()
     // one for B: no proof carries their ids or content.
     assert!(!held(&c).contains(&private) && !held(&c).contains(&for_b));
     assert!(held(&c).contains(&shared) && held(&c).contains(&later));
+    assert!(
+        held(&c).contains(&sealed),
+        "C relays the sealed finding for B"
+    );
     let proofs: String = payloads(&c, "checkpoint/v1")
         .iter()
         .chain(&payloads(&c, "cosignature/v1"))
@@ -138,6 +151,7 @@ fn members_witness_each_others_checkpoints_and_an_auditor_counts_the_witnesses()
     for name in [
         "03-rs-presevo-checkpoint-harassment.json",
         "02-rs-novi-sad-student-detention.json",
+        "06-rs-kragujevac-school-safety.json",
     ] {
         let f: Value =
             serde_json::from_str(&std::fs::read_to_string(example(name)).unwrap()).unwrap();
@@ -146,6 +160,7 @@ fn members_witness_each_others_checkpoints_and_an_auditor_counts_the_witnesses()
             !bytes.windows(title.len()).any(|w| w == title),
             "{name} leaked into C's bundle"
         );
+        assert!(!proofs.as_bytes().windows(title.len()).any(|w| w == title));
     }
 
     // An auditor with C's bundle: A's latest checkpoint checks from the records in it,
