@@ -319,8 +319,9 @@ impl AuthorChain {
     }
 }
 
-/// Who cosigned which checkpoint: checkpoint id to (witness, size, head) as cosigned.
-type Cosigned = BTreeMap<RecordId, Vec<(OrgKey, u64, Hash)>>;
+/// Who cosigned which checkpoint: checkpoint id to (witness, author named, size, head) as
+/// cosigned.
+type Cosigned = BTreeMap<RecordId, Vec<(OrgKey, OrgKey, u64, Hash)>>;
 
 /// The members other than `author` that cosigned checkpoint `id` as it states `c`.
 fn witnesses(cosigned: &Cosigned, author: OrgKey, id: RecordId, c: &Checkpoint) -> Vec<OrgKey> {
@@ -328,7 +329,9 @@ fn witnesses(cosigned: &Cosigned, author: OrgKey, id: RecordId, c: &Checkpoint) 
         .get(&id)
         .into_iter()
         .flatten()
-        .filter(|(w, size, head)| *w != author && *size == c.size && *head == c.head)
+        .filter(|(w, of, size, head)| {
+            *w != author && *of == author && *size == c.size && *head == c.head
+        })
         .map(|(w, ..)| *w)
         .collect();
     w.sort();
@@ -387,6 +390,8 @@ fn checkpoints(
         // The checkpoint it extends, and whether it extends it faithfully.
         let earlier = stated[..i].iter().rposition(|(e, _)| e.seq < l.seq);
         let mut extends: Option<usize> = None;
+        // The seq of the earlier checkpoint it extends, when that is not held.
+        let mut unlinked: Option<u64> = None;
         let mut consistent = true;
         let mut inconsistent = |earlier: RecordId, reason: String| {
             consistent = false;
@@ -417,12 +422,7 @@ fn checkpoints(
                     );
                 }
                 match seqs.get(&p.seq) {
-                    None => {
-                        seen.problem = Some(format!(
-                            "it extends the author's checkpoint at seq {}, which is not held",
-                            p.seq
-                        ))
-                    }
+                    None => unlinked = Some(p.seq),
                     Some(at) => {
                         for n in at {
                             match &n.checkpoint {
@@ -459,15 +459,14 @@ fn checkpoints(
         }
         // The records after the checkpoint it extends.
         let since = c.since();
-        if seen.problem.is_some() {
-        } else if let Some((seq, _)) = seqs.range(since + 1..=c.size).find(|(_, at)| at.len() > 1) {
+        if let Some((seq, _)) = seqs.range(since + 1..=c.size).find(|(_, at)| at.len() > 1) {
             seen.problem = Some(format!("the author forked at seq {seq}, which it covers"));
         } else if !c.cover_fits() || !c.previous_fits() {
             seen.problem = Some("its cover or frontier does not fit inside it".into());
         } else {
-            let mut covered = vec![false; c.size as usize];
+            // Everything here is bounded by the records held and the cover, never by the
+            // size the checkpoint states (a member may state any size it likes).
             for part in &c.cover {
-                covered[part.start as usize..(part.start + part.len) as usize].fill(true);
                 for (&seq, at) in seqs.range(part.start + 1..=part.start + part.len) {
                     if at[0].to_everyone {
                         evidence.push(Evidence::CoverHides {
@@ -479,11 +478,22 @@ fn checkpoints(
                     }
                 }
             }
-            let held = |i: u64| {
-                (i >= since && !covered[i as usize])
-                    .then(|| leaves.get(&(i + 1)).copied())
-                    .flatten()
-            };
+            // The seq ranges after `since` that the cover leaves to the records held.
+            let mut open: Vec<(u64, u64)> = Vec::new();
+            let mut from = since + 1;
+            for part in &c.cover {
+                if part.start + 1 > from {
+                    open.push((from, part.start));
+                }
+                from = part.start + part.len + 1;
+            }
+            if from <= c.size {
+                open.push((from, c.size));
+            }
+            let held: BTreeMap<u64, Hash> = open
+                .iter()
+                .flat_map(|&(a, b)| leaves.range(a..=b).map(|(&seq, &h)| (seq - 1, h)))
+                .collect();
             match merkle::head_with_cover(c.size, &held, &c.parts()) {
                 Ok(h) => {
                     seen.matches = Some(h == c.head);
@@ -498,19 +508,37 @@ fn checkpoints(
                     }
                 }
                 Err(merkle::CoverError::Uncovered(_)) => {
+                    // The open seqs not held (at a forked seq two records are held).
                     let mut missing: Vec<Gap> = Vec::new();
-                    for seq in (since + 1..=c.size)
-                        .filter(|&s| !covered[(s - 1) as usize] && !seqs.contains_key(&s))
-                    {
-                        match missing.last_mut() {
-                            Some(g) if g.to + 1 == seq => g.to = seq,
-                            _ => missing.push(Gap { from: seq, to: seq }),
+                    for &(a, b) in &open {
+                        let mut next = a;
+                        for &seq in seqs.range(a..=b).map(|(s, _)| s) {
+                            if seq > next {
+                                missing.push(Gap {
+                                    from: next,
+                                    to: seq - 1,
+                                });
+                            }
+                            next = seq + 1;
+                        }
+                        if next <= b {
+                            missing.push(Gap { from: next, to: b });
                         }
                     }
                     seen.missing = missing;
                 }
                 Err(e) => seen.problem = Some(e.to_string()),
             }
+        }
+        // An earlier checkpoint it extends that is not held is itself a record every
+        // member receives: missing, and nothing before it can be told.
+        if let Some(p) = unlinked {
+            seen.missing = merge(&[Gap { from: p, to: p }], &seen.missing);
+            seen.problem = seen.problem.or_else(|| {
+                Some(format!(
+                    "it extends the author's checkpoint at seq {p}, which is not held, so the records before it cannot be told"
+                ))
+            });
         }
         // What holds of the checkpoints it extends holds of it.
         if !consistent {
@@ -553,7 +581,7 @@ impl ChainReport {
                 cosigned
                     .entry(c.checkpoint)
                     .or_default()
-                    .push((l.author, c.size, c.head));
+                    .push((l.author, c.author, c.size, c.head));
             }
             let at = by_author
                 .entry(l.author)
@@ -653,6 +681,8 @@ pub struct AuthorHistory {
     pub missing: Vec<Gap>,
     /// Evidence against the author.
     pub evidence: usize,
+    /// Why the author's latest checkpoint could not be checked, if it could not.
+    pub problem: Option<String>,
 }
 
 /// Whether records were taken from a complete, witnessed history ([`ChainReport::history`]).
@@ -699,13 +729,16 @@ impl ChainReport {
                         .iter()
                         .filter(|e| e.author() == author)
                         .count(),
+                    problem: chain
+                        .and_then(|c| c.checkpoint.as_ref())
+                        .and_then(|c| c.problem.clone()),
                 }
             })
             .collect();
         History {
             complete: authors
                 .iter()
-                .all(|a| a.missing.is_empty() && a.evidence == 0),
+                .all(|a| a.missing.is_empty() && a.evidence == 0 && a.problem.is_none()),
             witnessed: authors.iter().all(|a| a.beyond_witnessed == 0),
             authors,
         }
@@ -733,6 +766,9 @@ impl fmt::Display for AuthorHistory {
         }
         if self.evidence > 0 {
             write!(f, "; {} pieces of EVIDENCE against it", self.evidence)?;
+        }
+        if let Some(p) = &self.problem {
+            write!(f, "; its latest checkpoint CANNOT BE CHECKED: {p}")?;
         }
         Ok(())
     }
@@ -1060,7 +1096,17 @@ mod tests {
         // Without the earlier checkpoint held, the later one cannot be told.
         let r = ChainReport::check(all.iter().filter(|l| l.seq != 5).cloned());
         let latest = r.author(&a).unwrap().checkpoint.clone().unwrap();
-        assert!(latest.problem.unwrap().contains("seq 5, which is not held"));
+        assert!(latest
+            .problem
+            .clone()
+            .unwrap()
+            .contains("seq 5, which is not held"));
+        // A bundle that leaves out the earlier checkpoint (to hide what came before it)
+        // is incomplete: that checkpoint is itself a record every member receives.
+        assert_eq!(latest.missing, vec![Gap { from: 5, to: 5 }]);
+        let h = r.history([(a, 1)]);
+        assert!(!h.complete, "{h:?}");
+        assert!(h.authors[0].to_string().contains("CANNOT BE CHECKED"));
     }
 
     #[test]
@@ -1076,6 +1122,43 @@ mod tests {
             crate::charter::NODE_CERT_SCHEMA,
             &Audience::Coalition
         ));
+    }
+
+    #[test]
+    fn a_checkpoint_stating_a_huge_size_costs_what_is_held_not_what_it_states() {
+        // A member signs a checkpoint at seq 2^40 + 1 over 2^40 records, nearly all of
+        // them never shown: checking it must neither allocate nor walk 2^40 of anything.
+        let a = author();
+        let huge = 1u64 << 40;
+        let c = Checkpoint {
+            size: huge,
+            head: [7; 32],
+            cover: vec![merkle::Covered {
+                start: huge / 2,
+                len: huge / 2,
+                hash: [1; 32],
+            }],
+            previous: None,
+        };
+        let links = [
+            link(a, 1, 1, None),
+            Link {
+                checkpoint: Some(c),
+                ..link(a, huge + 1, 2, None)
+            },
+        ];
+        let t = std::time::Instant::now();
+        let r = ChainReport::check(links);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        let seen = r.author(&a).unwrap().checkpoint.clone().unwrap();
+        assert_eq!(
+            seen.missing,
+            vec![Gap {
+                from: 2,
+                to: huge / 2
+            }]
+        );
+        assert!(!seen.verified());
     }
 
     #[test]

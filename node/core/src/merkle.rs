@@ -10,6 +10,8 @@
 //! reveals only hashes of records the holder may not see, never their ids or contents.
 //! The tests hold this tree to the `ct-merkle` crate's RFC 6962 implementation.
 
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
 
 use crate::record::RecordId;
@@ -199,7 +201,11 @@ impl Checkpoint {
     pub fn cover_fits(&self) -> bool {
         let mut next = self.since();
         self.cover.iter().all(|c| {
-            let ok = c.len >= 1 && c.start >= next && c.start + c.len <= self.size;
+            let ok = c.len >= 1
+                && c.start >= next
+                && c.start
+                    .checked_add(c.len)
+                    .is_some_and(|end| end <= self.size);
             next = c.start.saturating_add(c.len);
             ok
         })
@@ -337,30 +343,32 @@ pub enum CoverError {
 }
 
 /// Recomputes the head of a tree of `size` leaves from the leaves the holder has
-/// (`held(index)` gives the leaf hash, or none) and `cover`. The result is compared with
-/// a signed head by the caller: equal means the author committed to exactly the records
-/// held, at their seqs, plus the covered subtrees.
+/// (`held`: leaf index to leaf hash) and `cover`. The result is compared with a signed
+/// head by the caller: equal means the author committed to exactly the records held, at
+/// their seqs, plus the covered subtrees. The work is bounded by the held leaves and the
+/// cover, never by `size` (a member states any size it likes; a holder must not walk it).
 pub fn head_with_cover(
     size: u64,
-    held: &dyn Fn(u64) -> Option<Hash>,
+    held: &BTreeMap<u64, Hash>,
     cover: &[Covered],
 ) -> Result<Hash, CoverError> {
     fn walk(
         start: u64,
         n: u64,
-        held: &dyn Fn(u64) -> Option<Hash>,
+        held: &BTreeMap<u64, Hash>,
         cover: &[Covered],
         next: &mut usize,
     ) -> Result<Hash, CoverError> {
+        let end = start + n;
         if let Some(c) = cover.get(*next) {
             if c.start == start && c.len == n {
-                if let Some(i) = (start..start + n).find(|&i| held(i).is_some()) {
+                if let Some((&i, _)) = held.range(start..end).next() {
                     return Err(CoverError::CoversHeld(i));
                 }
                 *next += 1;
                 return Ok(c.hash);
             }
-            if c.start < start + n && c.start + c.len > start + n {
+            if c.start < end && c.start.saturating_add(c.len) > end {
                 return Err(CoverError::Misfit {
                     start: c.start,
                     len: c.len,
@@ -368,7 +376,10 @@ pub fn head_with_cover(
             }
         }
         if n == 1 {
-            return held(start).ok_or(CoverError::Uncovered(start));
+            return held
+                .get(&start)
+                .copied()
+                .ok_or(CoverError::Uncovered(start));
         }
         let k = split(n);
         let l = walk(start, k, held, cover, next)?;
@@ -443,6 +454,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The leaves `get` gives among the first `n`, as `head_with_cover` takes them.
+    fn held_map(n: u64, get: impl Fn(u64) -> Option<Hash>) -> BTreeMap<u64, Hash> {
+        (0..n).filter_map(|i| get(i).map(|h| (i, h))).collect()
+    }
+
     fn ids(n: usize) -> Vec<RecordId> {
         (0..n)
             .map(|i| RecordId(Sha256::digest((i as u64).to_be_bytes()).into()))
@@ -487,7 +503,7 @@ mod tests {
             for part in &c {
                 prop_assert!((part.start..part.start + part.len).all(|i| !held(i)));
             }
-            let got = head_with_cover(n as u64, &|i| held(i).then(|| leaves[i as usize]), &c);
+            let got = head_with_cover(n as u64, &held_map(n as u64, |i| held(i).then(|| leaves[i as usize])), &c);
             prop_assert_eq!(got, Ok(head(&leaves)));
         }
     }
@@ -507,7 +523,7 @@ mod tests {
             prop_assert_eq!(c.previous.as_ref().unwrap().head(), Some(reference_head(&ids[..cut])));
             prop_assert!(c.cover.iter().all(|p| p.start >= cut as u64));
             let later = |i: u64| (i >= cut as u64 && held(i)).then(|| leaves[i as usize]);
-            prop_assert_eq!(head_with_cover(n as u64, &later, &c.parts()), Ok(head(&leaves)));
+            prop_assert_eq!(head_with_cover(n as u64, &held_map(n as u64, later), &c.parts()), Ok(head(&leaves)));
         }
     }
 
@@ -527,6 +543,14 @@ mod tests {
         let mut short = c.clone();
         short.previous.as_mut().unwrap().frontier.pop();
         assert!(!short.previous_fits());
+        // A cover whose end does not fit in 64 bits fits nothing (and panics nowhere).
+        let mut wraps = c.clone();
+        wraps.cover = vec![Covered {
+            start: u64::MAX,
+            len: 2,
+            hash: [0; 32],
+        }];
+        assert!(!wraps.cover_fits());
         // A cover reaching back before the previous checkpoint does not fit.
         let mut back = Checkpoint::after(&ids, &|i| i != 35, 30, 29);
         assert!(back.cover_fits());
@@ -564,7 +588,7 @@ mod tests {
         let get = |i: u64| held(i).then(|| leaves[i as usize]);
         // The author hides another record under the cover of a private one.
         c[0].hash[0] ^= 1;
-        assert_ne!(head_with_cover(50, &get, &c), Ok(truth));
+        assert_ne!(head_with_cover(50, &held_map(50, get), &c), Ok(truth));
         c[0].hash[0] ^= 1;
         // A held record the author's tree does not have.
         let swapped = |i: u64| {
@@ -576,21 +600,24 @@ mod tests {
                 }
             })
         };
-        assert_ne!(head_with_cover(50, &swapped, &c), Ok(truth));
+        assert_ne!(head_with_cover(50, &held_map(50, swapped), &c), Ok(truth));
         // A cover that leaves a private leaf out, or claims more than the tree.
         let short = &c[1..];
-        assert!(head_with_cover(50, &get, short).is_err());
+        assert!(head_with_cover(50, &held_map(50, get), short).is_err());
         let mut long = c.clone();
         long.push(Covered {
             start: 60,
             len: 1,
             hash: [0; 32],
         });
-        assert_eq!(head_with_cover(50, &get, &long), Err(CoverError::Unused(1)));
+        assert_eq!(
+            head_with_cover(50, &held_map(50, get), &long),
+            Err(CoverError::Unused(1))
+        );
         // A cover over a record the holder has, vouching for something else there.
         let all = cover(&leaves, &|i| i >= 4);
         assert_eq!(
-            head_with_cover(50, &|i| Some(leaves[i as usize]), &all),
+            head_with_cover(50, &held_map(50, |i| Some(leaves[i as usize])), &all),
             Err(CoverError::CoversHeld(0))
         );
         // A subtree that straddles the tree's own split.
@@ -599,6 +626,6 @@ mod tests {
             len: 4,
             hash: [0; 32],
         }];
-        assert!(head_with_cover(50, &|_| Some([0; 32]), &bad).is_err());
+        assert!(head_with_cover(50, &held_map(50, |_| Some([0; 32])), &bad).is_err());
     }
 }

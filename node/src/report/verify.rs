@@ -349,7 +349,15 @@ pub async fn verify(
             })
         })
         .collect();
-    let chains = crate::chain::ChainReport::check(store.chain_links().await?);
+    // Records of authors the membership refuses (throwaway keys, say) count for nothing
+    // here either: not as records, not as witnesses.
+    let chains = crate::chain::ChainReport::check(
+        store
+            .chain_links()
+            .await?
+            .into_iter()
+            .filter(|l| !refused.contains_key(&l.id)),
+    );
     let places: HashMap<RecordId, (OrgKey, u64)> = chains_places(&store).await?;
     let history = chains.history(
         counted
