@@ -25,6 +25,11 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 pub const MAX_AUDIENCE_MEMBERS: usize = 256;
 /// Longest schema id.
 pub const MAX_SCHEMA_ID_LEN: usize = 64;
+/// Highest sequence number a record may carry (2^53): the store keeps seqs as SQLite
+/// integers and JSON readers as doubles, both exact up to here. A member signing records
+/// at absurd seqs gains nothing but would make others index, bucket and report numbers
+/// no reader holds exactly.
+pub const MAX_SEQ: u64 = 1 << 53;
 
 /// Why bytes are not a valid record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -412,6 +417,9 @@ fn check_chain_fields(r: &Record) -> Result<(), RecordError> {
     if r.seq == 0 {
         return Err(bad("seq", "sequence numbers start at 1"));
     }
+    if r.seq > MAX_SEQ {
+        return Err(bad("seq", format!("at most {MAX_SEQ} (2^53)")));
+    }
     if (r.seq == 1) != r.prev.is_none() {
         return Err(bad("prev", "must be empty exactly when seq is 1"));
     }
@@ -447,6 +455,17 @@ mod tests {
         let v = verify(&r.bytes).unwrap();
         assert_eq!(v, r);
         assert_eq!(v.id, RecordId::of(&r.bytes));
+    }
+
+    #[test]
+    fn a_seq_beyond_2_pow_53_is_refused() {
+        let id = Identity::from_seed(&[7; 32]);
+        let ok = sign(&id, MAX_SEQ, Some(RecordId([1; 32])), draft("{}"));
+        assert!(verify(&ok.bytes).is_ok());
+        let huge = sign(&id, MAX_SEQ + 1, Some(RecordId([1; 32])), draft("{}"));
+        let e = verify(&huge.bytes).unwrap_err().to_string();
+        assert!(e.contains("2^53"), "{e}");
+        assert!(verify(&sign(&id, u64::MAX, Some(RecordId([1; 32])), draft("{}")).bytes).is_err());
     }
 
     #[test]
