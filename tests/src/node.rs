@@ -112,6 +112,19 @@ impl TestNode {
         self.node.api_url()
     }
 
+    /// GETs `path`, expecting 200 and a JSON body.
+    #[track_caller]
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(
+            status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        serde_json::from_slice(&body).unwrap()
+    }
+
     /// GET `path` from its local HTTP API: the status and body, whatever the status.
     #[track_caller]
     pub fn get(&self, path: &str) -> (u16, Vec<u8>) {

@@ -49,17 +49,6 @@ fn shows_fork(evidence: &Value, author: &str, x: &str, y: &str) -> bool {
         .any(|(a, _, records)| a == author && *records == both)
 }
 
-fn api_json(node: &TestNode, path: &str) -> Value {
-    let (status, body) = node.get(path);
-    assert_eq!(
-        status,
-        200,
-        "GET {path}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    serde_json::from_slice(&body).unwrap()
-}
-
 #[test]
 fn a_member_showing_two_histories_is_exposed_on_every_honest_node() {
     let a = Org::init("Civic Watch Belgrade", "RS");
@@ -93,7 +82,7 @@ fn a_member_showing_two_histories_is_exposed_on_every_honest_node() {
         || {
             honest.iter().all(|(_, n)| {
                 shows_fork(
-                    &api_json(n, "/api/v1/status")["chain_evidence"],
+                    &n.get_json("/api/v1/status")["chain_evidence"],
                     &author,
                     &x,
                     &y,
@@ -105,7 +94,7 @@ fn a_member_showing_two_histories_is_exposed_on_every_honest_node() {
 
     for (org, node) in honest {
         // The API's chains, with M's chain as held.
-        let chains = api_json(node, "/api/v1/chains");
+        let chains = node.get_json("/api/v1/chains");
         assert!(shows_fork(&chains["evidence"], &author, &x, &y), "{chains}");
         // What the operator reads.
         org.run(["status"])
@@ -152,9 +141,9 @@ fn an_honest_coalition_shows_no_evidence() {
         held(&a).contains(&fb) && held(&b).contains(&fa)
     });
     for (org, node) in [(&a, &node_a), (&b, &node_b)] {
-        let status = api_json(node, "/api/v1/status");
+        let status = node.get_json("/api/v1/status");
         assert_eq!(status["chain_evidence"], Value::Array(vec![]), "{status}");
-        let chains = api_json(node, "/api/v1/chains");
+        let chains = node.get_json("/api/v1/chains");
         assert!(chains["evidence"].as_array().unwrap().is_empty());
         // A node holds its own chain whole; another member's may show gaps where that
         // member keeps private records (its node certificate, say), never evidence.
@@ -172,7 +161,7 @@ fn an_honest_coalition_shows_no_evidence() {
     // the checkpoint's cover stands in for them.
     let cp = a.run(["checkpoint"]).ok().line();
     let seen = |node: &TestNode| {
-        api_json(node, "/api/v1/chains")["authors"]
+        node.get_json("/api/v1/chains")["authors"]
             .as_array()
             .unwrap()
             .iter()
@@ -190,7 +179,7 @@ fn an_honest_coalition_shows_no_evidence() {
     b.run(["verify"])
         .ok()
         .says(&["checkpoint of", a.key(), "the records held give its head"]);
-    assert!(api_json(&node_b, "/api/v1/chains")["evidence"]
+    assert!(node_b.get_json("/api/v1/chains")["evidence"]
         .as_array()
         .unwrap()
         .is_empty());
@@ -224,7 +213,7 @@ fn a_checkpoint_over_a_history_the_members_were_not_shown_is_exposed() {
         EXPOSED,
         || {
             [&node_a, &node_b].iter().all(|n| {
-                let status = api_json(n, "/api/v1/status");
+                let status = n.get_json("/api/v1/status");
                 status["chain_evidence"]
                     .as_array()
                     .unwrap()
@@ -339,7 +328,7 @@ fn a_running_node_signs_a_checkpoint_when_it_wrote_records_and_only_then() {
     eventually("A signed a checkpoint of its log", EXPOSED, || {
         checkpoints(&a) == 1
     });
-    let chains = api_json(&node_a, "/api/v1/chains");
+    let chains = node_a.get_json("/api/v1/chains");
     let own = chains["authors"]
         .as_array()
         .unwrap()

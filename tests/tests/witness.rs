@@ -25,20 +25,9 @@ fn witnessing(bootstrap: &[&str]) -> String {
     )
 }
 
-fn api_json(node: &TestNode, path: &str) -> Value {
-    let (status, body) = node.get(path);
-    assert_eq!(
-        status,
-        200,
-        "GET {path}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    serde_json::from_slice(&body).unwrap()
-}
-
 /// `author`'s chain as `node` holds it.
 fn chain_of(node: &TestNode, author: &str) -> Value {
-    api_json(node, "/api/v1/chains")["authors"]
+    node.get_json("/api/v1/chains")["authors"]
         .as_array()
         .unwrap()
         .iter()
@@ -120,7 +109,7 @@ fn members_witness_each_others_checkpoints_and_an_auditor_counts_the_witnesses()
     );
     // No evidence anywhere, and nobody cosigned its own checkpoint.
     for (org, node) in [(&a, &node_a), (&b, &node_b), (&c, &node_c)] {
-        assert!(api_json(node, "/api/v1/chains")["evidence"]
+        assert!(node.get_json("/api/v1/chains")["evidence"]
             .as_array()
             .unwrap()
             .is_empty());
