@@ -499,12 +499,17 @@ pub async fn restore(file: &Path, home: &Home, passphrase: &str) -> Result<Manif
     // A node of its own: a new peer id at the first run, not a clone of the original's.
     store.delete_meta(NODE_SALT).await?;
     store.close().await;
+    // Owner-only, whatever SQLite left beside the store. The last connection may still
+    // be closing on sqlx's worker thread and remove its `-wal` and `-shm` files while
+    // this runs (`close` can return first): a file that is gone needs no permissions.
     #[cfg(unix)]
     for entry in std::fs::read_dir(&staging).map_err(io_err(&staging))? {
         use std::os::unix::fs::PermissionsExt;
         let path = entry.map_err(io_err(&staging))?.path();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err(&path))?;
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other.map_err(io_err(&path))?,
+        }
     }
     // Atomic: the target is absent or empty (rename fails if something appeared in it).
     std::fs::rename(&staging, target).map_err(|e| match e.kind() {
