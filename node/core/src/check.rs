@@ -103,6 +103,28 @@ pub fn prepare(bytes: &[u8]) -> Result<Prepared, IngestError> {
     prepare_verified(record)
 }
 
+/// As [`prepare`], every check but the signature, for a record of `author` at `seq`
+/// whose id a verified checkpoint of `author` commits to at that seq
+/// ([`crate::merkle::vouched`]; [`record::decode_vouched`] says why that authenticates
+/// it). Refused if the record names another author or seq.
+pub fn prepare_vouched(bytes: &[u8], author: &OrgKey, seq: u64) -> Result<Prepared, IngestError> {
+    let record = record::decode_vouched(bytes, author)?;
+    if record.seq != seq {
+        return Err(IngestError::Record(RecordError::BadField {
+            field: "seq",
+            reason: format!(
+                "{}, where the checkpoint of {} that vouches for this id puts it at {seq}",
+                record.seq,
+                author.short()
+            ),
+        }));
+    }
+    if let Some((signed, canonical)) = record::noncanonical_body(bytes) {
+        return Err(IngestError::NonCanonical { signed, canonical });
+    }
+    prepare_verified(record)
+}
+
 /// As [`prepare`], for a record whose signature was already checked (own new records).
 ///
 /// A `sealed/v1` record is checked without any key: its envelope must parse
@@ -418,6 +440,37 @@ mod tests {
             },
         );
         assert!(matches!(prepare(&bad.bytes), Err(IngestError::Schema(_))));
+    }
+
+    #[test]
+    fn a_vouched_record_skips_only_its_signature() {
+        let id = Identity::from_seed(&[7; 32]);
+        let other = Identity::from_seed(&[8; 32]);
+        let c = Checkpoint::of(&[RecordId([2; 32])], &|_| true);
+        let r = checkpoint(&id, 2, Audience::Coalition, &c);
+        assert!(prepare_vouched(&r.bytes, &id.key(), 2).is_ok());
+        // The signature is not what the vouched path checks: a record whose signature was
+        // altered passes it (its id changes with it, so no checkpoint vouched for *that*
+        // id), and fails the full check.
+        let mut bad_sig = r.bytes.clone();
+        let last = bad_sig.len() - 1;
+        bad_sig[last] ^= 1;
+        assert!(prepare_vouched(&bad_sig, &id.key(), 2).is_ok());
+        assert!(matches!(
+            prepare(&bad_sig),
+            Err(IngestError::Record(RecordError::BadSignature { .. }))
+        ));
+        // Another author or another seq than the leaf says: refused.
+        let e = prepare_vouched(&r.bytes, &other.key(), 2).unwrap_err();
+        assert!(e.to_string().contains("another author"), "{e}");
+        let e = prepare_vouched(&r.bytes, &id.key(), 3).unwrap_err();
+        assert!(e.to_string().contains("puts it at 3"), "{e}");
+        // Every other check still runs: a checkpoint for one member only is refused.
+        let narrow = checkpoint(&id, 2, Audience::members(vec![other.key()]), &c);
+        assert!(matches!(
+            prepare_vouched(&narrow.bytes, &id.key(), 2),
+            Err(IngestError::Checkpoint(_))
+        ));
     }
 
     #[test]

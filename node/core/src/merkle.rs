@@ -410,6 +410,54 @@ pub fn head_with_cover(
     }
 }
 
+/// Why the ids a peer gave for an author's log do not fit a checkpoint of that author.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VouchError {
+    /// The checkpoint's previous frontier or cover does not fit its own size.
+    #[error("the checkpoint's cover or previous frontier does not fit its size")]
+    Malformed,
+    /// The ids leave a leaf neither given nor covered, or give one the cover hides.
+    #[error(transparent)]
+    Cover(#[from] CoverError),
+    /// The ids give another head than the one the checkpoint states.
+    #[error("the ids give another head than the checkpoint states")]
+    Head,
+}
+
+/// The records a checkpoint vouches for. `leaves` are the ids a peer says the
+/// checkpoint's author has at each seq (any seqs; those outside the checkpoint's own
+/// range, after its previous checkpoint, and those under its cover are ignored). If the
+/// ids in the range, with the cover and the previous frontier, give the checkpoint's
+/// head, each of them is the record the author committed to at that seq, and is returned
+/// as `(seq, id)`: whoever verified the checkpoint's signature may take these records as
+/// the author's without verifying theirs (their ids are hashes of their bytes, signature
+/// included). Otherwise nothing is vouched for. The work is bounded by the leaves given
+/// and the cover, never by the size the checkpoint states.
+pub fn vouched(
+    checkpoint: &Checkpoint,
+    leaves: &BTreeMap<u64, RecordId>,
+) -> Result<Vec<(u64, RecordId)>, VouchError> {
+    if !checkpoint.previous_fits() || !checkpoint.cover_fits() {
+        return Err(VouchError::Malformed);
+    }
+    let (since, size) = (checkpoint.since(), checkpoint.size);
+    let cover = &checkpoint.cover;
+    let under_cover = |leaf: u64| {
+        let at = cover.partition_point(|c| c.start <= leaf);
+        at > 0 && leaf < cover[at - 1].start + cover[at - 1].len
+    };
+    let mine: Vec<(u64, RecordId)> = leaves
+        .range(since.saturating_add(1)..=size)
+        .filter(|(seq, _)| !under_cover(*seq - 1))
+        .map(|(seq, id)| (*seq, *id))
+        .collect();
+    let held: BTreeMap<u64, Hash> = mine.iter().map(|(s, id)| (s - 1, leaf_hash(id))).collect();
+    if head_with_cover(size, &held, &checkpoint.parts())? != checkpoint.head {
+        return Err(VouchError::Head);
+    }
+    Ok(mine)
+}
+
 /// Serde for a hash as 64 hex digits.
 pub(crate) mod hex_hash {
     pub(crate) fn serialize<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
@@ -463,6 +511,82 @@ mod tests {
         (0..n)
             .map(|i| RecordId(Sha256::digest((i as u64).to_be_bytes()).into()))
             .collect()
+    }
+
+    /// Seq → id of the first `n` of `ids`, as a peer lists them.
+    fn listed(ids: &[RecordId], keep: impl Fn(u64) -> bool) -> BTreeMap<u64, RecordId> {
+        (1..=ids.len() as u64)
+            .filter(|s| keep(*s))
+            .map(|s| (s, ids[s as usize - 1]))
+            .collect()
+    }
+
+    #[test]
+    fn a_checkpoint_vouches_for_exactly_the_ids_that_give_its_head() {
+        let all = ids(1000);
+        let private = |i: u64| i % 7 == 3;
+        let cp = Checkpoint::of(&all, &|i| !private(i));
+        // A peer lists what it holds: every record but the private ones.
+        let given = listed(&all, |s| !private(s - 1));
+        let v = vouched(&cp, &given).unwrap();
+        assert_eq!(v.len(), given.len());
+        assert!(v.iter().all(|(s, id)| all[*s as usize - 1] == *id));
+        // Ids under the cover (a peer that also lists private ones) are left out, not
+        // vouched for: the checkpoint does not say what they are.
+        let v = vouched(&cp, &listed(&all, |_| true)).unwrap();
+        assert_eq!(v.len(), given.len());
+        // One id swapped for another record's: nothing is vouched for.
+        let mut forged = given.clone();
+        forged.insert(10, RecordId([9; 32]));
+        assert_eq!(vouched(&cp, &forged), Err(VouchError::Head));
+        // Two ids swapped between seqs: the same.
+        let mut swapped = given.clone();
+        let (a, b) = (swapped[&1], swapped[&2]);
+        swapped.insert(1, b);
+        swapped.insert(2, a);
+        assert_eq!(vouched(&cp, &swapped), Err(VouchError::Head));
+        // One left out: the head cannot be recomputed.
+        let mut short = given.clone();
+        short.remove(&500);
+        assert!(matches!(
+            vouched(&cp, &short),
+            Err(VouchError::Cover(CoverError::Uncovered(499)))
+        ));
+        // Ids after the checkpoint's size are not its to vouch for.
+        let more = ids(1010);
+        let v = vouched(&cp, &listed(&more, |s| !private(s - 1))).unwrap();
+        assert!(v.iter().all(|(s, _)| *s <= 1000));
+    }
+
+    #[test]
+    fn a_later_checkpoint_vouches_for_the_records_after_the_one_it_extends() {
+        let all = ids(1500);
+        let cp = Checkpoint::after(&all, &|_| true, 1001, 1000);
+        let v = vouched(&cp, &listed(&all, |_| true)).unwrap();
+        assert_eq!(v.first().map(|(s, _)| *s), Some(1001));
+        assert_eq!(v.len(), 500);
+        // The records before it come from the frontier, whatever ids are listed there.
+        let mut other = listed(&all, |_| true);
+        other.insert(5, RecordId([1; 32]));
+        assert_eq!(vouched(&cp, &other).unwrap().len(), 500);
+        // A checkpoint stating 2^40 records with two listed: refused fast, nothing walked.
+        let huge = Checkpoint {
+            size: 1 << 40,
+            ..cp.clone()
+        };
+        assert!(vouched(&huge, &listed(&all, |_| true)).is_err());
+        let wrapped = Checkpoint {
+            cover: vec![Covered {
+                start: u64::MAX,
+                len: 2,
+                hash: [0; 32],
+            }],
+            ..cp
+        };
+        assert_eq!(
+            vouched(&wrapped, &listed(&all, |_| true)),
+            Err(VouchError::Malformed)
+        );
     }
 
     /// The head the `ct-merkle` crate computes for the same ids: the tree here is RFC 6962's.

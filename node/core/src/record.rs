@@ -329,6 +329,20 @@ pub fn schema_of(bytes: &[u8]) -> Option<String> {
 /// Decodes `bytes` as a record, checks every field and the signature (`verify_strict`).
 /// Does not check the payload against its schema: see [`crate::schema`].
 pub fn verify(bytes: &[u8]) -> Result<Record, RecordError> {
+    decode(bytes, None)
+}
+
+/// As [`verify`], every check but the signature, for a record of `author` whose id
+/// `author` committed to in a checkpoint that was verified ([`crate::merkle::vouched`]):
+/// that authenticates these exact bytes, signature field included. Refused unless the
+/// record names `author`; the caller checks its seq against the checkpoint's leaf, and
+/// its signature later, before the record is served to anyone (docs/THREAT_MODEL.md,
+/// "Sync from checkpoints").
+pub fn decode_vouched(bytes: &[u8], author: &OrgKey) -> Result<Record, RecordError> {
+    decode(bytes, Some(author))
+}
+
+fn decode(bytes: &[u8], vouched_for: Option<&OrgKey>) -> Result<Record, RecordError> {
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(RecordError::TooLarge {
             size: bytes.len(),
@@ -344,19 +358,33 @@ pub fn verify(bytes: &[u8]) -> Result<Record, RecordError> {
     }
     let body = RecordBody::decode(env.body.as_ref())
         .map_err(|e| RecordError::Malformed(format!("body: {e}")))?;
-    let (author, author_key) =
-        OrgKey::with_verifying_key(&body.author).map_err(|r| bad("author", r))?;
     let sig: [u8; 64] = env.signature.as_ref().try_into().map_err(|_| {
         bad(
             "signature",
             format!("{} bytes, expected 64", env.signature.len()),
         )
     })?;
-    author_key
-        .verify_strict(&signing_message(&env.body), &Signature::from_bytes(&sig))
-        .map_err(|_| RecordError::BadSignature {
-            author: author.to_hex(),
-        })?;
+    let author = if let Some(expected) = vouched_for {
+        if body.author.as_ref() != expected.as_bytes().as_slice() {
+            return Err(bad(
+                "author",
+                format!(
+                    "the checkpoint of {} vouches for this id, but the record names another author",
+                    expected.short()
+                ),
+            ));
+        }
+        *expected
+    } else {
+        let (author, author_key) =
+            OrgKey::with_verifying_key(&body.author).map_err(|r| bad("author", r))?;
+        author_key
+            .verify_strict(&signing_message(&env.body), &Signature::from_bytes(&sig))
+            .map_err(|_| RecordError::BadSignature {
+                author: author.to_hex(),
+            })?;
+        author
+    };
     let record = Record {
         id: RecordId::of(bytes),
         bytes: bytes.to_vec(),
