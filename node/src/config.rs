@@ -134,6 +134,11 @@ pub struct Network {
     /// Seconds between witness checks while `coalition run` runs: each member's latest
     /// checkpoint held is cosigned when the records held verify it (default 600).
     pub witness_interval_secs: Option<u64>,
+    /// Whether a sync takes the records a member's verified checkpoint commits to without
+    /// verifying each one's signature before storing it (verified after the sync, before
+    /// they are served; docs/THREAT_MODEL.md "Sync from checkpoints"). Default true;
+    /// false verifies every signature before storing, as before checkpoints.
+    pub sync_from_checkpoints: Option<bool>,
     /// Seconds a peer may stay connected without a valid certificate (default 10).
     pub hello_timeout_secs: Option<u64>,
     /// Inbound connections one IP address may hold (default 8).
@@ -172,6 +177,14 @@ pub struct Organisation {
 }
 
 impl Config {
+    /// `[network] sync_from_checkpoints` (default true).
+    pub fn sync_from_checkpoints(&self) -> bool {
+        self.network
+            .as_ref()
+            .and_then(|n| n.sync_from_checkpoints)
+            .unwrap_or(true)
+    }
+
     /// Reads and parses the config of `home`.
     pub fn load(home: &Home) -> Result<Self, ConfigError> {
         let path = home.config_path();

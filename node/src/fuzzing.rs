@@ -288,6 +288,11 @@ pub fn sync_request(data: &[u8]) {
             }
         }
         Kind::Push(p) => p.records.iter().take(64).for_each(|r| ingest(r)),
+        Kind::Leaves(l) => {
+            if let Ok(author) = OrgKey::from_bytes(&l.author) {
+                let _ = w.set.entries_after(&author, l.after).len();
+            }
+        }
     }
 }
 
@@ -316,6 +321,27 @@ pub fn sync_response(data: &[u8]) {
         }
         Kind::Error(e) => {
             let _ = e.message.chars().take(200).collect::<String>();
+        }
+        Kind::LeafPage(p) => leaf_page(&p),
+    }
+}
+
+/// What the initiator does with a leaf page: every checkpoint in it through the full
+/// check, then the head recomputed from the leaves (`Node::vouched` without the store).
+fn leaf_page(page: &pb::LeafPage) {
+    let leaves: std::collections::BTreeMap<u64, RecordId> = page
+        .seqs
+        .iter()
+        .zip(&page.ids)
+        .filter_map(|(s, id)| Some((*s, RecordId::from_slice(id)?)))
+        .collect();
+    for bytes in page.checkpoints.iter().take(8) {
+        if let Ok(p) = check::prepare(bytes) {
+            if let Some(c) =
+                crate::merkle::Checkpoint::of_record(&p.record.schema, &p.record.payload)
+            {
+                let _ = crate::merkle::vouched(&c, &leaves);
+            }
         }
     }
 }

@@ -29,6 +29,7 @@ mod sealed_tests;
 mod sealing;
 mod verification;
 mod view;
+mod vouching;
 
 use std::path::Path;
 
@@ -39,6 +40,7 @@ pub use ingest::{CheckedRecords, ImportReport, GOVERNANCE_CAP, GOVERNANCE_CAP_RE
 pub use sealing::Unsealable;
 pub use verification::Witnessed;
 pub use view::RecordView;
+pub use vouching::{SignatureCheck, Vouched};
 
 pub use crate::now_ms;
 pub use crate::verify::{verify_bundle, verify_bundle_for, Failure, VerifyReport};
@@ -105,6 +107,10 @@ pub struct Node {
     fold_cache: membership::FoldCache,
     /// This organisation's encryption secrets once the key file is unlocked.
     keyring: std::sync::RwLock<Option<std::sync::Arc<sealing::Keyring>>>,
+    /// Held while the signatures of records taken on a checkpoint are verified
+    /// ([`Node::check_unchecked`]), so that two syncs ending together do not verify the
+    /// same records twice.
+    unchecked: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -167,6 +173,7 @@ impl Node {
                 config,
                 store,
                 fold_cache: Default::default(),
+                unchecked: Default::default(),
                 keyring: Default::default(),
             },
             identity,
@@ -186,6 +193,7 @@ impl Node {
             config,
             store,
             fold_cache: Default::default(),
+            unchecked: Default::default(),
             keyring: Default::default(),
         };
         // Whoever opens the store holds the key file unlocked: sealed records for this

@@ -26,6 +26,7 @@ mod open;
 mod read;
 mod reader;
 mod snapshot;
+mod unchecked;
 mod upkeep;
 mod write;
 
@@ -56,7 +57,7 @@ use crate::check::Prepared;
 
 /// SQLite `application_id` of a Coalition store ("COLN").
 pub const APPLICATION_ID: i64 = 0x434F_4C4E;
-/// Rows per multi-row INSERT statement (13 columns each, well under SQLite's 32766 binds).
+/// Rows per multi-row INSERT statement (14 columns each, well under SQLite's 32766 binds).
 const INSERT_CHUNK: usize = 400;
 
 /// Errors from the store.
@@ -254,12 +255,24 @@ pub fn reread(id: &RecordId, bytes: &[u8]) -> Result<Record, StoreError> {
 /// As [`reread`], for a row that may be an opened sealed record: with `opened` (its
 /// stored schema and the `opened` table's payload), the record's `schema` and `payload`
 /// are the content this node opened, while `bytes` stay the sealed record as signed.
+/// A row taken on its author's checkpoint whose signature is not verified yet
+/// (`unchecked`, migration 0008) is decoded without its signature: verifying it is the
+/// job of [`Store::unchecked`] and [`Store::settle_unchecked`], which remove the row if it
+/// fails.
 fn reread_opened(
     id: &RecordId,
     bytes: &[u8],
     opened: Option<(String, Vec<u8>)>,
+    unchecked: bool,
 ) -> Result<Record, StoreError> {
-    let mut r = reread(id, bytes)?;
+    let mut r = if unchecked {
+        record::decode_unverified(bytes).map_err(|e| StoreError::Corrupt {
+            id: id.to_hex(),
+            reason: e.to_string(),
+        })?
+    } else {
+        reread(id, bytes)?
+    };
     if let Some((schema, payload)) = opened {
         if r.schema != crate::sealed::SEALED_SCHEMA {
             return Err(StoreError::Corrupt {
@@ -271,6 +284,12 @@ fn reread_opened(
         r.payload = payload;
     }
     Ok(r)
+}
+
+/// Whether column `col` of `row` (`records.unchecked`) marks a record whose signature is
+/// not verified yet.
+fn unchecked_col(row: &sqlx::sqlite::SqliteRow, col: usize) -> bool {
+    row.get::<i64, _>(col) != 0
 }
 
 /// Appends `(?, ?, …)` binding each record id.

@@ -11,7 +11,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use coalition_proto::v1::{AudienceKind, RecordBody, SignedRecord};
-use ed25519_dalek::Signature;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -329,7 +328,7 @@ pub fn schema_of(bytes: &[u8]) -> Option<String> {
 /// Decodes `bytes` as a record, checks every field and the signature (`verify_strict`).
 /// Does not check the payload against its schema: see [`crate::schema`].
 pub fn verify(bytes: &[u8]) -> Result<Record, RecordError> {
-    decode(bytes, None)
+    decode(bytes, SignatureCheck::Verify)
 }
 
 /// As [`verify`], every check but the signature, for a record of `author` whose id
@@ -339,10 +338,27 @@ pub fn verify(bytes: &[u8]) -> Result<Record, RecordError> {
 /// its signature later, before the record is served to anyone (docs/THREAT_MODEL.md,
 /// "Sync from checkpoints").
 pub fn decode_vouched(bytes: &[u8], author: &OrgKey) -> Result<Record, RecordError> {
-    decode(bytes, Some(author))
+    decode(bytes, SignatureCheck::Vouched(author))
 }
 
-fn decode(bytes: &[u8], vouched_for: Option<&OrgKey>) -> Result<Record, RecordError> {
+/// As [`verify`], every check but the signature: only for reading back a record a store
+/// took on its author's checkpoint ([`decode_vouched`]) while its signature is not yet
+/// verified.
+pub fn decode_unverified(bytes: &[u8]) -> Result<Record, RecordError> {
+    decode(bytes, SignatureCheck::Later)
+}
+
+/// What [`decode`] does with the signature.
+enum SignatureCheck<'a> {
+    /// Verifies it (`verify_strict`).
+    Verify,
+    /// Skips it: a verified checkpoint of this author vouches for the bytes.
+    Vouched(&'a OrgKey),
+    /// Skips it: checked later (a record a store holds unchecked).
+    Later,
+}
+
+fn decode(bytes: &[u8], signature: SignatureCheck<'_>) -> Result<Record, RecordError> {
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(RecordError::TooLarge {
             size: bytes.len(),
@@ -364,26 +380,33 @@ fn decode(bytes: &[u8], vouched_for: Option<&OrgKey>) -> Result<Record, RecordEr
             format!("{} bytes, expected 64", env.signature.len()),
         )
     })?;
-    let author = if let Some(expected) = vouched_for {
-        if body.author.as_ref() != expected.as_bytes().as_slice() {
-            return Err(bad(
-                "author",
-                format!(
-                    "the checkpoint of {} vouches for this id, but the record names another author",
-                    expected.short()
-                ),
-            ));
+    let author = match signature {
+        SignatureCheck::Vouched(expected) => {
+            if body.author.as_ref() != expected.as_bytes().as_slice() {
+                return Err(bad(
+                    "author",
+                    format!(
+                        "the checkpoint of {} vouches for this id, but the record names another author",
+                        expected.short()
+                    ),
+                ));
+            }
+            *expected
         }
-        *expected
-    } else {
-        let (author, author_key) =
-            OrgKey::with_verifying_key(&body.author).map_err(|r| bad("author", r))?;
-        author_key
-            .verify_strict(&signing_message(&env.body), &Signature::from_bytes(&sig))
-            .map_err(|_| RecordError::BadSignature {
-                author: author.to_hex(),
-            })?;
-        author
+        SignatureCheck::Later => OrgKey::from_bytes(&body.author).map_err(|r| bad("author", r))?,
+        SignatureCheck::Verify => {
+            let (author, author_key) =
+                OrgKey::with_verifying_key(&body.author).map_err(|r| bad("author", r))?;
+            author_key
+                .verify_strict(
+                    &signing_message(&env.body),
+                    &ed25519_dalek::Signature::from_bytes(&sig),
+                )
+                .map_err(|_| RecordError::BadSignature {
+                    author: author.to_hex(),
+                })?;
+            author
+        }
     };
     let record = Record {
         id: RecordId::of(bytes),

@@ -24,6 +24,11 @@ use super::sync::{parse_bucket_refs, BUCKETS_PER_RECONCILE};
 
 /// Room left in a frame for protobuf overhead.
 const FRAME_SLACK: usize = 64 * 1024;
+/// Leaves a leaf page holds at most (~4 MB of ids and seqs).
+pub(super) const LEAVES_PER_PAGE: usize = 100_000;
+/// Bytes a leaf takes in a page, at most: a 32-byte id with its tag and length, and a
+/// seq of up to 2^53 as a varint.
+const LEAF_BYTES: usize = 34 + 8;
 /// Bytes a record takes in a response beyond its own (protobuf tag and length).
 const RECORD_OVERHEAD: usize = 8;
 
@@ -129,6 +134,23 @@ pub(super) async fn answer(
                 Ok(()),
             )
         }
+        Kind::Leaves(leaves) => {
+            let Ok(author) = OrgKey::from_bytes(&leaves.author) else {
+                return (
+                    error_response("leaves: not an organisation key"),
+                    Err(Violation::MalformedRequest),
+                );
+            };
+            match leaf_page(node, index, &me, &peer_org, &peer, &author, leaves.after).await {
+                Ok(page) => (
+                    pb::SyncResponse {
+                        kind: Some(pb::sync_response::Kind::LeafPage(page)),
+                    },
+                    Ok(()),
+                ),
+                Err(e) => internal(&peer, e),
+            }
+        }
         Kind::Push(push) => {
             let records: Vec<Vec<u8>> = push.records.iter().map(|b| b.to_vec()).collect();
             // Only records this node may receive are accepted from a push: by their own
@@ -178,6 +200,66 @@ pub(super) async fn answer(
             )
         }
     }
+}
+
+/// One page of `author`'s leaves after seq `after` among the records both this node and
+/// `peer_org` may hold (the same common set a reconcile answers from, so a leaf page tells
+/// nothing a reconcile would not), with the author's checkpoints among them whose
+/// signatures this node verified. A page holds at most [`LEAVES_PER_PAGE`] leaves and fits
+/// a response with its checkpoints.
+async fn leaf_page(
+    node: &Node,
+    index: &Mutex<Index>,
+    me: &OrgKey,
+    peer_org: &OrgKey,
+    peer: &PeerId,
+    author: &OrgKey,
+    after: u64,
+) -> Result<pb::LeafPage, super::error::SyncError> {
+    let set = common(node, index, me, peer_org, peer).await?;
+    let entries = set.entries_after(author, after);
+    let (mut page, mut more) = if entries.len() > LEAVES_PER_PAGE {
+        (&entries[..LEAVES_PER_PAGE], true)
+    } else {
+        (entries, false)
+    };
+    let checkpoints: Vec<(i64, RecordId)> = {
+        let ix = index.lock().await;
+        page.iter()
+            .filter(|e| ix.is_checkpoint(&e.id))
+            .filter_map(|e| ix.rowid(&e.id).map(|r| (r, e.id)))
+            .collect()
+    };
+    // Sizes of the checkpoints whose signatures are verified (`sizes_at` leaves out the
+    // others); the page ends where the leaves and checkpoints would not fit a response.
+    let sizes: std::collections::HashMap<RecordId, usize> = node
+        .store()
+        .sizes_at(&checkpoints)
+        .await?
+        .into_iter()
+        .map(|(_, id, size, _)| (id, size))
+        .collect();
+    let budget = MAX_RESPONSE_BYTES - FRAME_SLACK;
+    let mut used = 0;
+    for (i, e) in page.iter().enumerate() {
+        used += LEAF_BYTES + sizes.get(&e.id).map_or(0, |s| s + RECORD_OVERHEAD);
+        if used > budget {
+            page = &page[..i];
+            more = true;
+            break;
+        }
+    }
+    let rows: Vec<(i64, RecordId)> = checkpoints
+        .into_iter()
+        .filter(|(_, id)| sizes.contains_key(id) && page.iter().any(|e| e.id == *id))
+        .collect();
+    let checkpoints = node.store().bytes_at(&rows).await?;
+    Ok(pb::LeafPage {
+        seqs: page.iter().map(|e| e.seq).collect(),
+        ids: page.iter().map(|e| e.id.0.to_vec().into()).collect(),
+        checkpoints: checkpoints.into_iter().map(|(_, b)| b.into()).collect(),
+        more: more && !page.is_empty(),
+    })
 }
 
 /// The records of one page, by storage position, from `(rowid, id, size, schema)`:

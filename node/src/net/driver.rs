@@ -2,7 +2,7 @@
 //! loop ([`Client`]) and stores what the peer sends in pipelined stages (fetch, check,
 //! store; `docs/PROTOCOL.md` §4.2). The answering side is `answer`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use coalition_proto::v1 as pb;
@@ -10,14 +10,14 @@ use libp2p::PeerId;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::identity::OrgKey;
-use crate::node::{CheckedRecords, Node};
+use crate::node::{CheckedRecords, Node, Vouched};
 use crate::record::RecordId;
 
 use super::client::{Client, Command};
 use super::error::{names_unknown_epoch, SyncError};
 use super::index::Index;
 use super::status::SyncStats;
-use super::sync::{bucket_refs, SyncSet, BUCKETS_PER_RECONCILE};
+use super::sync::{bucket_refs, SyncSet, BUCKETS_PER_RECONCILE, BUCKET_SPAN};
 
 /// Checked pages that may wait for the writer.
 const CHECKED_QUEUE: usize = 2;
@@ -25,11 +25,18 @@ const CHECKED_QUEUE: usize = 2;
 const STORE_BATCH: usize = 8_000;
 /// Reconcile rounds per bucket chunk before giving up (a peer that keeps sending).
 const MAX_ROUNDS: usize = 10_000;
+/// Records a sync expects from one author below which it does not ask for the author's
+/// leaves: the leaves of a long log cost more than verifying a few signatures.
+const VOUCH_MIN_RECORDS: u64 = 1024;
+/// Leaf pages asked for one author in one sync, at most (6.4 million records).
+const MAX_LEAF_PAGES: usize = 64;
 
 /// What storing one page of pulled records came to.
 #[derive(Debug, Default)]
 struct PageOutcome {
     stored: u64,
+    /// Of them, taken on their author's checkpoint.
+    vouched: u64,
     refused: u64,
     invalid: u64,
     membership_stored: bool,
@@ -39,6 +46,7 @@ impl PageOutcome {
     /// Adds this page to a run's figures.
     fn add_to(self, stats: &mut SyncStats) {
         stats.stored += self.stored;
+        stats.vouched += self.vouched;
         stats.refused += self.refused;
         stats.invalid += self.invalid;
         stats.membership_stored |= self.membership_stored;
@@ -58,6 +66,7 @@ struct CheckedPage {
 async fn check_page(
     node: &Node,
     index: &Mutex<Index>,
+    vouched: &Vouched,
     records: Vec<(RecordId, Vec<u8>)>,
 ) -> Result<CheckedPage, SyncError> {
     let held: HashSet<RecordId> = {
@@ -68,7 +77,7 @@ async fn check_page(
             .filter(|id| ix.holds(id))
             .collect()
     };
-    let records = node.check_from_peer(records, &held).await?;
+    let records = node.check_from_peer(records, &held, vouched).await?;
     // Nothing of the page but its membership records is stored yet.
     let membership_stored = records.stored() > 0;
     Ok(CheckedPage {
@@ -83,12 +92,14 @@ async fn store_page(
     peer: PeerId,
     page: CheckedPage,
 ) -> Result<PageOutcome, SyncError> {
+    let vouched = page.records.unchecked_len() as u64;
     let report = node.store_from_peer(page.records).await?;
     for f in &report.failures {
         tracing::warn!(%peer, record = f.id.as_deref().unwrap_or("?"), reason = %f.reason, "refused record from peer");
     }
     Ok(PageOutcome {
         stored: report.stored,
+        vouched,
         refused: report.failures.len() as u64,
         // A record naming an epoch not seen yet is not the sender's fault: its membership
         // records may come in a later page; the next sync retries.
@@ -123,6 +134,18 @@ pub(super) async fn drive(
         _ => return Err(SyncError::Unexpected("summary")),
     };
     let todo = set.buckets_to_reconcile(&buckets);
+    let vouched = if node.config().sync_from_checkpoints() {
+        match vouch(node, &mut client, &set, &todo).await {
+            Ok(v) => v,
+            // The records are verified one by one, as without checkpoints.
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "no leaves from the peer");
+                Vouched::new()
+            }
+        }
+    } else {
+        Vouched::new()
+    };
     let expected = (todo.len() as u64 * super::sync::BUCKET_SPAN)
         .saturating_sub(set.ids_in(&todo).len() as u64);
     // Three stages, each running as soon as it has work: fetching pages, verifying them
@@ -186,7 +209,7 @@ pub(super) async fn drive(
         let checked = checked_tx;
         while let Some(records) = page_rx.recv().await {
             let t = std::time::Instant::now();
-            let page = check_page(node, index, records).await?;
+            let page = check_page(node, index, &vouched, records).await?;
             tracing::debug!(%peer, took_us = t.elapsed().as_micros() as u64, "sync page checked");
             if checked.send(page).await.is_err() {
                 break;
@@ -227,10 +250,82 @@ pub(super) async fn drive(
     // record of a first sync twice (docs/PROTOCOL.md §4.2).
     client.stats.wanted = fetched?;
     client.stats.stored = stored.stored;
+    client.stats.vouched = stored.vouched;
     client.stats.refused = stored.refused;
     client.stats.invalid = stored.invalid;
     client.stats.membership_stored = stored.membership_stored;
     Ok(client.stats)
+}
+
+/// Asks `client`'s peer for the leaves of every author of whom the buckets in `todo` are
+/// expected to bring at least [`VOUCH_MIN_RECORDS`] records, from the first of those
+/// buckets on (the leaves before it are the ones this node holds: the buckets agree), and
+/// returns the records the author's checkpoints among them vouch for
+/// ([`Node::vouched`]).
+async fn vouch(
+    node: &Node,
+    client: &mut Client<'_>,
+    set: &SyncSet,
+    todo: &[(OrgKey, u64)],
+) -> Result<Vouched, SyncError> {
+    let mut by_author: BTreeMap<OrgKey, Vec<(OrgKey, u64)>> = BTreeMap::new();
+    for (author, index) in todo {
+        by_author
+            .entry(*author)
+            .or_default()
+            .push((*author, *index));
+    }
+    let mut out = Vouched::new();
+    for (author, buckets) in by_author {
+        let held = set.ids_in(&buckets).len() as u64;
+        let expected = (buckets.len() as u64 * BUCKET_SPAN).saturating_sub(held);
+        let Some(first) = buckets.iter().map(|(_, i)| *i).min() else {
+            continue;
+        };
+        if expected < VOUCH_MIN_RECORDS || first == super::sync::EMPTY_AUTHOR {
+            continue;
+        }
+        let from = first.saturating_mul(BUCKET_SPAN).saturating_sub(1);
+        let mut leaves: BTreeMap<u64, RecordId> = set
+            .entries_after(&author, 0)
+            .iter()
+            .take_while(|e| e.seq <= from)
+            .map(|e| (e.seq, e.id))
+            .collect();
+        let mut checkpoints = Vec::new();
+        let mut after = from;
+        for _ in 0..MAX_LEAF_PAGES {
+            let request = pb::Leaves {
+                author: author.as_bytes().to_vec().into(),
+                after,
+            };
+            let page = match client.call(pb::sync_request::Kind::Leaves(request)).await? {
+                pb::sync_response::Kind::LeafPage(p) => p,
+                _ => return Err(SyncError::Unexpected("leaves")),
+            };
+            if page.seqs.len() != page.ids.len() {
+                return Err(SyncError::Unexpected("leaf page"));
+            }
+            let last = after;
+            for (seq, id) in page.seqs.iter().zip(&page.ids) {
+                let Some(id) = RecordId::from_slice(id) else {
+                    return Err(SyncError::Unexpected("leaf page"));
+                };
+                // In seq order, after the page asked for: anything else is no leaf page.
+                if *seq <= after {
+                    return Err(SyncError::Unexpected("leaf page"));
+                }
+                leaves.insert(*seq, id);
+                after = *seq;
+            }
+            checkpoints.extend(page.checkpoints.into_iter().map(|b| b.to_vec()));
+            if !page.more || after == last {
+                break;
+            }
+        }
+        out.extend(node.vouched(author, checkpoints, leaves).await?);
+    }
+    Ok(out)
 }
 
 /// Whether `org` is a current member by the membership in the store now.
@@ -279,13 +374,14 @@ mod tests {
         // now, but nobody said so), a tampered record, and r3.
         let held: HashSet<RecordId> = [r1.id].into();
         let mut first = node
-            .check_from_peer(with_ids(&[&r1.bytes, &r2.bytes]), &held)
+            .check_from_peer(with_ids(&[&r1.bytes, &r2.bytes]), &held, &Vouched::new())
             .await
             .unwrap();
         let second = node
             .check_from_peer(
                 with_ids(&[&r2.bytes, &tampered, &r3.bytes]),
                 &HashSet::new(),
+                &Vouched::new(),
             )
             .await
             .unwrap();

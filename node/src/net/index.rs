@@ -12,6 +12,7 @@ use libp2p::PeerId;
 use crate::audience::{self, grant_target};
 use crate::finding::GRANT_SCHEMA;
 use crate::identity::OrgKey;
+use crate::merkle::CHECKPOINT_SCHEMA;
 use crate::record::{self, Audience, RecordId};
 use crate::store::{Store, StoreError};
 
@@ -23,6 +24,8 @@ struct Held {
     author: OrgKey,
     seq: u64,
     audience: Audience,
+    /// A `checkpoint/v1` record.
+    checkpoint: bool,
 }
 
 /// Common sets kept between requests (a sync asks for its set once per page).
@@ -89,6 +92,7 @@ impl Index {
                     author: h.author,
                     seq: h.seq,
                     audience,
+                    checkpoint: h.schema == CHECKPOINT_SCHEMA,
                 },
             );
         }
@@ -108,6 +112,11 @@ impl Index {
     /// Whether `id` is held.
     pub fn holds(&self, id: &RecordId) -> bool {
         self.held.contains_key(id)
+    }
+
+    /// Whether `id` is a held `checkpoint/v1` record.
+    pub fn is_checkpoint(&self, id: &RecordId) -> bool {
+        self.held.get(id).is_some_and(|h| h.checkpoint)
     }
 
     /// Where `id` is stored (its rowid), if held.

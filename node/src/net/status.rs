@@ -25,6 +25,8 @@ pub struct SyncStats {
     pub bytes_received: u64,
     /// Records received and stored.
     pub stored: u64,
+    /// Of them, taken on their author's checkpoint (signatures verified after the sync).
+    pub vouched: u64,
     /// Records received and refused.
     pub refused: u64,
     /// Records received that failed verification (a violation by the sender).

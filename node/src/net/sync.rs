@@ -80,6 +80,12 @@ impl SyncSet {
         self.ids.contains(id)
     }
 
+    /// `author`'s entries after seq `after`, in seq order.
+    pub fn entries_after(&self, author: &OrgKey, after: u64) -> &[Entry] {
+        let v = self.by_author.get(author).map_or(&[][..], Vec::as_slice);
+        &v[v.partition_point(|e| e.seq <= after)..]
+    }
+
     /// Round 1: one fingerprint per author.
     pub fn summary(&self) -> pb::Summary {
         pb::Summary {

@@ -64,7 +64,7 @@ pub(crate) async fn two_members() -> TwoMembers {
 }
 
 /// A coalition-wide finding draft under `epoch`.
-pub(super) fn draft(epoch: [u8; 32]) -> Draft {
+pub(crate) fn draft(epoch: [u8; 32]) -> Draft {
     Draft {
         schema: "finding/v1".into(),
         audience: Audience::Coalition,
@@ -81,7 +81,7 @@ pub(super) fn draft(epoch: [u8; 32]) -> Draft {
 }
 
 /// Records with their ids, as a page of a sync.
-pub(super) fn with_ids(records: &[&[u8]]) -> Vec<(RecordId, Vec<u8>)> {
+pub(crate) fn with_ids(records: &[&[u8]]) -> Vec<(RecordId, Vec<u8>)> {
     records
         .iter()
         .map(|b| (RecordId::of(b), b.to_vec()))

@@ -154,6 +154,9 @@ impl Node {
         recipient: Option<OrgKey>,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<usize, NodeError> {
+        // Every record in a bundle verifies on its own: those taken on a checkpoint
+        // are verified first (one whose signature fails is removed, not exported).
+        self.check_unchecked().await?;
         let records = self.shareable(include_private, recipient).await?;
         let bytes: Vec<Vec<u8>> = records.into_iter().map(|r| r.bytes).collect();
         let total = bytes.iter().map(|b| b.len() as u64).sum();

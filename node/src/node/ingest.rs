@@ -2,7 +2,7 @@
 //! async threads, judged against the membership, and stored in batches, one transaction
 //! each. Membership records come first, so everything after them can be judged.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::bundle;
 use crate::charter::Membership;
 use crate::check::{self, GovernanceRefusal, Prepared};
 use crate::finding::GRANT_SCHEMA;
+use crate::identity::OrgKey;
 use crate::record::RecordId;
 use crate::verify::{is_membership, Failure};
 
@@ -41,6 +42,8 @@ pub const GOVERNANCE_CAP_REASON: &str =
 #[derive(Debug, Default)]
 pub struct CheckedRecords {
     ok: Vec<Prepared>,
+    /// Those of `ok` taken on their author's checkpoint, signatures not yet verified.
+    unchecked: HashSet<RecordId>,
     report: ImportReport,
 }
 
@@ -55,6 +58,14 @@ impl CheckedRecords {
         self.report.stored
     }
 
+    /// How many of the records that passed were taken on their author's checkpoint.
+    pub fn unchecked_len(&self) -> usize {
+        self.ok
+            .iter()
+            .filter(|p| self.unchecked.contains(&p.record.id))
+            .count()
+    }
+
     /// Whether no record passed.
     pub fn is_empty(&self) -> bool {
         self.ok.is_empty()
@@ -65,6 +76,7 @@ impl CheckedRecords {
     pub fn append(&mut self, other: CheckedRecords) {
         let shift = self.report.read;
         self.ok.extend(other.ok);
+        self.unchecked.extend(other.unchecked);
         self.report.read += other.report.read;
         self.report.stored += other.report.stored;
         self.report.duplicates += other.report.duplicates;
@@ -153,9 +165,10 @@ impl Node {
             report.read += batch.len() as u64;
             progress(report.read, entries.header().record_count);
             size = (size * 2).min(IMPORT_BATCH);
-            let checking = check_on_pool(batch, membership.clone(), self.keyring());
+            let checking = check_on_pool(batch, Vec::new(), membership.clone(), self.keyring());
             if let Some(ok) = writing.take() {
-                self.store_checked(&ok, &mut report).await?;
+                self.store_checked(&ok, &HashSet::new(), &mut report)
+                    .await?;
             }
             let (ok, failures) = checking.await;
             report.failures.extend(failures);
@@ -172,7 +185,9 @@ impl Node {
             records.into_iter().map(|b| (RecordId::of(&b), b)).collect();
         let ids: Vec<RecordId> = records.iter().map(|(id, _)| *id).collect();
         let held = self.store.held(&ids).await?;
-        let checked = self.check_from_peer(records, &held).await?;
+        let checked = self
+            .check_from_peer(records, &held, &HashMap::new())
+            .await?;
         self.store_from_peer(checked).await
     }
 
@@ -183,22 +198,37 @@ impl Node {
     /// one page while it checks the next. `records` come with their ids
     /// ([`RecordId::of`] of the bytes). A record held but not listed in `held` is
     /// verified and then counted as a duplicate by the store.
+    ///
+    /// A record in `vouched` (its id, with the author and seq at which a verified
+    /// checkpoint of that author commits to it: `crate::merkle::vouched`) is checked like
+    /// any other but for its signature ([`check::prepare_vouched`]); it is stored
+    /// unchecked, and its signature verified after the sync ([`Node::check_unchecked`]).
+    /// Membership records are always verified in full.
     pub async fn check_from_peer(
         &self,
         records: Vec<(RecordId, Vec<u8>)>,
         held: &HashSet<RecordId>,
+        vouched: &HashMap<RecordId, (OrgKey, u64)>,
     ) -> Result<CheckedRecords, NodeError> {
         let read = records.len() as u64;
         let (governance, data): (Vec<_>, Vec<_>) = records
             .into_iter()
             .enumerate()
             .filter(|(_, (id, _))| !held.contains(id))
-            .map(|(i, (_, bytes))| bundle::Entry {
-                index: i as u64 + 1,
-                offset: 0,
-                bytes,
+            .map(|(i, (id, bytes))| {
+                (
+                    bundle::Entry {
+                        index: i as u64 + 1,
+                        offset: 0,
+                        bytes,
+                    },
+                    vouched.get(&id).copied(),
+                )
             })
-            .partition(|e| is_membership(&e.bytes));
+            .partition(|(e, _)| is_membership(&e.bytes));
+        let governance: Vec<bundle::Entry> = governance.into_iter().map(|(e, _)| e).collect();
+        let (data, vouch): (Vec<bundle::Entry>, Vec<Option<(OrgKey, u64)>>) =
+            data.into_iter().unzip();
         let mut report = ImportReport {
             read,
             duplicates: read - (governance.len() + data.len()) as u64,
@@ -207,14 +237,24 @@ impl Node {
         self.ingest_governance(&governance, &mut report).await?;
         if data.is_empty() {
             return Ok(CheckedRecords {
-                ok: Vec::new(),
                 report,
+                ..Default::default()
             });
         }
         let membership = self.membership().await?.map(Arc::new);
-        let (ok, failures) = check_on_pool(data, membership, self.keyring()).await;
+        let unchecked: HashSet<RecordId> = data
+            .iter()
+            .zip(&vouch)
+            .filter(|(_, v)| v.is_some())
+            .map(|(e, _)| RecordId::of(&e.bytes))
+            .collect();
+        let (ok, failures) = check_on_pool(data, vouch, membership, self.keyring()).await;
         report.failures.extend(failures);
-        Ok(CheckedRecords { ok, report })
+        Ok(CheckedRecords {
+            ok,
+            unchecked,
+            report,
+        })
     }
 
     /// The second half of [`Node::ingest_from_peer`]: stores what passed, in one
@@ -224,7 +264,8 @@ impl Node {
         checked: CheckedRecords,
     ) -> Result<ImportReport, NodeError> {
         let mut report = checked.report;
-        self.store_checked(&checked.ok, &mut report).await?;
+        self.store_checked(&checked.ok, &checked.unchecked, &mut report)
+            .await?;
         Ok(report)
     }
 
@@ -333,19 +374,21 @@ impl Node {
                     }));
                 break;
             }
-            self.store_checked(&accept, report).await?;
+            self.store_checked(&accept, &HashSet::new(), report).await?;
             waiting = later.into_iter().map(|(i, p, _)| (i, p)).collect();
         }
         Ok(())
     }
 
-    /// Stores checked records in one transaction and counts what was new.
+    /// Stores checked records in one transaction and counts what was new; those in
+    /// `unchecked` are marked as taken on their author's checkpoint.
     async fn store_checked(
         &self,
         ok: &[Prepared],
+        unchecked: &HashSet<RecordId>,
         report: &mut ImportReport,
     ) -> Result<(), NodeError> {
-        let new = self.store.insert(ok).await?;
+        let new = self.store.insert_vouched(ok, unchecked).await?;
         report.stored += new.len() as u64;
         report.duplicates += (ok.len() - new.len()) as u64;
         // Sealed records held unread that a grant in this batch brings this organisation
@@ -370,7 +413,7 @@ impl Node {
 
 /// Threads that verify the next batch while SQLite writes the previous one: one core
 /// fewer than the machine has (at least one), so the writer keeps a core to itself.
-fn check_pool() -> &'static rayon::ThreadPool {
+pub(super) fn check_pool() -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -386,11 +429,12 @@ fn check_pool() -> &'static rayon::ThreadPool {
 /// caller can write the previous batch meanwhile); the result when awaited.
 fn check_on_pool(
     batch: Vec<bundle::Entry>,
+    vouch: Vec<Option<(OrgKey, u64)>>,
     membership: Option<Arc<Membership>>,
     keys: Option<Arc<Keyring>>,
 ) -> impl Future<Output = (Vec<Prepared>, Vec<Failure>)> {
     let checking = tokio::task::spawn_blocking(move || {
-        check_pool().install(|| check_batch(&batch, membership.as_deref(), keys.as_deref()))
+        check_pool().install(|| check_batch(&batch, &vouch, membership.as_deref(), keys.as_deref()))
     });
     // A panic in verification is a bug: surface it as one, not as a bad record.
     async move {
@@ -402,17 +446,25 @@ fn check_on_pool(
 
 /// Verifies every entry (signature, schema) in parallel on every core and judges its
 /// author against `membership` (if given): the records that pass, and why the others fail.
-/// With `keys`, a sealed record that passed is opened if it is sealed for this
-/// organisation ([`Keyring::open`]).
+/// An entry whose `vouch` (same position; missing means none) names the author and seq
+/// a verified checkpoint commits to it at is checked without its signature
+/// ([`check::prepare_vouched`]). With `keys`, a sealed record that passed is opened if it
+/// is sealed for this organisation ([`Keyring::open`]).
 fn check_batch(
     batch: &[bundle::Entry],
+    vouch: &[Option<(OrgKey, u64)>],
     membership: Option<&Membership>,
     keys: Option<&Keyring>,
 ) -> (Vec<Prepared>, Vec<Failure>) {
     let results: Vec<(u64, &[u8], Result<Prepared, String>)> = batch
         .par_iter()
-        .map(|e| {
-            let r = check::prepare(&e.bytes)
+        .enumerate()
+        .map(|(i, e)| {
+            let prepared = match vouch.get(i).copied().flatten() {
+                Some((author, seq)) => check::prepare_vouched(&e.bytes, &author, seq),
+                None => check::prepare(&e.bytes),
+            };
+            let r = prepared
                 .map_err(|err| err.to_string())
                 .and_then(|p| match membership {
                     Some(m) => m.judge(&p.record).map(|()| p),

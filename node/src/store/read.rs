@@ -9,8 +9,8 @@ use std::str::FromStr;
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    id_col, key_col, push_id_list, reread_opened, Authored, FindingRow, Holding, Store, StoreError,
-    INSERT_CHUNK,
+    id_col, key_col, push_id_list, reread_opened, unchecked_col, Authored, FindingRow, Holding,
+    Store, StoreError, INSERT_CHUNK,
 };
 use crate::finding::FINDING_SCHEMA;
 use crate::identity::OrgKey;
@@ -33,7 +33,7 @@ impl Store {
     /// the sealed record as signed).
     pub async fn record(&self, id: &RecordId) -> Result<Record, StoreError> {
         let row = sqlx::query(
-            "SELECT r.bytes, r.schema, o.payload FROM records r \
+            "SELECT r.bytes, r.schema, o.payload, r.unchecked FROM records r \
              LEFT JOIN opened o ON o.id = r.id WHERE r.id = ?",
         )
         .bind(id.0.as_slice())
@@ -44,7 +44,7 @@ impl Store {
         let opened = row
             .get::<Option<Vec<u8>>, _>(2)
             .map(|payload| (row.get::<String, _>(1), payload));
-        let r = reread_opened(id, &bytes, opened)?;
+        let r = reread_opened(id, &bytes, opened, unchecked_col(&row, 3))?;
         if r.id != *id {
             return Err(StoreError::Corrupt {
                 id: id.to_hex(),
@@ -158,7 +158,7 @@ impl Store {
     /// Every record with one of `schemas`, re-verified, in storage order.
     pub async fn records_with_schemas(&self, schemas: &[&str]) -> Result<Vec<Record>, StoreError> {
         let mut qb = QueryBuilder::new(
-            "SELECT r.id, r.bytes, r.schema, o.payload FROM records r \
+            "SELECT r.id, r.bytes, r.schema, o.payload, r.unchecked FROM records r \
              LEFT JOIN opened o ON o.id = r.id WHERE r.schema IN (",
         );
         let mut sep = qb.separated(", ");
@@ -179,7 +179,7 @@ impl Store {
                 let opened = r
                     .get::<Option<Vec<u8>>, _>(3)
                     .map(|payload| (r.get::<String, _>(2), payload));
-                reread_opened(&id, &bytes, opened)
+                reread_opened(&id, &bytes, opened, unchecked_col(r, 4))
             })
             .collect()
     }
@@ -285,7 +285,7 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for part in rows.chunks(INSERT_CHUNK) {
             let mut qb = QueryBuilder::new(
-                "SELECT rowid, id, length(bytes), schema FROM records WHERE rowid IN (",
+                "SELECT rowid, id, length(bytes), schema FROM records WHERE unchecked = 0 AND rowid IN (",
             );
             let mut sep = qb.separated(", ");
             for (rowid, _) in part {
@@ -345,7 +345,7 @@ impl Store {
     /// it could not open as the sealed record it is.
     pub async fn all_records_opened(&self) -> Result<Vec<(Record, bool)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.id, r.bytes, r.schema, o.payload, r.sealed FROM records r \
+            "SELECT r.id, r.bytes, r.schema, o.payload, r.sealed, r.unchecked FROM records r \
              LEFT JOIN opened o ON o.id = r.id ORDER BY r.rowid",
         )
         .fetch_all(&self.pool)
@@ -357,7 +357,10 @@ impl Store {
                 let opened = r
                     .get::<Option<Vec<u8>>, _>(3)
                     .map(|payload| (r.get::<String, _>(2), payload));
-                Ok((reread_opened(&id, &bytes, opened)?, r.get::<i64, _>(4) != 0))
+                Ok((
+                    reread_opened(&id, &bytes, opened, unchecked_col(r, 5))?,
+                    r.get::<i64, _>(4) != 0,
+                ))
             })
             .collect()
     }
@@ -368,7 +371,7 @@ impl Store {
         &self,
         ids: Option<&[RecordId]>,
     ) -> Result<Vec<Record>, StoreError> {
-        let sql = "SELECT id, bytes FROM records WHERE schema = 'sealed/v1'";
+        let sql = "SELECT id, bytes, unchecked FROM records WHERE schema = 'sealed/v1'";
         let rows = match ids {
             None => sqlx::query(sql).fetch_all(&self.pool).await?,
             Some(ids) => {
@@ -382,7 +385,14 @@ impl Store {
             }
         };
         rows.iter()
-            .map(|r| reread_opened(&id_col(r, 0), &r.get::<Vec<u8>, _>(1), None))
+            .map(|r| {
+                reread_opened(
+                    &id_col(r, 0),
+                    &r.get::<Vec<u8>, _>(1),
+                    None,
+                    unchecked_col(r, 2),
+                )
+            })
             .collect()
     }
 
@@ -395,12 +405,17 @@ impl Store {
         let mut out: HashMap<RecordId, Vec<Record>> = HashMap::new();
         for part in ids.chunks(INSERT_CHUNK) {
             let mut qb = QueryBuilder::new(
-                "SELECT subject, id, bytes FROM records \
+                "SELECT subject, id, bytes, unchecked FROM records \
                  WHERE schema = 'grant/v1' AND subject IN ",
             );
             push_id_list(&mut qb, part.iter());
             for r in qb.build().fetch_all(&self.pool).await? {
-                let grant = reread_opened(&id_col(&r, 1), &r.get::<Vec<u8>, _>(2), None)?;
+                let grant = reread_opened(
+                    &id_col(&r, 1),
+                    &r.get::<Vec<u8>, _>(2),
+                    None,
+                    unchecked_col(&r, 3),
+                )?;
                 out.entry(id_col(&r, 0)).or_default().push(grant);
             }
         }

@@ -5,6 +5,8 @@
 //! [`Store::own_writer`], which holds the transaction open while the node signs on top of
 //! the chain head it read, so two processes on one home can never reuse a sequence number.
 
+use std::collections::HashSet;
+
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::{id_col, opt_blob, push_id_list, Prepared, Store, StoreError, INSERT_CHUNK};
@@ -38,7 +40,7 @@ impl OwnAppend {
     /// Inserts `batch` inside the transaction; records already held are skipped. Returns
     /// the ids that were new.
     pub async fn insert(&mut self, batch: &[Prepared]) -> Result<Vec<RecordId>, StoreError> {
-        let new = insert_all(&mut self.tx, batch).await?;
+        let new = insert_all(&mut self.tx, batch, &HashSet::new()).await?;
         if let Some(last) = batch
             .iter()
             .map(|p| &p.record)
@@ -63,8 +65,19 @@ impl Store {
     /// Inserts records in one transaction. Records already held are skipped. Returns
     /// the ids that were new.
     pub async fn insert(&self, batch: &[Prepared]) -> Result<Vec<RecordId>, StoreError> {
+        self.insert_vouched(batch, &HashSet::new()).await
+    }
+
+    /// As [`Store::insert`], marking the records in `unchecked` as taken on their
+    /// author's checkpoint, their signatures not yet verified (migration 0008): they are
+    /// not served until [`Store::settle_unchecked`] says they verify.
+    pub async fn insert_vouched(
+        &self,
+        batch: &[Prepared],
+        unchecked: &HashSet<RecordId>,
+    ) -> Result<Vec<RecordId>, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let new = insert_all(&mut tx, batch).await?;
+        let new = insert_all(&mut tx, batch, unchecked).await?;
         tx.commit().await?;
         if !new.is_empty() {
             self.checkpoint_soon(batch.iter().map(|p| p.record.bytes.len() as u64).sum());
@@ -150,13 +163,14 @@ struct Inserted {
 async fn insert_all(
     tx: &mut Transaction<'_, Sqlite>,
     batch: &[Prepared],
+    unchecked: &HashSet<RecordId>,
 ) -> Result<Vec<RecordId>, StoreError> {
     let before = max_finding_key(tx).await?;
     let mut new = Vec::new();
     let mut touched = Vec::new();
     let mut next_key = before + 1;
     for chunk in batch.chunks(INSERT_CHUNK) {
-        let done = insert_chunk(tx, chunk, &mut next_key).await?;
+        let done = insert_chunk(tx, chunk, unchecked, &mut next_key).await?;
         new.extend(done.new);
         touched.extend(done.touched);
     }
@@ -228,12 +242,13 @@ async fn index_findings(
 async fn insert_chunk(
     tx: &mut Transaction<'_, Sqlite>,
     chunk: &[Prepared],
+    unchecked: &HashSet<RecordId>,
     next_key: &mut i64,
 ) -> Result<Inserted, StoreError> {
     let received = now_ms();
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
         "INSERT OR IGNORE INTO records (id, bytes, author, seq, prev, created_at, schema, \
-         audience, supersedes, epoch, subject, received_at, sealed) ",
+         audience, supersedes, epoch, subject, received_at, sealed, unchecked) ",
     );
     qb.push_values(chunk, |mut b, p| {
         let r = &p.record;
@@ -250,7 +265,8 @@ async fn insert_chunk(
             .push_bind(r.epoch.map(|e| e.to_vec()))
             .push_bind(opt_blob(p.subject))
             .push_bind(received)
-            .push_bind(i64::from(r.schema == SEALED_SCHEMA));
+            .push_bind(i64::from(r.schema == SEALED_SCHEMA))
+            .push_bind(i64::from(unchecked.contains(&r.id)));
     });
     qb.push(" RETURNING id");
     let returned: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&mut **tx).await?;

@@ -1,0 +1,128 @@
+//! Records a sync took on their author's checkpoint (migration 0008): stored before their
+//! own signatures were verified, because a verified checkpoint of their author commits to
+//! their ids (`crate::merkle::vouched`). The node verifies them after the sync
+//! (`Node::check_unchecked`); until then they are not served to peers, and one whose
+//! signature fails is removed with everything the store derived from it.
+
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+
+use super::{id_col, push_id_list, Store, StoreError, INSERT_CHUNK};
+use crate::finding::{FINDING_SCHEMA, RETRACTION_SCHEMA};
+use crate::record::RecordId;
+
+impl Store {
+    /// Up to `limit` records whose signatures are not verified yet, in storage order.
+    pub async fn unchecked(&self, limit: usize) -> Result<Vec<(RecordId, Vec<u8>)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, bytes FROM records WHERE unchecked = 1 ORDER BY rowid LIMIT ?")
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(|r| (id_col(r, 0), r.get(1))).collect())
+    }
+
+    /// How many records' signatures are not verified yet.
+    pub async fn count_unchecked(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM records WHERE unchecked = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    /// In one transaction: the records in `verified` are checked (served like any other
+    /// from now on), those in `failed` (their signatures do not verify) are removed with
+    /// their audience, opened content, finding row, full-text entry and rollup count, and
+    /// the findings they superseded get their flags back. Only unchecked rows are touched.
+    /// Returns how many were removed.
+    pub async fn settle_unchecked(
+        &self,
+        verified: &[RecordId],
+        failed: &[RecordId],
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for part in verified.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "UPDATE records SET unchecked = 0 WHERE unchecked = 1 AND id IN ",
+            );
+            push_id_list(&mut qb, part.iter());
+            qb.build().execute(&mut *tx).await?;
+        }
+        let mut removed = 0;
+        for id in failed {
+            removed += usize::from(remove(&mut tx, id).await?);
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+}
+
+/// Removes the unchecked record `id` and every row derived from it; whether it was there.
+async fn remove(tx: &mut Transaction<'_, Sqlite>, id: &RecordId) -> Result<bool, StoreError> {
+    let id = id.0.as_slice();
+    let Some(row) = sqlx::query("SELECT supersedes FROM records WHERE id = ? AND unchecked = 1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let supersedes: Option<Vec<u8>> = row.get(0);
+    if let Some(f) = sqlx::query("SELECT rowid, title, summary FROM findings WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+    {
+        let key: i64 = f.get(0);
+        // Uncounted from the rollup by the update trigger (migration 0005) if counted.
+        sqlx::query("UPDATE findings SET is_head = 0 WHERE rowid = ?")
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+        // A contentless FTS5 table forgets a row given the text it indexed.
+        sqlx::query(
+            "INSERT INTO finding_fts (finding_fts, rowid, title, summary) VALUES ('delete', ?, ?, ?)",
+        )
+        .bind(key)
+        .bind(f.get::<String, _>(1))
+        .bind(f.get::<String, _>(2))
+        .execute(&mut **tx)
+        .await?;
+        for table in ["finding_actors", "finding_groups", "finding_tags"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE finding = ?"))
+                .bind(key)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM findings WHERE rowid = ?")
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM opened WHERE id = ?")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM audience_members WHERE record = ?")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM records WHERE id = ?")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    if let Some(target) = supersedes {
+        // The flags `index_findings` computes, without the removed record.
+        sqlx::query(&format!(
+            "UPDATE findings SET \
+             is_head = NOT EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
+                AND s.author = findings.author AND s.schema = '{FINDING_SCHEMA}'), \
+             retracted = EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
+                AND s.author = findings.author AND s.schema = '{RETRACTION_SCHEMA}') \
+             WHERE id = ?"
+        ))
+        .bind(target)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(true)
+}
