@@ -74,12 +74,18 @@ pub(super) fn strip_ansi(s: &str) -> String {
     out
 }
 
-pub(super) fn configure(home: &Home, bootstrap: &[String], sync_interval_secs: Option<u64>) {
+pub(super) fn configure(
+    home: &Home,
+    bootstrap: &[String],
+    sync_interval_secs: Option<u64>,
+    sync_from_checkpoints: bool,
+) {
     let mut c = Config::load(home).expect("config");
     c.network = Some(Network {
         listen: Some(vec!["/ip4/127.0.0.1/tcp/0".into()]),
         bootstrap: Some(bootstrap.to_vec()),
         sync_interval_secs,
+        sync_from_checkpoints: Some(sync_from_checkpoints),
         ..Default::default()
     });
     c.api = Some(Api {

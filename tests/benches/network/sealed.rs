@@ -126,7 +126,7 @@ async fn full_sync(
     n: usize,
     timeout: Duration,
 ) -> (f64, i64) {
-    configure(into, &[from.to_string()], Some(PULL_INTERVAL_SECS));
+    configure(into, &[from.to_string()], Some(PULL_INTERVAL_SECS), true);
     let dst = start(bin, into, log);
     let pool = reader(into).await;
     let deadline = Instant::now() + timeout;
@@ -207,7 +207,7 @@ pub(super) async fn sealed_sync(bin: &Path, s: &Settings, root: &Path) {
     drop((plain, mixed));
 
     let timeout = s.sync_timeout;
-    configure(&orgs[0].home, &[], Some(3600));
+    configure(&orgs[0].home, &[], Some(3600), true);
     let src = start(bin, &orgs[0].home, &root.join("plain-source.log"));
     let (a, _) = full_sync(
         bin,
@@ -220,7 +220,7 @@ pub(super) async fn sealed_sync(bin: &Path, s: &Settings, root: &Path) {
     .await;
     src.stop();
 
-    configure(&orgs[2].home, &[], Some(3600));
+    configure(&orgs[2].home, &[], Some(3600), true);
     let src = start(bin, &orgs[2].home, &root.join("mixed-source.log"));
     let (b, b_reads) = full_sync(
         bin,
@@ -241,7 +241,7 @@ pub(super) async fn sealed_sync(bin: &Path, s: &Settings, root: &Path) {
     )
     .await;
     src.stop();
-    configure(&orgs[4].home, &[], Some(3600));
+    configure(&orgs[4].home, &[], Some(3600), true);
     let relay = start(bin, &orgs[4].home, &root.join("relay.log"));
     let (d, d_reads) = full_sync(
         bin,
