@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use coalition::config::Home;
-use coalition::finding::{to_payload, FINDING_SCHEMA};
+use coalition::finding::{to_payload, FindingInput, FINDING_SCHEMA};
 use coalition::identity::Identity;
 use coalition::node::Node;
 use coalition::record::{self, Audience, Draft, RecordId};
@@ -51,10 +51,12 @@ fn log(org: &Org) -> String {
 
 /// M's next `RECORDS` findings after seq `head`, signed with its key.
 fn findings(m: &Identity, head: (u64, Option<RecordId>), epoch: [u8; 32]) -> Vec<Vec<u8>> {
-    let base: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(example("01-rs-belgrade-protest-force.json")).unwrap(),
+    let base = FindingInput::parse(
+        &std::fs::read(example("01-rs-belgrade-protest-force.json")).unwrap(),
+        "01-rs-belgrade-protest-force.json",
     )
-    .unwrap();
+    .unwrap()
+    .finding;
     let (mut seq, mut prev) = head;
     (0..RECORDS)
         .map(|i| {
@@ -109,7 +111,9 @@ fn records_taken_on_a_checkpoint_are_served_only_once_their_signatures_verify() 
     bad_bytes[last] ^= 1;
     let bad = RecordId::of(&bad_bytes);
     rt.block_on(async {
-        let store = Store::open(&home.db_path(), &StoreKey::of(&key)).await.unwrap();
+        let store = Store::open(&home.db_path(), &StoreKey::of(&key))
+            .await
+            .unwrap();
         sqlx::query("UPDATE records SET id = ?, bytes = ? WHERE id = ?")
             .bind(bad.0.to_vec())
             .bind(bad_bytes.clone())
@@ -132,11 +136,16 @@ fn records_taken_on_a_checkpoint_are_served_only_once_their_signatures_verify() 
     let node_m_tcp = _node_m.tcp.clone();
     let _node_b = b.start_node(
         "b",
-        &format!("bootstrap = {}\nsync_interval_secs = 2", toml_list(&[&node_m_tcp])),
+        &format!(
+            "bootstrap = {}\nsync_interval_secs = 2",
+            toml_list(&[&node_m_tcp])
+        ),
     );
-    let took = eventually("B took M's findings and checked their signatures", SYNCED, || {
-        log(&b).contains("signatures of records taken on checkpoints verified")
-    });
+    let took = eventually(
+        "B took M's findings and checked their signatures",
+        SYNCED,
+        || log(&b).contains("signatures of records taken on checkpoints verified"),
+    );
     eprintln!("B synced M's log from its checkpoint {took:?} after it started");
     let good: Vec<String> = records
         .iter()
@@ -145,15 +154,21 @@ fn records_taken_on_a_checkpoint_are_served_only_once_their_signatures_verify() 
         .map(|(_, r)| RecordId::of(r).to_hex())
         .collect();
     let b_holds = held(&b);
-    assert!(good.iter().all(|id| b_holds.contains(id)), "B lacks some of M's findings");
+    assert!(
+        good.iter().all(|id| b_holds.contains(id)),
+        "B lacks some of M's findings"
+    );
     assert!(b_holds.contains(&checkpoint));
-    assert!(!b_holds.contains(&bad.to_hex()), "B kept the record whose signature fails");
+    assert!(
+        !b_holds.contains(&bad.to_hex()),
+        "B kept the record whose signature fails"
+    );
     let text = log(&b);
     let vouched: u64 = text
         .lines()
         .filter(|l| l.contains(" synced"))
         .filter_map(|l| l.split("vouched=").nth(1))
-        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     assert!(
         vouched >= RECORDS - 1,
@@ -166,7 +181,10 @@ fn records_taken_on_a_checkpoint_are_served_only_once_their_signatures_verify() 
     let node_b_tcp = _node_b.tcp.clone();
     let _node_c = c.start_node(
         "c",
-        &format!("bootstrap = {}\nsync_interval_secs = 2", toml_list(&[&node_b_tcp])),
+        &format!(
+            "bootstrap = {}\nsync_interval_secs = 2",
+            toml_list(&[&node_b_tcp])
+        ),
     );
     eventually("C holds M's findings through B", SYNCED, || {
         let h = held(&c);
