@@ -286,7 +286,16 @@ fn reread_opened(
     Ok(r)
 }
 
-/// Whether column `col` of `row` (`records.unchecked`) marks a record whose signature is
+/// SQL: whether the record `r` (a row of `records`) was taken on its author's checkpoint
+/// and its signature is not verified yet (migration 0008).
+macro_rules! is_unchecked {
+    () => {
+        "EXISTS (SELECT 1 FROM unchecked u WHERE u.record = r.rowid)"
+    };
+}
+use is_unchecked;
+
+/// Whether column `col` of `row` ([`is_unchecked`]) marks a record whose signature is
 /// not verified yet.
 fn unchecked_col(row: &sqlx::sqlite::SqliteRow, col: usize) -> bool {
     row.get::<i64, _>(col) != 0

@@ -9,8 +9,8 @@ use std::str::FromStr;
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    id_col, key_col, push_id_list, reread_opened, unchecked_col, Authored, FindingRow, Holding,
-    Store, StoreError, INSERT_CHUNK,
+    id_col, is_unchecked, key_col, push_id_list, reread_opened, unchecked_col, Authored,
+    FindingRow, Holding, Store, StoreError, INSERT_CHUNK,
 };
 use crate::finding::FINDING_SCHEMA;
 use crate::identity::OrgKey;
@@ -32,10 +32,11 @@ impl Store {
     /// An opened sealed record comes with the content this node opened (its `bytes` stay
     /// the sealed record as signed).
     pub async fn record(&self, id: &RecordId) -> Result<Record, StoreError> {
-        let row = sqlx::query(
-            "SELECT r.bytes, r.schema, o.payload, r.unchecked FROM records r \
-             LEFT JOIN opened o ON o.id = r.id WHERE r.id = ?",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT r.bytes, r.schema, o.payload, ",
+            is_unchecked!(),
+            " FROM records r LEFT JOIN opened o ON o.id = r.id WHERE r.id = ?"
+        ))
         .bind(id.0.as_slice())
         .fetch_optional(&self.pool)
         .await?;
@@ -157,10 +158,11 @@ impl Store {
 
     /// Every record with one of `schemas`, re-verified, in storage order.
     pub async fn records_with_schemas(&self, schemas: &[&str]) -> Result<Vec<Record>, StoreError> {
-        let mut qb = QueryBuilder::new(
-            "SELECT r.id, r.bytes, r.schema, o.payload, r.unchecked FROM records r \
-             LEFT JOIN opened o ON o.id = r.id WHERE r.schema IN (",
-        );
+        let mut qb = QueryBuilder::new(concat!(
+            "SELECT r.id, r.bytes, r.schema, o.payload, ",
+            is_unchecked!(),
+            " FROM records r LEFT JOIN opened o ON o.id = r.id WHERE r.schema IN ("
+        ));
         let mut sep = qb.separated(", ");
         for s in schemas {
             sep.push_bind(*s);
@@ -284,9 +286,11 @@ impl Store {
     ) -> Result<Vec<(i64, RecordId, usize, String)>, StoreError> {
         let mut out = Vec::with_capacity(rows.len());
         for part in rows.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::new(
-                "SELECT rowid, id, length(bytes), schema FROM records WHERE unchecked = 0 AND rowid IN (",
-            );
+            let mut qb = QueryBuilder::new(concat!(
+                "SELECT rowid, id, length(bytes), schema FROM records r WHERE NOT ",
+                is_unchecked!(),
+                " AND rowid IN ("
+            ));
             let mut sep = qb.separated(", ");
             for (rowid, _) in part {
                 sep.push_bind(*rowid);
@@ -344,10 +348,11 @@ impl Store {
     /// an opened one comes with the content this node opened (as [`Store::record`]), one
     /// it could not open as the sealed record it is.
     pub async fn all_records_opened(&self) -> Result<Vec<(Record, bool)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.id, r.bytes, r.schema, o.payload, r.sealed, r.unchecked FROM records r \
-             LEFT JOIN opened o ON o.id = r.id ORDER BY r.rowid",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT r.id, r.bytes, r.schema, o.payload, r.sealed, ",
+            is_unchecked!(),
+            " FROM records r LEFT JOIN opened o ON o.id = r.id ORDER BY r.rowid"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -371,7 +376,11 @@ impl Store {
         &self,
         ids: Option<&[RecordId]>,
     ) -> Result<Vec<Record>, StoreError> {
-        let sql = "SELECT id, bytes, unchecked FROM records WHERE schema = 'sealed/v1'";
+        let sql = concat!(
+            "SELECT r.id, r.bytes, ",
+            is_unchecked!(),
+            " FROM records r WHERE r.schema = 'sealed/v1'"
+        );
         let rows = match ids {
             None => sqlx::query(sql).fetch_all(&self.pool).await?,
             Some(ids) => {
@@ -404,10 +413,11 @@ impl Store {
     ) -> Result<HashMap<RecordId, Vec<Record>>, StoreError> {
         let mut out: HashMap<RecordId, Vec<Record>> = HashMap::new();
         for part in ids.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::new(
-                "SELECT subject, id, bytes, unchecked FROM records \
-                 WHERE schema = 'grant/v1' AND subject IN ",
-            );
+            let mut qb = QueryBuilder::new(concat!(
+                "SELECT r.subject, r.id, r.bytes, ",
+                is_unchecked!(),
+                " FROM records r WHERE r.schema = 'grant/v1' AND r.subject IN "
+            ));
             push_id_list(&mut qb, part.iter());
             for r in qb.build().fetch_all(&self.pool).await? {
                 let grant = reread_opened(

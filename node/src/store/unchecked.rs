@@ -1,4 +1,4 @@
-//! Records a sync took on their author's checkpoint (migration 0008): stored before their
+//! Records a sync took on their author's checkpoint (migration 0008, table `unchecked`): stored before their
 //! own signatures were verified, because a verified checkpoint of their author commits to
 //! their ids (`crate::merkle::vouched`). The node verifies them after the sync
 //! (`Node::check_unchecked`); until then they are not served to peers, and one whose
@@ -13,17 +13,19 @@ use crate::record::RecordId;
 impl Store {
     /// Up to `limit` records whose signatures are not verified yet, in storage order.
     pub async fn unchecked(&self, limit: usize) -> Result<Vec<(RecordId, Vec<u8>)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, bytes FROM records WHERE unchecked = 1 ORDER BY rowid LIMIT ?")
-                .bind(limit as i64)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT r.id, r.bytes FROM unchecked u JOIN records r ON r.rowid = u.record \
+             ORDER BY u.record LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(|r| (id_col(r, 0), r.get(1))).collect())
     }
 
     /// How many records' signatures are not verified yet.
     pub async fn count_unchecked(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM records WHERE unchecked = 1")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM unchecked")
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
@@ -42,9 +44,10 @@ impl Store {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for part in verified.chunks(INSERT_CHUNK) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "UPDATE records SET unchecked = 0 WHERE unchecked = 1 AND id IN ",
+                "DELETE FROM unchecked WHERE record IN (SELECT rowid FROM records WHERE id IN ",
             );
             push_id_list(&mut qb, part.iter());
+            qb.push(")");
             qb.build().execute(&mut *tx).await?;
         }
         let mut removed = 0;
@@ -59,14 +62,22 @@ impl Store {
 /// Removes the unchecked record `id` and every row derived from it; whether it was there.
 async fn remove(tx: &mut Transaction<'_, Sqlite>, id: &RecordId) -> Result<bool, StoreError> {
     let id = id.0.as_slice();
-    let Some(row) = sqlx::query("SELECT supersedes FROM records WHERE id = ? AND unchecked = 1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
+    let Some(row) = sqlx::query(
+        "SELECT r.rowid, r.supersedes FROM records r JOIN unchecked u ON u.record = r.rowid \
+         WHERE r.id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
     else {
         return Ok(false);
     };
-    let supersedes: Option<Vec<u8>> = row.get(0);
+    let rowid: i64 = row.get(0);
+    let supersedes: Option<Vec<u8>> = row.get(1);
+    sqlx::query("DELETE FROM unchecked WHERE record = ?")
+        .bind(rowid)
+        .execute(&mut **tx)
+        .await?;
     if let Some(f) = sqlx::query("SELECT rowid, title, summary FROM findings WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut **tx)

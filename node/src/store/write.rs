@@ -248,7 +248,7 @@ async fn insert_chunk(
     let received = now_ms();
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
         "INSERT OR IGNORE INTO records (id, bytes, author, seq, prev, created_at, schema, \
-         audience, supersedes, epoch, subject, received_at, sealed, unchecked) ",
+         audience, supersedes, epoch, subject, received_at, sealed) ",
     );
     qb.push_values(chunk, |mut b, p| {
         let r = &p.record;
@@ -265,15 +265,27 @@ async fn insert_chunk(
             .push_bind(r.epoch.map(|e| e.to_vec()))
             .push_bind(opt_blob(p.subject))
             .push_bind(received)
-            .push_bind(i64::from(r.schema == SEALED_SCHEMA))
-            .push_bind(i64::from(unchecked.contains(&r.id)));
+            .push_bind(i64::from(r.schema == SEALED_SCHEMA));
     });
-    qb.push(" RETURNING id");
-    let returned: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
-    let new: std::collections::HashSet<RecordId> = returned
-        .iter()
-        .filter_map(|b| RecordId::from_slice(b))
-        .collect();
+    qb.push(" RETURNING rowid, id");
+    let returned = qb.build().fetch_all(&mut **tx).await?;
+    let mut new: HashSet<RecordId> = HashSet::with_capacity(returned.len());
+    let mut marked: Vec<i64> = Vec::new();
+    for row in &returned {
+        let id = id_col(row, 1);
+        if unchecked.contains(&id) {
+            marked.push(row.get(0));
+        }
+        new.insert(id);
+    }
+    // Records taken on their author's checkpoint: listed until their signatures verify.
+    for part in marked.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::new("INSERT INTO unchecked (record) ");
+        qb.push_values(part, |mut b, rowid| {
+            b.push_bind(*rowid);
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
     if new.is_empty() {
         return Ok(Inserted {
             new: Vec::new(),
