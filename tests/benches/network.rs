@@ -149,6 +149,28 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
         thousands(verify),
         1e6 / verify
     );
+    // What the check stage costs per record on one core, with and without the signature.
+    let sample: Vec<(coalition::identity::OrgKey, u64, &Vec<u8>)> = records
+        .iter()
+        .take(5_000)
+        .map(|b| {
+            let r = coalition::record::verify(b).expect("a valid record");
+            (r.author, r.seq, b)
+        })
+        .collect();
+    let t = Instant::now();
+    for (_, _, b) in &sample {
+        coalition::check::prepare(b).expect("a valid record");
+    }
+    let full = t.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
+    let t = Instant::now();
+    for (author, seq, b) in &sample {
+        coalition::check::prepare_vouched(b, author, *seq).expect("a valid record");
+    }
+    let vouched = t.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
+    println!(
+        "check of one record on one core: {full:.1} µs in full (check::prepare), {vouched:.1} µs without the signature (check::prepare_vouched)"
+    );
     let floor = insert_floor(&records, root).await;
     println!(
         "SQLite multi-row insert floor: the same records, checked beforehand, inserted by Store::insert into an empty encrypted store in 8 000-record transactions: {} records/s",
