@@ -202,7 +202,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
     );
     let base = start(bin, &baseline.home, &root.join("baseline.log"));
     let base_pool = reader(&baseline.home).await;
-    let (base_rate, base_secs) = full_sync(&base, &base_pool, n, s.sync_timeout).await;
+    let (base_rate, base_secs) = full_sync(&base, &src, &base_pool, n, s.sync_timeout).await;
     base_pool.close().await;
     base.stop();
     // 1b: the same records, taken on each author's verified checkpoint.
@@ -215,7 +215,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
     );
     let dst = start(bin, &empty.home, &root.join("empty.log"));
     let pool = reader(&empty.home).await;
-    let (rate, secs) = full_sync(&dst, &pool, n, s.sync_timeout).await;
+    let (rate, secs) = full_sync(&dst, &src, &pool, n, s.sync_timeout).await;
     let ratio = rate / verify;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!();
@@ -348,10 +348,13 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
 /// start to the last one stored, and the seconds that took.
 async fn full_sync(
     node: &Daemon,
+    source: &Daemon,
     pool: &sqlx::SqlitePool,
     n: usize,
     timeout: Duration,
 ) -> (f64, f64) {
+    let cpu = || (cpu_secs(node.node.pid()), cpu_secs(source.node.pid()));
+    let (node0, source0) = cpu();
     let deadline = Instant::now() + timeout;
     let (mut held, mut last) = (0, 0);
     let mut report = Instant::now();
@@ -370,7 +373,35 @@ async fn full_sync(
         (held, last) = findings_held(pool, n as i64).await;
     }
     let secs = (last - node.node.started_ms()) as f64 / 1000.0;
+    let (node1, source1) = cpu();
+    println!(
+        "   CPU while it synced: the receiving node {:.1} s, the source {:.1} s, in {secs:.1} s on {} cores",
+        node1 - node0,
+        source1 - source0,
+        std::thread::available_parallelism().map_or(1, |c| c.get())
+    );
     (n as f64 / secs, secs)
+}
+
+/// CPU seconds (user and system) process `pid` used so far, from /proc (0 elsewhere).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name in parentheses: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Records per second that `Store::insert` alone writes into an empty encrypted store,

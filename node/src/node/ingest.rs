@@ -211,18 +211,23 @@ impl Node {
         vouched: &HashMap<RecordId, (OrgKey, u64)>,
     ) -> Result<CheckedRecords, NodeError> {
         let read = records.len() as u64;
+        let mut unchecked: HashSet<RecordId> = HashSet::new();
         let (governance, data): (Vec<_>, Vec<_>) = records
             .into_iter()
             .enumerate()
             .filter(|(_, (id, _))| !held.contains(id))
             .map(|(i, (id, bytes))| {
+                let vouch = vouched.get(&id).copied();
+                if vouch.is_some() && !is_membership(&bytes) {
+                    unchecked.insert(id);
+                }
                 (
                     bundle::Entry {
                         index: i as u64 + 1,
                         offset: 0,
                         bytes,
                     },
-                    vouched.get(&id).copied(),
+                    vouch,
                 )
             })
             .partition(|(e, _)| is_membership(&e.bytes));
@@ -242,12 +247,6 @@ impl Node {
             });
         }
         let membership = self.membership().await?.map(Arc::new);
-        let unchecked: HashSet<RecordId> = data
-            .iter()
-            .zip(&vouch)
-            .filter(|(_, v)| v.is_some())
-            .map(|(e, _)| RecordId::of(&e.bytes))
-            .collect();
         let (ok, failures) = check_on_pool(data, vouch, membership, self.keyring()).await;
         report.failures.extend(failures);
         Ok(CheckedRecords {
