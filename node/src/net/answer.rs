@@ -379,6 +379,99 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leaf_page_lists_only_the_common_set_and_no_stranger_gets_one() {
+        let TwoMembers {
+            _dir,
+            node,
+            me,
+            peer,
+            ..
+        } = two_members().await;
+        let input = crate::finding::FindingInput::parse(
+            include_bytes!("../../../schemas/examples/03-rs-presevo-checkpoint-harassment.json"),
+            "03.json",
+        )
+        .unwrap();
+        let shared = node
+            .add_finding(&me, &input, record::Audience::Coalition)
+            .await
+            .unwrap()
+            .finding;
+        let private = node
+            .add_finding(&me, &input, record::Audience::Private)
+            .await
+            .unwrap()
+            .finding;
+        let (checkpoint, _) = node.checkpoint(&me).await.unwrap();
+        let index = Mutex::new(Index::default());
+        let from = crate::net::test_support::peer_id(3);
+        let leaves = |after: u64, author: Vec<u8>| {
+            pb::sync_request::Kind::Leaves(pb::Leaves {
+                author: author.into(),
+                after,
+            })
+        };
+        let me_bytes = me.key().as_bytes().to_vec();
+        let (resp, verdict) = answer(
+            &node,
+            &index,
+            me.key(),
+            from,
+            peer.key(),
+            leaves(0, me_bytes.clone()),
+        )
+        .await;
+        assert!(verdict.is_ok());
+        let Some(pb::sync_response::Kind::LeafPage(page)) = resp.kind else {
+            panic!("no leaf page: {resp:?}");
+        };
+        let ids: Vec<RecordId> = page
+            .ids
+            .iter()
+            .filter_map(|b| RecordId::from_slice(b))
+            .collect();
+        assert!(ids.contains(&shared) && ids.contains(&checkpoint.id));
+        assert!(
+            !ids.contains(&private),
+            "a leaf page named a private record"
+        );
+        assert!(page.seqs.windows(2).all(|w| w[0] < w[1]), "in seq order");
+        assert_eq!(page.checkpoints.len(), 1);
+        assert_eq!(RecordId::of(&page.checkpoints[0]), checkpoint.id);
+        assert!(!page.more);
+        // After the checkpoint's seq: nothing.
+        let (resp, _) = answer(
+            &node,
+            &index,
+            me.key(),
+            from,
+            peer.key(),
+            leaves(checkpoint.seq, me_bytes.clone()),
+        )
+        .await;
+        assert!(matches!(
+            resp.kind,
+            Some(pb::sync_response::Kind::LeafPage(p)) if p.ids.is_empty()
+        ));
+        // A stranger gets nothing; a malformed author is a violation.
+        let stranger = Identity::from_seed(&[8; 32]).key();
+        let (resp, verdict) =
+            answer(&node, &index, me.key(), from, stranger, leaves(0, me_bytes)).await;
+        assert_eq!(verdict, Err(Violation::NotMember));
+        assert!(matches!(resp.kind, Some(pb::sync_response::Kind::Error(_))));
+        let (_, verdict) = answer(
+            &node,
+            &index,
+            me.key(),
+            from,
+            peer.key(),
+            leaves(0, vec![1; 5]),
+        )
+        .await;
+        assert_eq!(verdict, Err(Violation::MalformedRequest));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sealed_record_altered_in_transit_is_a_violation_and_an_intact_one_is_relayed() {
         let TwoMembers {
             _dir,

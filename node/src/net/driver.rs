@@ -28,8 +28,9 @@ const MAX_ROUNDS: usize = 10_000;
 /// Records a sync expects from one author below which it does not ask for the author's
 /// leaves: the leaves of a long log cost more than verifying a few signatures.
 const VOUCH_MIN_RECORDS: u64 = 1024;
-/// Leaf pages asked for one author in one sync, at most (6.4 million records).
-const MAX_LEAF_PAGES: usize = 64;
+/// Leaf pages asked for one author in one sync, at most (1.6 million records, ~110 MB
+/// of leaves held at once in the worst case).
+const MAX_LEAF_PAGES: usize = 16;
 
 /// What storing one page of pulled records came to.
 #[derive(Debug, Default)]
@@ -286,6 +287,13 @@ async fn vouch(
             continue;
         }
         let from = first.saturating_mul(BUCKET_SPAN).saturating_sub(1);
+        // No leaf after the last differing bucket is needed: a peer that sends them is
+        // only making this node hold them.
+        let last_seq = buckets
+            .iter()
+            .map(|(_, i)| i.saturating_add(1).saturating_mul(BUCKET_SPAN))
+            .max()
+            .unwrap_or(0);
         let mut leaves: BTreeMap<u64, RecordId> = set
             .entries_after(&author, 0)
             .iter()
@@ -315,11 +323,14 @@ async fn vouch(
                 if *seq <= after {
                     return Err(SyncError::Unexpected("leaf page"));
                 }
+                if *seq >= last_seq {
+                    break;
+                }
                 leaves.insert(*seq, id);
                 after = *seq;
             }
             checkpoints.extend(page.checkpoints.into_iter().map(|b| b.to_vec()));
-            if !page.more || after == last {
+            if !page.more || after == last || after.saturating_add(1) >= last_seq {
                 break;
             }
         }

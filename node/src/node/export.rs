@@ -158,7 +158,13 @@ impl Node {
         // are verified first (one whose signature fails is removed, not exported).
         self.check_unchecked().await?;
         let records = self.shareable(include_private, recipient).await?;
-        let bytes: Vec<Vec<u8>> = records.into_iter().map(|r| r.bytes).collect();
+        // A sync of the running node may have stored more since: not in this bundle.
+        let unchecked = self.store.unchecked_ids().await?;
+        let bytes: Vec<Vec<u8>> = records
+            .into_iter()
+            .filter(|r| !unchecked.contains(&r.id))
+            .map(|r| r.bytes)
+            .collect();
         let total = bytes.iter().map(|b| b.len() as u64).sum();
         let header = BundleHeader {
             created_at_ms: now_ms(),

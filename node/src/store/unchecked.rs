@@ -4,6 +4,8 @@
 //! (`Node::check_unchecked`); until then they are not served to peers, and one whose
 //! signature fails is removed with everything the store derived from it.
 
+use std::collections::HashSet;
+
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::{id_col, push_id_list, Store, StoreError, INSERT_CHUNK};
@@ -21,6 +23,18 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|r| (id_col(r, 0), r.get(1))).collect())
+    }
+
+    /// The ids of the records whose signatures are not verified yet.
+    pub async fn unchecked_ids(&self) -> Result<HashSet<RecordId>, StoreError> {
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT r.id FROM unchecked u JOIN records r ON r.rowid = u.record")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|b| RecordId::from_slice(b))
+            .collect())
     }
 
     /// How many records' signatures are not verified yet.
