@@ -178,6 +178,8 @@ pub struct Holding {
     pub grant: Option<Vec<u8>>,
     /// Explicit audience members.
     pub members: Vec<OrgKey>,
+    /// Size of its bytes.
+    pub size: u64,
 }
 
 /// One of this organisation's records, as gossip announces it.

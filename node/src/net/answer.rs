@@ -10,7 +10,6 @@ use libp2p::PeerId;
 use tokio::sync::Mutex;
 
 use crate::audience;
-use crate::charter::MEMBERSHIP_SCHEMAS;
 use crate::identity::OrgKey;
 use crate::node::Node;
 use crate::record::{self, RecordId};
@@ -101,20 +100,23 @@ pub(super) async fn answer(
                 .filter(|id| !mine_set.contains(id))
                 .map(|id| id.0.to_vec().into())
                 .collect();
+            // Budget by bytes before reading: the index knows each record's size, so
+            // only the records that fit one page are read, once each.
             let held = index.lock().await;
-            let to_send: Vec<(i64, RecordId)> = mine
+            let to_send: Vec<Planned> = mine
                 .into_iter()
                 .filter(|id| !theirs.contains(id))
-                .filter_map(|id| held.rowid(&id).map(|r| (r, id)))
+                .filter_map(|id| {
+                    held.planned(&id).map(|(rowid, size, membership)| Planned {
+                        rowid,
+                        id,
+                        size: size as usize,
+                        membership,
+                    })
+                })
                 .collect();
             drop(held);
-            // Budget by bytes before reading: the store says each record's size (without
-            // reading its bytes); only the records that fit one page are read.
-            let sizes = match node.store().sizes_at(&to_send).await {
-                Ok(s) => s,
-                Err(e) => return internal(&peer, e),
-            };
-            let (page, more) = plan_page(sizes, MAX_RESPONSE_BYTES - FRAME_SLACK);
+            let (page, more) = plan_page(to_send, MAX_RESPONSE_BYTES - FRAME_SLACK);
             let mut records = match node.store().bytes_at(&page).await {
                 Ok(r) => r,
                 Err(e) => return internal(&peer, e),
@@ -262,24 +264,28 @@ async fn leaf_page(
     })
 }
 
-/// The records of one page, by storage position, from `(rowid, id, size, schema)`:
+/// A record a sync answer may send, as the index knows it.
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    rowid: i64,
+    id: RecordId,
+    size: usize,
+    membership: bool,
+}
+
+/// The records of one page, by storage position, from what the index knows of each:
 /// membership records first, then storage order, as many as fit `budget` bytes; and
 /// whether any are left for another page. Nothing is read to decide.
-fn plan_page(
-    mut sizes: Vec<(i64, RecordId, usize, String)>,
-    budget: usize,
-) -> (Vec<(i64, RecordId)>, bool) {
-    sizes.sort_unstable_by_key(|(rowid, _, _, schema)| {
-        (!MEMBERSHIP_SCHEMAS.contains(&schema.as_str()), *rowid)
-    });
+fn plan_page(mut sizes: Vec<Planned>, budget: usize) -> (Vec<(i64, RecordId)>, bool) {
+    sizes.sort_unstable_by_key(|p| (!p.membership, p.rowid));
     let mut used = 0;
     let mut page = Vec::new();
-    for (rowid, id, size, _) in &sizes {
-        if used + size + RECORD_OVERHEAD > budget {
+    for p in &sizes {
+        if used + p.size + RECORD_OVERHEAD > budget {
             break;
         }
-        used += size + RECORD_OVERHEAD;
-        page.push((*rowid, *id));
+        used += p.size + RECORD_OVERHEAD;
+        page.push((p.rowid, p.id));
     }
     let more = page.len() < sizes.len();
     (page, more)
@@ -556,10 +562,14 @@ mod tests {
     fn a_page_is_planned_by_size_before_anything_is_read() {
         // Ten 1 MiB records and a charter stored last: the charter goes first, then as
         // many records as fit the budget, and the rest is left for another page.
-        let mut sizes: Vec<_> = (1..=10)
-            .map(|i| (i64::from(i), id(i), 1 << 20, "finding/v1".to_string()))
-            .collect();
-        sizes.push((11, id(11), 900, "charter/v1".to_string()));
+        let planned = |rowid: i64, size: usize, membership: bool| Planned {
+            rowid,
+            id: id(rowid as u8),
+            size,
+            membership,
+        };
+        let mut sizes: Vec<_> = (1..=10).map(|i| planned(i, 1 << 20, false)).collect();
+        sizes.push(planned(11, 900, true));
         let budget = MAX_RESPONSE_BYTES - FRAME_SLACK;
         let (page, more) = plan_page(sizes, budget);
         assert_eq!(page.first(), Some(&(11, id(11))), "membership first");
@@ -569,7 +579,7 @@ mod tests {
             page[1..].iter().map(|(r, _)| *r).collect::<Vec<_>>(),
             (1..=7).collect::<Vec<i64>>()
         );
-        let (page, more) = plan_page(vec![(1, id(1), 100, "finding/v1".into())], budget);
+        let (page, more) = plan_page(vec![planned(1, 100, false)], budget);
         assert_eq!((page.len(), more), (1, false));
         assert_eq!(plan_page(Vec::new(), budget), (Vec::new(), false));
     }

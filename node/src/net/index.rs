@@ -10,6 +10,7 @@ use std::sync::Arc;
 use libp2p::PeerId;
 
 use crate::audience::{self, grant_target};
+use crate::charter::MEMBERSHIP_SCHEMAS;
 use crate::finding::GRANT_SCHEMA;
 use crate::identity::OrgKey;
 use crate::merkle::CHECKPOINT_SCHEMA;
@@ -26,6 +27,10 @@ struct Held {
     audience: Audience,
     /// A `checkpoint/v1` record.
     checkpoint: bool,
+    /// A membership record (charter, proposal, approval).
+    membership: bool,
+    /// Size of its bytes.
+    size: u64,
 }
 
 /// Common sets kept between requests (a sync asks for its set once per page).
@@ -93,6 +98,8 @@ impl Index {
                     seq: h.seq,
                     audience,
                     checkpoint: h.schema == CHECKPOINT_SCHEMA,
+                    membership: MEMBERSHIP_SCHEMAS.contains(&h.schema.as_str()),
+                    size: h.size,
                 },
             );
         }
@@ -112,6 +119,12 @@ impl Index {
     /// Whether `id` is held.
     pub fn holds(&self, id: &RecordId) -> bool {
         self.held.contains_key(id)
+    }
+
+    /// Where `id` is stored (rowid), its size and whether it is a membership record, if
+    /// held: what a sync answer plans its page by before it reads anything.
+    pub fn planned(&self, id: &RecordId) -> Option<(i64, u64, bool)> {
+        self.held.get(id).map(|h| (h.rowid, h.size, h.membership))
     }
 
     /// Whether `id` is a held `checkpoint/v1` record.

@@ -223,8 +223,8 @@ impl Store {
             "SELECT r.rowid, r.id, r.author, r.seq, r.audience, \
              CASE WHEN r.sealed = 1 THEN 'sealed/v1' ELSE r.schema END, \
              CASE WHEN r.schema = 'grant/v1' THEN r.bytes END, \
-             (SELECT group_concat(hex(member)) FROM audience_members m WHERE m.record = r.id) \
-             FROM records r WHERE r.rowid > ? ORDER BY r.rowid",
+             (SELECT group_concat(hex(member)) FROM audience_members m WHERE m.record = r.id), \
+             length(r.bytes) FROM records r WHERE r.rowid > ? ORDER BY r.rowid",
         )
         .bind(rowid)
         .fetch_all(&self.pool)
@@ -241,6 +241,7 @@ impl Store {
                     schema: r.get(5),
                     grant: r.get(6),
                     members: super::member_keys(members),
+                    size: r.get::<i64, _>(8) as u64,
                 })
             })
             .collect()
@@ -259,7 +260,12 @@ impl Store {
         sorted.sort_unstable_by_key(|(rowid, _)| *rowid);
         let mut out = Vec::with_capacity(sorted.len());
         for part in sorted.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::new("SELECT rowid, id, bytes FROM records WHERE rowid IN (");
+            // A record taken on a checkpoint is served once its signature verified.
+            let mut qb = QueryBuilder::new(concat!(
+                "SELECT rowid, id, bytes FROM records r WHERE NOT ",
+                is_unchecked!(),
+                " AND rowid IN ("
+            ));
             let mut sep = qb.separated(", ");
             for (rowid, _) in part {
                 sep.push_bind(*rowid);
