@@ -306,7 +306,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
     let (mut day, head0) = chain(&authors[0], head0, NEW_RECORDS, epoch, &examples, "day");
     ids0.extend(day.iter().map(|b| RecordId::of(b)));
     // The first checkpoint is the record after the author's first findings.
-    let first_seq = (n / AUTHORS + usize::from(n % AUTHORS > 0)) as u64 + 1;
+    let first_seq = (n / AUTHORS + usize::from(!n.is_multiple_of(AUTHORS))) as u64 + 1;
     let cp = Checkpoint::after(&ids0, &|_| true, first_seq, first_seq - 1);
     let (second, _) = checkpoint_record(&authors[0], head0, epoch, cp.clone());
     let second_id = RecordId::of(&second);
