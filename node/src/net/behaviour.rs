@@ -23,6 +23,8 @@ pub const MAX_GOSSIP_BYTES: usize = 1024;
 pub const MAX_CONNECTIONS: u32 = 128;
 /// Connections per peer.
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Seconds between mDNS queries on the local network (`[network] mdns = true`).
+pub(super) const MDNS_QUERY_SECS: u64 = 20;
 
 /// The composed behaviour: gating first, then the protocols.
 #[derive(NetworkBehaviour)]
@@ -118,7 +120,14 @@ pub(super) fn build_swarm(
                             .with_max_concurrent_streams(64),
                     ),
                     mdns: Toggle::from(if use_mdns {
-                        Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?)
+                        // Asked again every 20 s instead of every 5 minutes: a query
+                        // sent while the other node was still starting is not answered,
+                        // and two nodes could then wait minutes to find each other.
+                        let config = mdns::Config {
+                            query_interval: Duration::from_secs(MDNS_QUERY_SECS),
+                            ..mdns::Config::default()
+                        };
+                        Some(mdns::tokio::Behaviour::new(config, local)?)
                     } else {
                         None
                     }),
