@@ -12,8 +12,9 @@ use prost::Message;
 use serde_json::Value;
 
 use crate::demo::example_files;
-use crate::identity::OrgKey;
-use crate::record::SIGNING_PREFIX;
+use crate::finding::{to_payload, FINDING_SCHEMA};
+use crate::identity::{Identity, OrgKey};
+use crate::record::{self, Audience, Draft, RecordId, SIGNING_PREFIX};
 
 /// The example findings in `dir` (every `*.json`, by file name), without their
 /// `sensitive` part: what a finding shared with the coalition carries.
@@ -52,6 +53,43 @@ pub fn varied(examples: &[Value], i: usize, tag: &str) -> Value {
         .collect();
     v["title"] = Value::String(format!("{title} [{tag}]"));
     v
+}
+
+/// An author's chain head: its latest seq and record id (`(0, None)` before its first).
+pub type Head = (u64, Option<RecordId>);
+
+/// Signs `count` coalition-wide findings of `author` under `epoch` continuing `head`,
+/// each an example [`varied`] by `tag` and its seq: their bytes in seq order, and the
+/// new head.
+pub fn chain(
+    author: &Identity,
+    head: Head,
+    count: usize,
+    epoch: [u8; 32],
+    examples: &[Value],
+    tag: &str,
+) -> (Vec<Vec<u8>>, Head) {
+    let (mut seq, mut prev) = head;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        seq += 1;
+        let r = record::sign(
+            author,
+            seq,
+            prev,
+            Draft {
+                schema: FINDING_SCHEMA.into(),
+                audience: Audience::Coalition,
+                supersedes: None,
+                epoch: Some(epoch),
+                payload: to_payload(&varied(examples, seq as usize, &format!("{tag}-{seq}"))),
+                created_at_ms: 1_735_689_600_000 + seq as i64 * 60_000,
+            },
+        );
+        prev = Some(r.id);
+        out.push(r.bytes);
+    }
+    (out, (seq, prev))
 }
 
 /// A positive count from the environment variable `name` (`100_000` is allowed), or

@@ -185,3 +185,22 @@ fn log_tail(name: &str, log: &Path) -> String {
     let tail = &lines[lines.len().saturating_sub(60)..];
     format!("--- last log lines of {name}\n{}", tail.join("\n"))
 }
+
+/// `s` without ANSI colour sequences (node logs written by a terminal-less process may
+/// still carry them).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

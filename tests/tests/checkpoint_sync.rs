@@ -12,74 +12,25 @@
 use std::time::Duration;
 
 use coalition::config::Home;
-use coalition::finding::{to_payload, FindingInput, FINDING_SCHEMA};
+use coalition::finding::FindingInput;
 use coalition::identity::Identity;
 use coalition::node::Node;
-use coalition::record::{self, Audience, Draft, RecordId};
+use coalition::record::RecordId;
+use coalition::sample::chain;
 use coalition::store::{Store, StoreKey};
-use coalition_tests::node::toml_list;
+use coalition_tests::node::{strip_ansi, toml_list};
 use coalition_tests::{eventually, example, found, held, write_bundle, Org, PASSPHRASE};
 
 /// Findings M writes: more than a sync verifies one by one (`VOUCH_MIN_RECORDS`).
-const RECORDS: u64 = 1_500;
+const RECORDS: usize = 1_500;
 /// The one whose signature M's store alters before M's checkpoint.
 const BAD: usize = 700;
 /// How long the syncs may take (debug build, two cores).
 const SYNCED: Duration = Duration::from_secs(120);
 
-/// `text` without ANSI colour sequences.
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
+/// `org`'s node log, without colours.
 fn log(org: &Org) -> String {
-    plain(&std::fs::read_to_string(org.path("node.log")).unwrap_or_default())
-}
-
-/// M's next `RECORDS` findings after seq `head`, signed with its key.
-fn findings(m: &Identity, head: (u64, Option<RecordId>), epoch: [u8; 32]) -> Vec<Vec<u8>> {
-    let base = FindingInput::parse(
-        &std::fs::read(example("01-rs-belgrade-protest-force.json")).unwrap(),
-        "01-rs-belgrade-protest-force.json",
-    )
-    .unwrap()
-    .finding;
-    let (mut seq, mut prev) = head;
-    (0..RECORDS)
-        .map(|i| {
-            seq += 1;
-            let mut f = base.clone();
-            f["title"] = format!("Protest policing, observation {i}").into();
-            let r = record::sign(
-                m,
-                seq,
-                prev,
-                Draft {
-                    schema: FINDING_SCHEMA.into(),
-                    audience: Audience::Coalition,
-                    supersedes: None,
-                    epoch: Some(epoch),
-                    payload: to_payload(&f),
-                    created_at_ms: 1_735_689_600_000 + i as i64,
-                },
-            );
-            prev = Some(r.id);
-            r.bytes
-        })
-        .collect()
+    strip_ansi(&std::fs::read_to_string(org.path("node.log")).unwrap_or_default())
 }
 
 #[test]
@@ -101,7 +52,13 @@ fn records_taken_on_a_checkpoint_are_served_only_once_their_signatures_verify() 
         drop(node);
         (head.map_or((0, None), |(seq, id)| (seq, Some(id))), epoch)
     });
-    let records = findings(&key, head, epoch);
+    let base = FindingInput::parse(
+        &std::fs::read(example("01-rs-belgrade-protest-force.json")).unwrap(),
+        "01-rs-belgrade-protest-force.json",
+    )
+    .unwrap()
+    .finding;
+    let (records, _) = chain(&key, head, RECORDS, epoch, &[base], "observation");
     let bundle = m.path("m.bundle");
     write_bundle(&bundle, &records);
     m.import(&bundle).ok();
@@ -171,7 +128,7 @@ fn records_taken_on_a_checkpoint_are_served_only_once_their_signatures_verify() 
         .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     assert!(
-        vouched >= RECORDS - 1,
+        vouched >= RECORDS as u64 - 1,
         "B took {vouched} records on M's checkpoint:\n{text}"
     );
     assert!(text.contains("does not verify: removed"), "{text}");

@@ -10,6 +10,7 @@ use coalition::config::{Api, Config, Home, Network};
 use coalition::finding::FINDING_SCHEMA;
 use coalition::launch::{Launch, RunningNode};
 use coalition::record::RecordId;
+use coalition_tests::node::strip_ansi;
 use serde_json::Value;
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
@@ -55,23 +56,6 @@ impl Daemon {
             .map(strip_ansi)
             .collect()
     }
-}
-
-pub(super) fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 pub(super) fn configure(
@@ -188,6 +172,8 @@ pub(super) async fn received_at(pool: &SqlitePool, id: &RecordId) -> Option<i64>
 #[derive(Debug, Default, Clone)]
 pub(super) struct Synced {
     pub(super) stored: u64,
+    /// Of them, taken on their authors' checkpoints.
+    pub(super) vouched: u64,
     pub(super) wanted: u64,
     pub(super) round_trips: u64,
     pub(super) bytes_sent: u64,
@@ -207,6 +193,7 @@ pub(super) fn synced_lines(lines: &[String]) -> Vec<Synced> {
             };
             Synced {
                 stored: field("stored"),
+                vouched: field("vouched"),
                 wanted: field("wanted"),
                 round_trips: field("round_trips"),
                 bytes_sent: field("bytes_sent"),

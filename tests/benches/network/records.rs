@@ -6,12 +6,9 @@ use std::time::Duration;
 
 use coalition::charter::{Member, SignedCharter};
 use coalition::config::Home;
-use coalition::finding::{to_payload, FINDING_SCHEMA};
 use coalition::identity::Identity;
 use coalition::node::Node;
 use coalition::now_ms;
-use coalition::record::{self, Audience, Draft, RecordId};
-use coalition::sample::varied;
 use serde_json::Value;
 
 use super::PASSPHRASE;
@@ -93,39 +90,7 @@ pub(super) fn examples() -> Vec<Value> {
 }
 
 /// Chain head of an author: last seq and id.
-pub(super) type Head = (u64, Option<RecordId>);
-
-/// Signs `count` coalition-wide findings continuing `head` of `author`.
-pub(super) fn chain(
-    author: &Identity,
-    head: Head,
-    count: usize,
-    epoch: [u8; 32],
-    examples: &[Value],
-    tag: &str,
-) -> (Vec<Vec<u8>>, Head) {
-    let (mut seq, mut prev) = head;
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        seq += 1;
-        let r = record::sign(
-            author,
-            seq,
-            prev,
-            Draft {
-                schema: FINDING_SCHEMA.into(),
-                audience: Audience::Coalition,
-                supersedes: None,
-                epoch: Some(epoch),
-                payload: to_payload(&varied(examples, seq as usize, &format!("{tag}-{seq}"))),
-                created_at_ms: 1_735_689_600_000 + seq as i64 * 60_000,
-            },
-        );
-        prev = Some(r.id);
-        out.push(r.bytes);
-    }
-    (out, (seq, prev))
-}
+pub(super) use coalition::sample::{chain, Head};
 
 // ---- raw verify rate (as node/benches/import.rs) ----------------------------------------
 
