@@ -2,7 +2,7 @@
 //! async threads, judged against the membership, and stored in batches, one transaction
 //! each. Membership records come first, so everything after them can be judged.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::sealing::Keyring;
+use super::vouching::Vouched;
 use super::{io_err, Node, NodeError};
 use crate::bundle;
 use crate::charter::Membership;
@@ -186,7 +187,7 @@ impl Node {
         let ids: Vec<RecordId> = records.iter().map(|(id, _)| *id).collect();
         let held = self.store.held(&ids).await?;
         let checked = self
-            .check_from_peer(records, &held, &HashMap::new())
+            .check_from_peer(records, &held, &Vouched::new())
             .await?;
         self.store_from_peer(checked).await
     }
@@ -208,7 +209,7 @@ impl Node {
         &self,
         records: Vec<(RecordId, Vec<u8>)>,
         held: &HashSet<RecordId>,
-        vouched: &HashMap<RecordId, (OrgKey, u64)>,
+        vouched: &Vouched,
     ) -> Result<CheckedRecords, NodeError> {
         let read = records.len() as u64;
         let mut unchecked: HashSet<RecordId> = HashSet::new();
@@ -217,23 +218,23 @@ impl Node {
             .enumerate()
             .filter(|(_, (id, _))| !held.contains(id))
             .map(|(i, (id, bytes))| {
-                let vouch = vouched.get(&id).copied();
-                if vouch.is_some() && !is_membership(&bytes) {
+                let membership = is_membership(&bytes);
+                // Membership records are verified in full, vouched for or not.
+                let vouch = vouched.get(&id).copied().filter(|_| !membership);
+                if vouch.is_some() {
                     unchecked.insert(id);
                 }
-                (
-                    bundle::Entry {
-                        index: i as u64 + 1,
-                        offset: 0,
-                        bytes,
-                    },
-                    vouch,
-                )
+                let entry = bundle::Entry {
+                    index: i as u64 + 1,
+                    offset: 0,
+                    bytes,
+                };
+                (entry, vouch, membership)
             })
-            .partition(|(e, _)| is_membership(&e.bytes));
-        let governance: Vec<bundle::Entry> = governance.into_iter().map(|(e, _)| e).collect();
+            .partition(|(_, _, membership)| *membership);
+        let governance: Vec<bundle::Entry> = governance.into_iter().map(|(e, _, _)| e).collect();
         let (data, vouch): (Vec<bundle::Entry>, Vec<Option<(OrgKey, u64)>>) =
-            data.into_iter().unzip();
+            data.into_iter().map(|(e, v, _)| (e, v)).unzip();
         let mut report = ImportReport {
             read,
             duplicates: read - (governance.len() + data.len()) as u64,
