@@ -225,36 +225,36 @@ async fn leaf_page(
     } else {
         (entries, false)
     };
-    let checkpoints: Vec<(i64, RecordId)> = {
+    // Where the checkpoints among the leaves are stored and their sizes, from the index;
+    // the page ends where the leaves and checkpoints would not fit a response.
+    let checkpoints: std::collections::HashMap<RecordId, (i64, u64)> = {
         let ix = index.lock().await;
         page.iter()
             .filter(|e| ix.is_checkpoint(&e.id))
-            .filter_map(|e| ix.rowid(&e.id).map(|r| (r, e.id)))
+            .filter_map(|e| {
+                ix.planned(&e.id)
+                    .map(|(rowid, size, _)| (e.id, (rowid, size)))
+            })
             .collect()
     };
-    // Sizes of the checkpoints whose signatures are verified (`sizes_at` leaves out the
-    // others); the page ends where the leaves and checkpoints would not fit a response.
-    let sizes: std::collections::HashMap<RecordId, usize> = node
-        .store()
-        .sizes_at(&checkpoints)
-        .await?
-        .into_iter()
-        .map(|(_, id, size, _)| (id, size))
-        .collect();
     let budget = MAX_RESPONSE_BYTES - FRAME_SLACK;
     let mut used = 0;
     for (i, e) in page.iter().enumerate() {
-        used += LEAF_BYTES + sizes.get(&e.id).map_or(0, |s| s + RECORD_OVERHEAD);
+        used += LEAF_BYTES
+            + checkpoints
+                .get(&e.id)
+                .map_or(0, |(_, size)| *size as usize + RECORD_OVERHEAD);
         if used > budget {
             page = &page[..i];
             more = true;
             break;
         }
     }
-    let rows: Vec<(i64, RecordId)> = checkpoints
-        .into_iter()
-        .filter(|(_, id)| sizes.contains_key(id) && page.iter().any(|e| e.id == *id))
+    let rows: Vec<(i64, RecordId)> = page
+        .iter()
+        .filter_map(|e| checkpoints.get(&e.id).map(|(rowid, _)| (*rowid, e.id)))
         .collect();
+    // A checkpoint whose signature is still unchecked is not sent (`bytes_at`).
     let checkpoints = node.store().bytes_at(&rows).await?;
     Ok(pb::LeafPage {
         seqs: page.iter().map(|e| e.seq).collect(),

@@ -245,11 +245,12 @@ mod tests {
             ix.refresh(store).await.unwrap();
             ids.iter().map(|id| (ix.rowid(id).unwrap(), *id)).collect()
         };
-        let served = store.sizes_at(&rows).await.unwrap();
+        let served = store.bytes_at(&rows).await.unwrap();
         assert_eq!(
             served.len(),
             1,
-            "only the checkpoint, verified in full: {served:?}"
+            "only the checkpoint, verified in full: {:?}",
+            served.iter().map(|(id, _)| id).collect::<Vec<_>>()
         );
 
         let done = node.check_unchecked().await.unwrap();
@@ -274,7 +275,7 @@ mod tests {
         expected.sort();
         assert_eq!(heads(&node).await, expected);
         assert_eq!(rollup_total(&node).await, 9);
-        assert_eq!(store.sizes_at(&rows).await.unwrap().len(), 10);
+        assert_eq!(store.bytes_at(&rows).await.unwrap().len(), 10);
         // The store verifies in full, and a second check finds nothing to do.
         let report = node.verify_store().await.unwrap();
         assert!(report.failures.is_empty(), "{:?}", report.failures);

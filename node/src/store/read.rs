@@ -282,37 +282,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The size in bytes and the schema of records by storage position and id (as
-    /// [`Store::bytes_at`] takes them), without reading their bytes: SQLite answers
-    /// `length()` of a blob from the row header. A sync answer plans its page by these
-    /// before it reads anything. A row whose id is not the expected one is left out.
-    pub async fn sizes_at(
-        &self,
-        rows: &[(i64, RecordId)],
-    ) -> Result<Vec<(i64, RecordId, usize, String)>, StoreError> {
-        let mut out = Vec::with_capacity(rows.len());
-        for part in rows.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::new(concat!(
-                "SELECT rowid, id, length(bytes), schema FROM records r WHERE NOT ",
-                is_unchecked!(),
-                " AND rowid IN ("
-            ));
-            let mut sep = qb.separated(", ");
-            for (rowid, _) in part {
-                sep.push_bind(*rowid);
-            }
-            qb.push(")");
-            let expected: HashMap<i64, RecordId> = part.iter().copied().collect();
-            for r in qb.build().fetch_all(&self.pool).await? {
-                let (rowid, id) = (r.get::<i64, _>(0), id_col(&r, 1));
-                if expected.get(&rowid) == Some(&id) {
-                    out.push((rowid, id, r.get::<i64, _>(2) as usize, r.get(3)));
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Which of `ids` this store holds.
     pub async fn held(&self, ids: &[RecordId]) -> Result<HashSet<RecordId>, StoreError> {
         let mut out = HashSet::new();
