@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::{id_col, push_id_list, Store, StoreError, INSERT_CHUNK};
-use crate::finding::{FINDING_SCHEMA, RETRACTION_SCHEMA};
 use crate::record::RecordId;
 
 impl Store {
@@ -136,18 +135,8 @@ async fn remove(tx: &mut Transaction<'_, Sqlite>, id: &RecordId) -> Result<bool,
         .execute(&mut **tx)
         .await?;
     if let Some(target) = supersedes {
-        // The flags `index_findings` computes, without the removed record.
-        sqlx::query(&format!(
-            "UPDATE findings SET \
-             is_head = NOT EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
-                AND s.author = findings.author AND s.schema = '{FINDING_SCHEMA}'), \
-             retracted = EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
-                AND s.author = findings.author AND s.schema = '{RETRACTION_SCHEMA}') \
-             WHERE id = ?"
-        ))
-        .bind(target)
-        .execute(&mut **tx)
-        .await?;
+        // The finding it superseded, without it.
+        super::write::supersession_flags(tx, &[target]).await?;
     }
     Ok(true)
 }

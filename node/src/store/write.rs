@@ -220,7 +220,16 @@ async fn index_findings(
     .await?;
     touched.sort();
     touched.dedup();
-    for part in touched.chunks(INSERT_CHUNK) {
+    supersession_flags(tx, &touched).await
+}
+
+/// Recomputes the supersession flags (`is_head`, `retracted`) of the findings with the
+/// raw ids in `ids` from the records that supersede them.
+pub(super) async fn supersession_flags(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[Vec<u8>],
+) -> Result<(), StoreError> {
+    for part in ids.chunks(INSERT_CHUNK) {
         let mut qb = QueryBuilder::new(format!(
             "UPDATE findings SET \
              is_head = NOT EXISTS (SELECT 1 FROM records s WHERE s.supersedes = findings.id \
