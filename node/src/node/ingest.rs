@@ -413,7 +413,7 @@ impl Node {
 
 /// Threads that verify the next batch while SQLite writes the previous one: one core
 /// fewer than the machine has (at least one), so the writer keeps a core to itself.
-pub(super) fn check_pool() -> &'static rayon::ThreadPool {
+fn check_pool() -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -433,12 +433,17 @@ fn check_on_pool(
     membership: Option<Arc<Membership>>,
     keys: Option<Arc<Keyring>>,
 ) -> impl Future<Output = (Vec<Prepared>, Vec<Failure>)> {
-    let checking = tokio::task::spawn_blocking(move || {
-        check_pool().install(|| check_batch(&batch, &vouch, membership.as_deref(), keys.as_deref()))
-    });
-    // A panic in verification is a bug: surface it as one, not as a bad record.
+    on_check_pool(move || check_batch(&batch, &vouch, membership.as_deref(), keys.as_deref()))
+}
+
+/// Starts `work` on the verification threads at once (not when awaited); its result when
+/// awaited. A panic in verification is a bug: it is surfaced as one, not as a bad record.
+pub(super) fn on_check_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = T> {
+    let running = tokio::task::spawn_blocking(move || check_pool().install(work));
     async move {
-        checking
+        running
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }

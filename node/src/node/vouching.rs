@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 
-use super::ingest::check_pool;
+use super::ingest::on_check_pool;
 use super::{Node, NodeError};
 use crate::check;
 use crate::identity::OrgKey;
@@ -80,9 +80,7 @@ impl Node {
             }
             out
         };
-        Ok(tokio::task::spawn_blocking(work)
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())))
+        Ok(on_check_pool(work).await)
     }
 
     /// Verifies (`verify_strict`, on the verification threads) the signatures of every
@@ -99,19 +97,14 @@ impl Node {
             if round.is_empty() {
                 return Ok(done);
             }
-            let results: Vec<(RecordId, Result<(), record::RecordError>)> = {
-                let verify = move || {
-                    check_pool().install(|| {
-                        round
-                            .par_iter()
-                            .map(|(id, bytes)| (*id, record::verify(bytes).map(|_| ())))
-                            .collect()
-                    })
-                };
-                tokio::task::spawn_blocking(verify)
-                    .await
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-            };
+            let results: Vec<(RecordId, Result<(), record::RecordError>)> =
+                on_check_pool(move || {
+                    round
+                        .par_iter()
+                        .map(|(id, bytes)| (*id, record::verify(bytes).map(|_| ())))
+                        .collect()
+                })
+                .await;
             let mut verified = Vec::new();
             let mut failed = Vec::new();
             for (id, r) in results {
