@@ -43,13 +43,20 @@ fn clear_options(path: &Path) -> SqliteConnectOptions {
         .foreign_keys(true)
 }
 
+/// Rows the write connection's thread may hand back ahead of the task that reads them
+/// (sqlx buffers 50). The writer's results are small (`RETURNING rowid, id` of a
+/// multi-row insert, one ~40-byte row per record); with 50 its thread stopped to wait
+/// for the async side up to 160 times per 8 000-record batch, and on a busy machine each
+/// wait cost a trip through the run queue before the thread ran again.
+const WRITER_ROW_BUFFER: usize = 1024;
+
 /// The single write connection (see [`Store`]).
 async fn writer_pool(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
     SqlitePoolOptions::new()
         .max_connections(1)
         // A write may wait for another one (an import batch takes a second or two).
         .acquire_timeout(Duration::from_secs(60))
-        .connect_with(options)
+        .connect_with(options.row_buffer_size(WRITER_ROW_BUFFER))
         .await
 }
 
