@@ -171,10 +171,11 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
     println!(
         "check of one record on one core: {full:.1} µs in full (check::prepare), {vouched:.1} µs without the signature (check::prepare_vouched)"
     );
-    let floor = insert_floor(&records, root).await;
+    let mut floor = Floor::new(&records);
+    let first = floor.measure(root).await;
     println!(
-        "SQLite multi-row insert floor: the same records, checked beforehand, inserted by Store::insert into an empty encrypted store in 8 000-record transactions: {} records/s",
-        thousands(floor)
+        "SQLite multi-row insert floor: the same records, checked beforehand, inserted by Store::insert into an empty encrypted store in 8 000-record transactions: {} records/s (measured again between and after the full syncs)",
+        thousands(first)
     );
     let bundle_path = root.join("records.bundle");
     write_bundle(&bundle_path, &records);
@@ -205,6 +206,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
     let (base_rate, base_secs) = full_sync(&base, &src, &base_pool, n, s.sync_timeout).await;
     base_pool.close().await;
     base.stop();
+    floor.measure(root).await;
     // 1b: the same records, taken on each author's verified checkpoint.
     let src_mark = src.log_lines().len();
     configure(
@@ -218,10 +220,35 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
     let (rate, secs) = full_sync(&dst, &src, &pool, n, s.sync_timeout).await;
     let ratio = rate / verify;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let vouched: u64 = synced_lines(&dst.log_lines())
+        .iter()
+        .map(|r| r.vouched)
+        .sum();
+    // b verifies the signatures of what it took on checkpoints after its sync: the third
+    // floor is measured once that is done, with both nodes idle.
+    let signatures = Instant::now();
+    if vouched > 0 {
+        wait_until(
+            "the empty node verified the signatures of the records it took on checkpoints",
+            s.sync_timeout,
+            || {
+                dst.log_lines()
+                    .iter()
+                    .any(|l| l.contains("signatures of records taken on checkpoints verified"))
+            },
+        );
+    }
+    let signed_after = signatures.elapsed().as_secs_f64();
+    floor.measure(root).await;
     println!();
     println!(
         "1. full sync of {n} records into an empty node, from the empty node's start to its last record stored:"
     );
+    println!(
+        "   insert floor before a, between a and b, after b: {}; the ratios below are to their median",
+        floor.runs()
+    );
+    let floor = floor.median();
     println!(
         "   a. every signature verified before storing: {} records/s ({base_secs:.2} s); ratio to the insert floor {:.3}",
         thousands(base_rate),
@@ -237,27 +264,12 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
         "   b's ratio to single-core verify_strict: {ratio:.3}; target >= 0.50: {} ({cores} cores)",
         if ratio >= 0.5 { "met" } else { "NOT met" }
     );
-    let vouched: u64 = synced_lines(&dst.log_lines())
-        .iter()
-        .map(|r| r.vouched)
-        .sum();
     if vouched == 0 {
         // A sync asks for leaves only for authors it lacks 1 024 records or more of.
         println!("   b took no record on a checkpoint (too few records per author)");
     } else {
-        let signatures = Instant::now();
-        wait_until(
-            "the empty node verified the signatures of the records it took on checkpoints",
-            s.sync_timeout,
-            || {
-                dst.log_lines()
-                    .iter()
-                    .any(|l| l.contains("signatures of records taken on checkpoints verified"))
-            },
-        );
         println!(
-            "   b took {vouched} records on checkpoints; their signatures, verified after the sync before any is served: done {:.1} s after the last record was stored",
-            signatures.elapsed().as_secs_f64()
+            "   b took {vouched} records on checkpoints; their signatures, verified after the sync before any is served: done {signed_after:.1} s after the last record was stored"
         );
     }
     // The source's own sync with the empty node (it starts one when it verifies the peer)
@@ -413,28 +425,59 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Records per second that `Store::insert` alone writes into an empty encrypted store,
-/// in the sync's transaction size, the records checked beforehand: the most a sync that
-/// stores them could reach on this machine, measured in the same run.
-async fn insert_floor(records: &[Vec<u8>], root: &Path) -> f64 {
-    let prepared: Vec<coalition::check::Prepared> = records
-        .par_iter()
-        .map(|b| coalition::check::prepare(b).expect("a valid record"))
-        .collect();
-    let path = root.join("insert-floor.db");
-    let store = coalition::store::Store::create(&path, &coalition::store::StoreKey::random())
-        .await
-        .expect("store");
-    let t = Instant::now();
-    for batch in prepared.chunks(8_000) {
-        store.insert(batch).await.expect("insert");
+/// The SQLite multi-row insert floor: records per second that `Store::insert` alone
+/// writes into an empty encrypted store, in the sync's transaction size, the records
+/// checked beforehand; the most a sync that stores them could reach on this machine.
+/// Measured several times in a run (before, between and after the full syncs), because
+/// this shared machine's speed drifts by a fifth between minutes: one measurement taken
+/// at a quiet moment would make every sync look slow, one at a busy moment fast.
+struct Floor {
+    prepared: Vec<coalition::check::Prepared>,
+    rates: Vec<f64>,
+}
+
+impl Floor {
+    fn new(records: &[Vec<u8>]) -> Self {
+        Floor {
+            prepared: records
+                .par_iter()
+                .map(|b| coalition::check::prepare(b).expect("a valid record"))
+                .collect(),
+            rates: Vec::new(),
+        }
     }
-    let took = t.elapsed();
-    store.close().await;
-    for suffix in ["", "-wal", "-shm"] {
-        std::fs::remove_file(root.join(format!("insert-floor.db{suffix}"))).ok();
+
+    /// Measures the floor once more; its rate.
+    async fn measure(&mut self, root: &Path) -> f64 {
+        let path = root.join("insert-floor.db");
+        let store = coalition::store::Store::create(&path, &coalition::store::StoreKey::random())
+            .await
+            .expect("store");
+        let t = Instant::now();
+        for batch in self.prepared.chunks(8_000) {
+            store.insert(batch).await.expect("insert");
+        }
+        let took = t.elapsed();
+        store.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            std::fs::remove_file(root.join(format!("insert-floor.db{suffix}"))).ok();
+        }
+        let rate = self.prepared.len() as f64 / took.as_secs_f64();
+        self.rates.push(rate);
+        rate
     }
-    prepared.len() as f64 / took.as_secs_f64()
+
+    /// Every measurement, in the order taken.
+    fn runs(&self) -> String {
+        let each: Vec<String> = self.rates.iter().map(|r| thousands(*r)).collect();
+        format!("{} records/s", each.join(" / "))
+    }
+
+    fn median(&self) -> f64 {
+        let mut sorted = self.rates.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    }
 }
 
 /// What one incremental sync carried: the sync runs of both nodes after an import.

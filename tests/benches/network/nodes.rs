@@ -174,7 +174,8 @@ pub(super) struct Synced {
     pub(super) stored: u64,
     /// Of them, taken on their authors' checkpoints.
     pub(super) vouched: u64,
-    pub(super) wanted: u64,
+    /// Records the node holds that the peer lacked (it pulls them in its own sync).
+    pub(super) peer_lacks: u64,
     pub(super) round_trips: u64,
     pub(super) bytes_sent: u64,
     pub(super) bytes_received: u64,
@@ -194,7 +195,7 @@ pub(super) fn synced_lines(lines: &[String]) -> Vec<Synced> {
             Synced {
                 stored: field("stored"),
                 vouched: field("vouched"),
-                wanted: field("wanted"),
+                peer_lacks: field("peer_lacks"),
                 round_trips: field("round_trips"),
                 bytes_sent: field("bytes_sent"),
                 bytes_received: field("bytes_received"),
@@ -207,7 +208,7 @@ pub(super) fn print_synced(who: &str, s: &Synced) {
     println!(
         "    {who}: stored {}, peer lacks {}, {} round trips, {} B sent + {} B received = {} B ({:.1} KiB)",
         s.stored,
-        s.wanted,
+        s.peer_lacks,
         s.round_trips,
         s.bytes_sent,
         s.bytes_received,
