@@ -8,7 +8,10 @@
 //!    founding epoch, signed in-process and `coalition import`ed) and an empty node that
 //!    dials it. Records/s from the empty node's start (its `peer` line) to the
 //!    `received_at` of the last record it stored, and the ratio to the raw ed25519
-//!    `verify_strict` rate on one core measured in the same run (target >= 0.50).
+//!    `verify_strict` rate on one core measured in the same run (target >= 0.50). Two
+//!    full syncs, a (every signature verified first) and b (records taken on their
+//!    authors' verified checkpoints), each as a ratio to the SQLite insert floor, measured
+//!    three times in the run (before a, between a and b, after b) and taken at the median.
 //! 2. **Incremental sync**: 10 new records `coalition import`ed into the source while both
 //!    nodes hold the same 100,000; the syncs that carried them, from the `synced` log
 //!    lines of the nodes: round trips and `/coalition/sync/1` bytes in both directions
