@@ -477,6 +477,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     use pb::{sync_request as rq, sync_response as rs};
     let hello = pb::Hello {
         certificate: w.charter.bytes.clone().into(),
+        ..Default::default()
     };
     let member = serde_json::to_vec(w.membership.current().members.values().next().unwrap());
     vec![

@@ -281,6 +281,7 @@ fn barrage() -> Vec<Frame> {
     // A hello with a certificate that is not one.
     out.push(framed(&request(pb::sync_request::Kind::Hello(pb::Hello {
         certificate: vec![7; 512].into(),
+        ..Default::default()
     }))));
     out
 }

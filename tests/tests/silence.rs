@@ -189,6 +189,7 @@ async fn listen_in(
                     let hello = pb::SyncRequest {
                         kind: Some(pb::sync_request::Kind::Hello(pb::Hello {
                             certificate: b"garbage".to_vec().into(),
+                            ..Default::default()
                         })),
                     };
                     swarm

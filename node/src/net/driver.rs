@@ -16,6 +16,7 @@ use crate::record::RecordId;
 use super::client::{Client, Command};
 use super::error::{names_unknown_epoch, SyncError};
 use super::index::Index;
+use super::peers::SyncWith;
 use super::status::SyncStats;
 use super::sync::{bucket_refs, SyncSet, BUCKETS_PER_RECONCILE, BUCKET_SPAN};
 
@@ -113,20 +114,21 @@ async fn store_page(
     })
 }
 
-/// Runs one sync as initiator with `peer` (organisation `peer_org`).
+/// Runs one sync as initiator with `peer` (of organisation `with.org`). Leaves are asked
+/// for only if the peer's hello said it answers them (`with.answers_leaves`).
 pub(super) async fn drive(
     node: &Node,
     index: &Mutex<Index>,
     commands: &mpsc::Sender<Command>,
     me: OrgKey,
     peer: PeerId,
-    peer_org: OrgKey,
+    with: SyncWith,
 ) -> Result<SyncStats, SyncError> {
-    if !current_member(node, &peer_org).await {
+    if !current_member(node, &with.org).await {
         return Err(SyncError::NotMember);
     }
     let mut client = Client::new(commands, peer);
-    let set = common(node, index, &me, &peer_org, &peer).await?;
+    let set = common(node, index, &me, &with.org, &peer).await?;
     let buckets = match client
         .call(pb::sync_request::Kind::Summary(set.summary()))
         .await?
@@ -135,7 +137,7 @@ pub(super) async fn drive(
         _ => return Err(SyncError::Unexpected("summary")),
     };
     let todo = set.buckets_to_reconcile(&buckets);
-    let vouched = if node.config().sync_from_checkpoints() {
+    let vouched = if node.config().sync_from_checkpoints() && with.answers_leaves {
         match vouch(node, &mut client, &set, &todo).await {
             Ok(v) => v,
             // The records are verified one by one, as without checkpoints.

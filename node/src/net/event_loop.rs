@@ -422,7 +422,7 @@ impl EventLoop {
     }
 
     fn start_sync(&mut self, peer: PeerId) {
-        let Some(org) = self.peers.start_sync(&peer) else {
+        let Some(with) = self.peers.start_sync(&peer) else {
             return;
         };
         let (node, index, commands, me, tx) = (
@@ -434,7 +434,7 @@ impl EventLoop {
         );
         self.tasks.spawn(async move {
             let started = Instant::now();
-            let result = driver::drive(&node, &index, &commands, me, peer, org).await;
+            let result = driver::drive(&node, &index, &commands, me, peer, with).await;
             crate::metrics::sync_finished(result.as_ref().ok(), started.elapsed());
             let vouched = result.as_ref().map_or(0, |s| s.vouched);
             let _ = tx.send(Work::SyncDone { peer, result }).await;

@@ -33,11 +33,21 @@ pub(super) enum RequestRefused {
     NotConnected,
 }
 
+/// A verified peer a sync starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SyncWith {
+    pub(super) org: OrgKey,
+    /// Its hello said it answers `Leaves` requests (sync from checkpoints).
+    pub(super) answers_leaves: bool,
+}
+
 /// A connected peer.
 #[derive(Debug)]
 struct Peer {
     /// Organisation and certificate expiry (ms since the Unix epoch), once verified.
     org: Option<(OrgKey, i64)>,
+    /// Its hello said it answers `Leaves` requests.
+    answers_leaves: bool,
     connected_at: Instant,
     violations: u32,
     syncing: bool,
@@ -134,6 +144,7 @@ impl PeerTable {
             peer,
             Peer {
                 org: None,
+                answers_leaves: false,
                 connected_at: now,
                 violations: 0,
                 syncing: false,
@@ -175,14 +186,22 @@ impl PeerTable {
             .is_some_and(|p| p.org.is_none() && !p.connections.is_empty())
     }
 
-    /// The peer's certificate verified for `org` until `expires`. True the first time
-    /// (the peer is then a member to sync with); false if renewed or not connected.
-    pub(super) fn verify(&mut self, peer: PeerId, org: OrgKey, expires: i64) -> bool {
+    /// The peer's certificate verified for `org` until `expires`, with what its hello
+    /// said it answers. True the first time (the peer is then a member to sync with);
+    /// false if renewed or not connected.
+    pub(super) fn verify(
+        &mut self,
+        peer: PeerId,
+        org: OrgKey,
+        expires: i64,
+        answers_leaves: bool,
+    ) -> bool {
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;
         };
         let first = p.org.is_none();
         p.org = Some((org, expires));
+        p.answers_leaves = answers_leaves;
         if first {
             self.relay_unverified.remove(&peer);
         }
@@ -303,9 +322,9 @@ impl PeerTable {
             .collect()
     }
 
-    /// Schedules a sync with `peer`: its organisation if one should start now; `None` if
+    /// Schedules a sync with `peer`: whom to sync with if one should start now; `None` if
     /// the peer is not verified, or a sync runs already (another follows when it ends).
-    pub(super) fn start_sync(&mut self, peer: &PeerId) -> Option<OrgKey> {
+    pub(super) fn start_sync(&mut self, peer: &PeerId) -> Option<SyncWith> {
         let p = self.peers.get_mut(peer)?;
         let (org, _) = p.org?;
         if p.syncing {
@@ -313,7 +332,10 @@ impl PeerTable {
             return None;
         }
         p.syncing = true;
-        Some(org)
+        Some(SyncWith {
+            org,
+            answers_leaves: p.answers_leaves,
+        })
     }
 
     /// A sync with `peer` ended (with its figures if it completed at `now_ms`). True if

@@ -304,6 +304,8 @@ async fn session(
                         Some(c) => {
                             let hello = request(pb::sync_request::Kind::Hello(pb::Hello {
                                 certificate: c.clone().into(),
+                                // Answers no `Leaves`, like a build from before them.
+                                ..Default::default()
                             }));
                             swarm.behaviour_mut().sync.send_request(&peer_id, framed(&hello));
                         }

@@ -116,7 +116,7 @@ impl EventLoop {
                     kind: Some(pb::sync_response::Kind::Hello(self.hello())),
                 };
                 self.respond(channel, reply);
-                self.verified(peer, org, expires);
+                self.verified(peer, org, expires, hello.answers_leaves);
             }
             Err(e) => {
                 // Rejected once the refusal has gone out (`refused`): blocking the peer
@@ -156,10 +156,12 @@ impl EventLoop {
         self.pending.insert(id, Pending::Hello(peer));
     }
 
-    /// This node's certificate, as a hello.
+    /// This node's certificate, as a hello, and what it answers beyond `sync/1`'s first
+    /// requests.
     fn hello(&self) -> pb::Hello {
         pb::Hello {
             certificate: self.cert.clone().into(),
+            answers_leaves: true,
         }
     }
 
@@ -167,7 +169,7 @@ impl EventLoop {
         match pb::SyncResponse::decode(response).ok().and_then(|r| r.kind) {
             Some(pb::sync_response::Kind::Hello(h)) => {
                 match verify_certificate(&h.certificate, &peer, self.membership.as_ref()) {
-                    Ok((org, expires)) => self.verified(peer, org, expires),
+                    Ok((org, expires)) => self.verified(peer, org, expires, h.answers_leaves),
                     Err(e) => self.refuse_certificate(peer, e),
                 }
             }
@@ -178,8 +180,16 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn verified(&mut self, peer: PeerId, org: OrgKey, expires: i64) {
-        if !self.peers.verify(peer, org, expires) {
+    /// `peer` presented a valid certificate of `org` (until `expires`); its hello said
+    /// whether it answers `Leaves` requests.
+    pub(super) fn verified(
+        &mut self,
+        peer: PeerId,
+        org: OrgKey,
+        expires: i64,
+        answers_leaves: bool,
+    ) {
+        if !self.peers.verify(peer, org, expires, answers_leaves) {
             return;
         }
         tracing::info!(%peer, org = %org.short(), "peer verified as a current member");

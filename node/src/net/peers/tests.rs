@@ -1,6 +1,7 @@
 use super::*;
 use crate::identity::Identity;
 use crate::net::test_support::peer_id;
+use prost::Message;
 
 fn org(n: u8) -> OrgKey {
     Identity::from_seed(&[n; 32]).key()
@@ -60,9 +61,9 @@ fn the_gate_closes_on_unverified_peers_and_expired_certificates() {
         false,
         t0,
     );
-    assert!(t.verify(b, org(2), 5_000), "first verification");
+    assert!(t.verify(b, org(2), 5_000, true), "first verification");
     assert!(
-        !t.verify(b, org(2), 6_000),
+        !t.verify(b, org(2), 6_000, true),
         "a renewal is not a first verification"
     );
     assert!(t
@@ -78,7 +79,42 @@ fn the_gate_closes_on_unverified_peers_and_expired_certificates() {
     let mut both = vec![a, b];
     both.sort();
     assert_eq!(late, both);
-    assert!(!t.verify(peer_id(3), org(3), 5_000), "not connected");
+    assert!(!t.verify(peer_id(3), org(3), 5_000, true), "not connected");
+}
+
+/// A build from before `Leaves` counts the request as malformed: three of them and it
+/// bans the asker. Only a peer whose hello offered leaves is asked for them.
+#[test]
+fn a_sync_asks_for_leaves_only_a_peer_whose_hello_offered_them() {
+    let (new, old, t0) = (peer_id(1), peer_id(2), Instant::now());
+    let mut t = with_peer(new, t0);
+    t.connected(
+        old,
+        ConnectionId::new_unchecked(2),
+        "/ip4/198.51.100.8/tcp/1".into(),
+        false,
+        t0,
+    );
+    // An older build's hello has no field 2: it decodes as not answering leaves.
+    let old_hello = coalition_proto::v1::Hello::decode(&[0x0a, 0x03, 1, 2, 3][..])
+        .expect("a hello with a certificate only");
+    assert_eq!(&old_hello.certificate[..], &[1, 2, 3]);
+    t.verify(new, org(2), i64::MAX, true);
+    t.verify(old, org(3), i64::MAX, old_hello.answers_leaves);
+    assert_eq!(
+        t.start_sync(&new),
+        Some(SyncWith {
+            org: org(2),
+            answers_leaves: true
+        })
+    );
+    assert_eq!(
+        t.start_sync(&old),
+        Some(SyncWith {
+            org: org(3),
+            answers_leaves: false
+        })
+    );
 }
 
 #[test]
@@ -87,15 +123,15 @@ fn only_verified_peers_sync_and_one_at_a_time() {
     let mut t = with_peer(p, t0);
     assert_eq!(t.start_sync(&p), None, "not verified");
     assert!(t.verified().is_empty());
-    t.verify(p, org(2), i64::MAX);
+    t.verify(p, org(2), i64::MAX, true);
     assert_eq!(t.verified(), vec![p]);
-    assert_eq!(t.start_sync(&p), Some(org(2)));
+    assert_eq!(t.start_sync(&p).map(|w| w.org), Some(org(2)));
     assert_eq!(t.start_sync(&p), None, "one sync per peer");
     assert!(
         t.sync_done(&p, None, 0),
         "asked again while running: runs again"
     );
-    assert_eq!(t.start_sync(&p), Some(org(2)));
+    assert_eq!(t.start_sync(&p).map(|w| w.org), Some(org(2)));
     let stats = SyncStats {
         stored: 4,
         ..Default::default()
@@ -148,7 +184,7 @@ fn relay_users_without_a_certificate_get_only_a_grace() {
     assert!(t
         .relay_strangers(t0 + Duration::from_secs(1), grace)
         .is_empty());
-    t.verify(b, org(2), i64::MAX);
+    t.verify(b, org(2), i64::MAX, true);
     assert_eq!(
         t.relay_strangers(t0 + Duration::from_secs(3), grace),
         vec![a]
@@ -168,7 +204,7 @@ fn removed_members_are_found() {
         t.not_members(None).is_empty(),
         "unverified peers are the gate's"
     );
-    t.verify(p, org(2), i64::MAX);
+    t.verify(p, org(2), i64::MAX, true);
     assert_eq!(t.not_members(None), vec![p]);
 }
 
