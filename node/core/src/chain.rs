@@ -323,19 +323,50 @@ impl AuthorChain {
 /// cosigned.
 type Cosigned = BTreeMap<RecordId, Vec<(OrgKey, OrgKey, u64, Hash)>>;
 
-/// The members other than `author` that cosigned checkpoint `id` as it states `c`.
-fn witnesses(cosigned: &Cosigned, author: OrgKey, id: RecordId, c: &Checkpoint) -> Vec<OrgKey> {
+/// Which keys belong to one organisation: a member that rotated its key signed with each
+/// of them. Witnesses are counted by organisation, so that a member that rotated counts
+/// once, and an author's new key cannot witness the checkpoints of its old one.
+/// [`Organisations::default`] knows no rotation: every key is its own organisation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Organisations(BTreeMap<OrgKey, OrgKey>);
+
+impl Organisations {
+    /// From each key to the key its organisation was first admitted with (the
+    /// membership's rotations followed; `charter::Membership::organisations`).
+    pub fn new(first_keys: BTreeMap<OrgKey, OrgKey>) -> Self {
+        Organisations(first_keys)
+    }
+
+    /// The organisation `key` signs for, named by its first key; a key never rotated
+    /// stands for itself.
+    pub fn of(&self, key: &OrgKey) -> OrgKey {
+        self.0.get(key).copied().unwrap_or(*key)
+    }
+}
+
+/// The organisations other than `author`'s that cosigned checkpoint `id` as it states
+/// `c`: one key each (the lowest, when an organisation cosigned with several).
+fn witnesses(
+    cosigned: &Cosigned,
+    orgs: &Organisations,
+    author: OrgKey,
+    id: RecordId,
+    c: &Checkpoint,
+) -> Vec<OrgKey> {
+    let own = orgs.of(&author);
     let mut w: Vec<OrgKey> = cosigned
         .get(&id)
         .into_iter()
         .flatten()
         .filter(|(w, of, size, head)| {
-            *w != author && *of == author && *size == c.size && *head == c.head
+            orgs.of(w) != own && *of == author && *size == c.size && *head == c.head
         })
         .map(|(w, ..)| *w)
         .collect();
     w.sort();
     w.dedup();
+    let mut counted = std::collections::BTreeSet::new();
+    w.retain(|k| counted.insert(orgs.of(k)));
     w
 }
 
@@ -362,6 +393,7 @@ fn checkpoints(
     author: OrgKey,
     seqs: &BTreeMap<u64, Vec<Link>>,
     cosigned: &Cosigned,
+    orgs: &Organisations,
     evidence: &mut Vec<Evidence>,
 ) -> (Option<CheckpointSeen>, Option<CheckpointSeen>) {
     let mut stated: Vec<(&Link, &Checkpoint)> = seqs
@@ -385,7 +417,7 @@ fn checkpoints(
             matches: None,
             missing: Vec::new(),
             problem: None,
-            witnesses: witnesses(cosigned, author, l.id, c),
+            witnesses: witnesses(cosigned, orgs, author, l.id, c),
         };
         // The checkpoint it extends, and whether it extends it faithfully.
         let earlier = stated[..i].iter().rposition(|(e, _)| e.seq < l.seq);
@@ -572,8 +604,14 @@ pub struct ChainReport {
 }
 
 impl ChainReport {
-    /// Checks the chains of `links` (any order; a link given twice counts once).
+    /// Checks the chains of `links` (any order; a link given twice counts once), every
+    /// key counted as an organisation of its own (no rotations known).
     pub fn check(links: impl IntoIterator<Item = Link>) -> Self {
+        Self::check_with(links, &Organisations::default())
+    }
+
+    /// As [`ChainReport::check`], counting witnesses by organisation (`orgs`).
+    pub fn check_with(links: impl IntoIterator<Item = Link>, orgs: &Organisations) -> Self {
         let mut by_author: BTreeMap<OrgKey, BTreeMap<u64, Vec<Link>>> = BTreeMap::new();
         let mut cosigned = Cosigned::new();
         for l in links {
@@ -636,7 +674,7 @@ impl ChainReport {
                 }
             }
             let (checkpoint, witnessed) =
-                checkpoints(author, &seqs, &cosigned, &mut report.evidence);
+                checkpoints(author, &seqs, &cosigned, orgs, &mut report.evidence);
             report.authors.push(AuthorChain {
                 author,
                 held,
@@ -1040,6 +1078,40 @@ mod tests {
         assert!(h.authors[0]
             .to_string()
             .contains("1 after it, not witnessed yet"));
+    }
+
+    /// What a dishonest member that rotated its key would try: cosign its own old key's
+    /// checkpoint with the new key, and cosign another's checkpoint with both keys.
+    #[test]
+    fn witnesses_are_counted_by_organisation_across_key_rotations() {
+        let (a, a_new, b, b_new, c) = (author(), author(), author(), author(), author());
+        let all = checkpointed(a, 6, &[6], &|_| false);
+        let orgs = Organisations::new(BTreeMap::from([
+            (a, a),
+            (a_new, a),
+            (b, b),
+            (b_new, b),
+            (c, c),
+        ]));
+        let cosigned = [
+            cosign(a_new, 1, &all[5]),
+            cosign(b, 1, &all[5]),
+            cosign(b_new, 1, &all[5]),
+            cosign(c, 1, &all[5]),
+        ];
+        let by_org = ChainReport::check_with(all.iter().cloned().chain(cosigned.clone()), &orgs);
+        let seen = by_org.author(&a).unwrap().checkpoint.clone().unwrap();
+        assert!(seen.verified(), "{seen:?}");
+        let mut expected = vec![b.min(b_new), c];
+        expected.sort();
+        assert_eq!(
+            seen.witnesses, expected,
+            "the author's new key is not a witness; b counts once"
+        );
+        // Without the membership's rotations every key counts.
+        let by_key = ChainReport::check(all.iter().cloned().chain(cosigned));
+        let seen = by_key.author(&a).unwrap().checkpoint.clone().unwrap();
+        assert_eq!(seen.witnesses.len(), 4);
     }
 
     #[test]

@@ -192,11 +192,6 @@ pub fn judge_all(
             Err(reason) => report.failures.push(Failure { index, id, reason }),
         }
     }
-    // Every correctly signed record is evidence of what its author signed, whether or not
-    // the membership below accepts it.
-    let chains = ChainReport::check(valid.iter().map(|(_, r)| Link::from(r)));
-    report.evidence = chains.evidence;
-    report.chains = chains.authors;
     let records: Vec<Record> = valid.iter().map(|(_, r)| r.clone()).collect();
     let membership = match Membership::fold(&records, chosen) {
         Ok(m) => m,
@@ -209,6 +204,15 @@ pub fn judge_all(
             None
         }
     };
+    // Every correctly signed record is evidence of what its author signed, whether or not
+    // the membership accepts it; witnesses are counted by organisation.
+    let orgs = membership
+        .as_ref()
+        .map(Membership::organisations)
+        .unwrap_or_default();
+    let chains = ChainReport::check_with(valid.iter().map(|(_, r)| Link::from(r)), &orgs);
+    report.evidence = chains.evidence;
+    report.chains = chains.authors;
     if let Some(m) = &membership {
         report.coalition = Some(m.name.clone());
         report.charter = Some(hex::encode(m.charter_id));

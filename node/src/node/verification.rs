@@ -35,7 +35,17 @@ impl Node {
     /// `prev` link among its records (see [`crate::chain`]). Reads ids and links only.
     pub async fn chains(&self) -> Result<ChainReport, NodeError> {
         let links = self.store.chain_links().await?;
-        Ok(ChainReport::check(links))
+        Ok(ChainReport::check_with(links, &self.organisations().await?))
+    }
+
+    /// Which keys belong to one organisation, from the membership's rotations (every key
+    /// its own before a charter): witnesses are counted by organisation.
+    pub async fn organisations(&self) -> Result<crate::chain::Organisations, NodeError> {
+        Ok(self
+            .membership()
+            .await?
+            .map(|m| m.organisations())
+            .unwrap_or_default())
     }
 
     /// Signs a checkpoint of this organisation's own log (a `checkpoint/v1` record for the
@@ -130,13 +140,15 @@ impl Node {
         identity: &crate::identity::Identity,
     ) -> Result<Vec<Witnessed>, NodeError> {
         let me = identity.key();
+        let orgs = self.organisations().await?;
         let chains = self.chains().await?;
         let mut out = Vec::new();
         for chain in chains.authors.iter().filter(|c| c.author != me) {
             let Some(cp) = &chain.checkpoint else {
                 continue;
             };
-            if cp.witnesses.contains(&me) {
+            // Cosigned already, with this key or one this organisation rotated away from.
+            if cp.witnesses.iter().any(|w| orgs.of(w) == orgs.of(&me)) {
                 continue;
             }
             let against: Vec<String> = chains

@@ -350,13 +350,18 @@ pub async fn verify(
         })
         .collect();
     // Records of authors the membership refuses (throwaway keys, say) count for nothing
-    // here either: not as records, not as witnesses.
-    let chains = crate::chain::ChainReport::check(
+    // here either: not as records, not as witnesses; witnesses count by organisation.
+    let orgs = membership
+        .as_ref()
+        .map(|m| m.organisations())
+        .unwrap_or_default();
+    let chains = crate::chain::ChainReport::check_with(
         store
             .chain_links()
             .await?
             .into_iter()
             .filter(|l| !refused.contains_key(&l.id)),
+        &orgs,
     );
     let places: HashMap<RecordId, (OrgKey, u64)> = chains_places(&store).await?;
     let history = chains.history(

@@ -274,6 +274,29 @@ struct Approval {
 }
 
 impl Membership {
+    /// Each key that was ever a member, mapped to the key its organisation was first
+    /// admitted with: the founding members' and added members' keys to themselves, each
+    /// rotated-in key to the first key of the organisation it replaced.
+    pub fn organisations(&self) -> crate::chain::Organisations {
+        let mut first: BTreeMap<OrgKey, OrgKey> = BTreeMap::new();
+        for key in self.history.iter().take(1).flat_map(|s| s.members.keys()) {
+            first.insert(*key, *key);
+        }
+        for a in &self.applied {
+            match &a.change {
+                Change::Add { member, .. } => {
+                    first.entry(member.key).or_insert(member.key);
+                }
+                Change::Rotate { old, new } => {
+                    let root = first.get(old).copied().unwrap_or(*old);
+                    first.insert(new.key, root);
+                }
+                Change::Remove { .. } | Change::Threshold { .. } => {}
+            }
+        }
+        crate::chain::Organisations::new(first)
+    }
+
     /// Folds the membership out of `records` (any records; non-membership ones are
     /// skipped). `None` when there is no valid charter. With several charters, `chosen`
     /// picks one by id; otherwise that is an error.

@@ -224,6 +224,11 @@ fn rotated_key_is_retired_from_the_rotation_epoch() {
     assert!(m
         .judge(&fresh.record("finding/v1", Some(e0), json!({})))
         .is_err());
+    // One organisation, two keys: its witnesses count once.
+    let orgs = m.organisations();
+    assert_eq!(orgs.of(&fresh.key()), old);
+    assert_eq!(orgs.of(&old), old);
+    assert_eq!(orgs.of(&o[0].key()), o[0].key());
 }
 
 #[test]
