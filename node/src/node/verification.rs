@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use rayon::prelude::*;
 
 use super::{Node, NodeError};
-use crate::chain::{ChainReport, Link};
+use crate::chain::{ChainReport, Link, Organisations};
+use crate::charter::Membership;
 use crate::check::{self, Prepared};
 use crate::merkle::{Checkpoint, CHECKPOINT_SCHEMA};
 use crate::record::RecordId;
@@ -34,17 +35,25 @@ impl Node {
     /// Every author's chain as this node holds it, and the evidence of any fork or broken
     /// `prev` link among its records (see [`crate::chain`]). Reads ids and links only.
     pub async fn chains(&self) -> Result<ChainReport, NodeError> {
+        let orgs = self.organisations().await?;
+        self.chains_counted_by(&orgs).await
+    }
+
+    /// [`Node::chains`], witnesses counted by the organisations `orgs`.
+    async fn chains_counted_by(&self, orgs: &Organisations) -> Result<ChainReport, NodeError> {
         let links = self.store.chain_links().await?;
-        Ok(ChainReport::check_with(links, &self.organisations().await?))
+        Ok(ChainReport::check_with(links, orgs))
     }
 
     /// Which keys belong to one organisation, from the membership's rotations (every key
     /// its own before a charter): witnesses are counted by organisation.
-    pub async fn organisations(&self) -> Result<crate::chain::Organisations, NodeError> {
+    pub async fn organisations(&self) -> Result<Organisations, NodeError> {
         Ok(self
-            .membership()
+            .folded()
             .await?
-            .map(|m| m.organisations())
+            .membership
+            .as_ref()
+            .map(Membership::organisations)
             .unwrap_or_default())
     }
 
@@ -141,7 +150,7 @@ impl Node {
     ) -> Result<Vec<Witnessed>, NodeError> {
         let me = identity.key();
         let orgs = self.organisations().await?;
-        let chains = self.chains().await?;
+        let chains = self.chains_counted_by(&orgs).await?;
         let mut out = Vec::new();
         for chain in chains.authors.iter().filter(|c| c.author != me) {
             let Some(cp) = &chain.checkpoint else {
