@@ -160,7 +160,13 @@ impl SyncSet {
         pb::Buckets { buckets }
     }
 
-    /// Round 2 (initiator): which (author, bucket) pairs differ from the responder's.
+    /// Round 2 (initiator): which (author, bucket) pairs differ from the responder's,
+    /// bucket index first and author second: the same stretch of every author's log
+    /// together. The initiator asks for them in this order, [`BUCKETS_PER_RECONCILE`] at
+    /// a time, and the responder reads each page's records in storage order; authors who
+    /// wrote at the same time were stored side by side, so a page of one author's
+    /// records alone made the responder decrypt every table page once per author (a full
+    /// sync from four authors read the records table four times over).
     pub fn buckets_to_reconcile(&self, theirs: &pb::Buckets) -> Vec<(OrgKey, u64)> {
         let mut their: BTreeMap<OrgKey, BTreeMap<u64, (u64, Vec<u8>)>> = BTreeMap::new();
         for b in &theirs.buckets {
@@ -186,6 +192,7 @@ impl SyncSet {
                 }
             }
         }
+        out.sort_unstable_by_key(|&(author, index)| (index, author));
         out
     }
 
@@ -294,6 +301,31 @@ mod tests {
         got.sort();
         expected.sort();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn buckets_are_reconciled_stretch_by_stretch_across_authors() {
+        let (a, b, c) = (
+            Identity::from_seed(&[1; 32]).key(),
+            Identity::from_seed(&[2; 32]).key(),
+            Identity::from_seed(&[3; 32]).key(),
+        );
+        let theirs = SyncSet::new(
+            [a, b, c]
+                .into_iter()
+                .flat_map(|k| set(k, 1..1000).by_author.into_values().flatten()),
+        );
+        let mine = set(b, 1..10);
+        let todo = mine.buckets_to_reconcile(&theirs.differing_buckets(&mine.summary()));
+        let buckets = 1000 / BUCKET_SPAN as usize + 1;
+        assert_eq!(todo.len(), 3 * buckets, "{todo:?}");
+        // The first request's chunk holds the first stretch of every author, not the
+        // whole log of one.
+        for (stretch, three) in todo.chunks(3).enumerate() {
+            let authors: BTreeSet<OrgKey> = three.iter().map(|(k, _)| *k).collect();
+            assert_eq!(authors.len(), 3, "{three:?}");
+            assert!(three.iter().all(|(_, i)| *i == stretch as u64), "{three:?}");
+        }
     }
 
     #[test]
