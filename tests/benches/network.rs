@@ -63,6 +63,11 @@ use nodes::{
 };
 use records::{chain, examples, found, verify_rate, Head};
 
+/// The node's allocator (`node/src/main.rs`), so that the insert floor measured in this
+/// process allocates as the nodes do.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PASSPHRASE: &str = "network benchmark passphrase";
 /// Authoring members of the synced records (they run no node).
 const AUTHORS: usize = 4;
