@@ -257,7 +257,7 @@ fn frame(data: &[u8], request: bool) -> Option<Vec<u8>> {
 
 fn buckets(b: &pb::Buckets) {
     let w = world();
-    let pairs = w.set.buckets_to_reconcile(b);
+    let pairs = w.set.buckets_to_reconcile(b).buckets;
     let _ = w.set.ids_in(&pairs);
     let _ = w.set.ids_in(&parse_bucket_refs(&b.buckets));
 }
