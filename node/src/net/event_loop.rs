@@ -441,7 +441,12 @@ impl EventLoop {
             // Records taken on a checkpoint are served only once their signatures verify.
             if vouched > 0 {
                 match node.check_unchecked().await {
-                    Ok(c) => tracing::info!(%peer, verified = c.verified, removed = c.removed, "signatures of records taken on checkpoints verified"),
+                    Ok(c) => {
+                        if !c.removed_ids.is_empty() {
+                            index.lock().await.forget(&c.removed_ids);
+                        }
+                        tracing::info!(%peer, verified = c.verified, removed = c.removed, "signatures of records taken on checkpoints verified")
+                    }
                     Err(e) => tracing::warn!(%peer, error = %e, "signatures of records taken on checkpoints not verified; retried after the next sync or at restart"),
                 }
             }

@@ -106,6 +106,20 @@ impl Index {
         Ok(n)
     }
 
+    /// Forgets `ids`: records the store no longer holds (removed after a sync because
+    /// their signatures failed). Without this the node went on listing them in its sync
+    /// summaries until it restarted, so every sync with a peer that lacks them
+    /// reconciled their buckets for nothing.
+    pub fn forget(&mut self, ids: &[RecordId]) {
+        let before = self.held.len();
+        for id in ids {
+            self.held.remove(id);
+        }
+        if self.held.len() != before {
+            self.common.clear();
+        }
+    }
+
     /// Number of records held.
     pub fn len(&self) -> usize {
         self.held.len()

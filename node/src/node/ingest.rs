@@ -204,7 +204,9 @@ impl Node {
     /// checkpoint of that author commits to it: `crate::merkle::vouched`) is checked like
     /// any other but for its signature ([`check::prepare_vouched`]); it is stored
     /// unchecked, and its signature verified after the sync ([`Node::check_unchecked`]).
-    /// Membership records are always verified in full.
+    /// Membership records are always verified in full. A record this node took on a
+    /// checkpoint before and removed because its signature failed
+    /// ([`crate::store::Store::refused_signatures`]) is skipped like a held one.
     pub async fn check_from_peer(
         &self,
         records: Vec<(RecordId, Vec<u8>)>,
@@ -212,11 +214,15 @@ impl Node {
         vouched: &Vouched,
     ) -> Result<CheckedRecords, NodeError> {
         let read = records.len() as u64;
+        // Records taken on a checkpoint before whose signatures then failed are not
+        // taken again (from this peer or another), however often they are sent.
+        let ids: Vec<RecordId> = records.iter().map(|(id, _)| *id).collect();
+        let refused = self.store.refused_signatures(&ids).await?;
         let mut unchecked: HashSet<RecordId> = HashSet::new();
         let (governance, data): (Vec<_>, Vec<_>) = records
             .into_iter()
             .enumerate()
-            .filter(|(_, (id, _))| !held.contains(id))
+            .filter(|(_, (id, _))| !held.contains(id) && !refused.contains(id))
             .map(|(i, (id, bytes))| {
                 let membership = is_membership(&bytes);
                 // Membership records are verified in full, vouched for or not.

@@ -22,12 +22,15 @@ pub type Vouched = HashMap<RecordId, (OrgKey, u64)>;
 const ROUND: usize = 4096;
 
 /// What verifying the signatures of records taken on a checkpoint came to.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SignatureCheck {
     /// Records whose signatures verified: served like any other from now on.
     pub verified: u64,
     /// Records whose signatures did not verify: removed.
     pub removed: u64,
+    /// Their ids (kept in the store's `refused_signatures`, so no sync takes them again).
+    #[serde(skip)]
+    pub removed_ids: Vec<RecordId>,
 }
 
 impl Node {
@@ -123,6 +126,7 @@ impl Node {
             let removed = self.store.settle_unchecked(&verified, &failed).await?;
             done.verified += verified.len() as u64;
             done.removed += removed as u64;
+            done.removed_ids.extend(failed);
         }
     }
 }
@@ -251,7 +255,8 @@ mod tests {
             done,
             SignatureCheck {
                 verified: 9,
-                removed: 1
+                removed: 1,
+                removed_ids: vec![ids[2]],
             }
         );
         assert_eq!(store.count_unchecked().await.unwrap(), 0);
@@ -275,6 +280,33 @@ mod tests {
         assert_eq!(
             node.check_unchecked().await.unwrap(),
             SignatureCheck::default()
+        );
+
+        // The lying peer (or any other) sends the whole chain again at its next sync,
+        // vouched for by the same checkpoint: the removed record is not taken again, and
+        // nothing else changes.
+        let held: HashSet<RecordId> = ids.iter().copied().filter(|id| *id != ids[2]).collect();
+        let again = node
+            .check_from_peer(
+                with_ids(&records.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+                &held,
+                &vouched,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 0, "nothing to store");
+        assert_eq!(again.unchecked_len(), 0);
+        let report = node.store_from_peer(again).await.unwrap();
+        assert_eq!(report.stored, 0);
+        assert!(matches!(
+            store.record(&ids[2]).await,
+            Err(crate::store::StoreError::NotFound(_))
+        ));
+        assert_eq!(heads(&node).await, expected);
+        // The refusal is in the store, not only in this process's memory.
+        assert_eq!(
+            store.refused_signatures(&ids).await.unwrap(),
+            HashSet::from([ids[2]])
         );
     }
 

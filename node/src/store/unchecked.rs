@@ -64,11 +64,44 @@ impl Store {
             qb.build().execute(&mut *tx).await?;
         }
         let mut removed = 0;
+        let now = crate::now_ms();
         for id in failed {
-            removed += usize::from(remove(&mut tx, id).await?);
+            if remove(&mut tx, id).await? {
+                removed += 1;
+                sqlx::query(
+                    "INSERT OR IGNORE INTO refused_signatures (id, refused_at) VALUES (?, ?)",
+                )
+                .bind(id.0.as_slice())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(removed)
+    }
+
+    /// Which of `ids` name records removed because their signatures failed after a sync
+    /// took them on a checkpoint ([`Store::settle_unchecked`]): no sync takes them again.
+    pub async fn refused_signatures(
+        &self,
+        ids: &[RecordId],
+    ) -> Result<HashSet<RecordId>, StoreError> {
+        let mut out = HashSet::new();
+        // Nearly always empty: one cheap look before any list of ids is sent.
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM refused_signatures)")
+            .fetch_one(&self.pool)
+            .await?;
+        if !any {
+            return Ok(out);
+        }
+        for part in ids.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new("SELECT id FROM refused_signatures WHERE id IN ");
+            push_id_list(&mut qb, part.iter());
+            let rows: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&self.pool).await?;
+            out.extend(rows.iter().filter_map(|b| RecordId::from_slice(b)));
+        }
+        Ok(out)
     }
 }
 
