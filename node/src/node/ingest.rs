@@ -206,7 +206,8 @@ impl Node {
     /// unchecked, and its signature verified after the sync ([`Node::check_unchecked`]).
     /// Membership records are always verified in full. A record this node took on a
     /// checkpoint before and removed because its signature failed
-    /// ([`crate::store::Store::refused_signatures`]) is skipped like a held one.
+    /// ([`crate::store::Store::refused_signatures`]) is refused at once, as a record
+    /// whose signature fails.
     pub async fn check_from_peer(
         &self,
         records: Vec<(RecordId, Vec<u8>)>,
@@ -215,9 +216,23 @@ impl Node {
     ) -> Result<CheckedRecords, NodeError> {
         let read = records.len() as u64;
         // Records taken on a checkpoint before whose signatures then failed are not
-        // taken again (from this peer or another), however often they are sent.
+        // taken again, however often they are sent; sending one is sending a record
+        // whose signature fails (no honest node serves it: it verifies every signature
+        // before it serves a record), so it is refused as such, without verifying again.
         let ids: Vec<RecordId> = records.iter().map(|(id, _)| *id).collect();
         let refused = self.store.refused_signatures(&ids).await?;
+        let refusals: Vec<Failure> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, (id, _))| refused.contains(id) && !held.contains(id))
+            .map(|(i, (id, _))| Failure {
+                index: i as u64 + 1,
+                id: Some(id.to_hex()),
+                reason: "its signature does not verify (found when it was taken on its \
+                         author's checkpoint before; removed then, and not taken again)"
+                    .into(),
+            })
+            .collect();
         let mut unchecked: HashSet<RecordId> = HashSet::new();
         let (governance, data): (Vec<_>, Vec<_>) = records
             .into_iter()
@@ -243,7 +258,8 @@ impl Node {
             data.into_iter().map(|(e, v, _)| (e, v)).unzip();
         let mut report = ImportReport {
             read,
-            duplicates: read - (governance.len() + data.len()) as u64,
+            duplicates: read - (governance.len() + data.len() + refusals.len()) as u64,
+            failures: refusals,
             ..Default::default()
         };
         self.ingest_governance(&governance, &mut report).await?;

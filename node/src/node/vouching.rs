@@ -282,9 +282,10 @@ mod tests {
             SignatureCheck::default()
         );
 
-        // The lying peer (or any other) sends the whole chain again at its next sync,
-        // vouched for by the same checkpoint: the removed record is not taken again, and
-        // nothing else changes.
+        // The lying peer sends the whole chain again at its next sync, vouched for by the
+        // same checkpoint: the removed record is not taken again but refused as a record
+        // whose signature fails (a violation by the sender: no honest node serves it),
+        // and nothing else changes.
         let held: HashSet<RecordId> = ids.iter().copied().filter(|id| *id != ids[2]).collect();
         let again = node
             .check_from_peer(
@@ -298,6 +299,9 @@ mod tests {
         assert_eq!(again.unchecked_len(), 0);
         let report = node.store_from_peer(again).await.unwrap();
         assert_eq!(report.stored, 0);
+        assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+        assert_eq!(report.failures[0].id, Some(ids[2].to_hex()));
+        assert!(report.failures[0].reason.contains("does not verify"));
         assert!(matches!(
             store.record(&ids[2]).await,
             Err(crate::store::StoreError::NotFound(_))
