@@ -42,6 +42,7 @@ pub use reader::Reader;
 pub use snapshot::snapshot_into;
 pub use write::OwnAppend;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::Arc;
@@ -314,6 +315,25 @@ fn push_id_list<'a>(qb: &mut QueryBuilder<'a, Sqlite>, ids: impl Iterator<Item =
         sep.push_bind(id.0.as_slice());
     }
     qb.push(")");
+}
+
+impl Store {
+    /// Which of `ids` the query `select` (`SELECT id FROM … WHERE id IN `, completed
+    /// with the list of ids) returns, asked [`INSERT_CHUNK`] ids at a time.
+    async fn ids_among(
+        &self,
+        select: &'static str,
+        ids: &[RecordId],
+    ) -> Result<HashSet<RecordId>, StoreError> {
+        let mut out = HashSet::new();
+        for part in ids.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new(select);
+            push_id_list(&mut qb, part.iter());
+            let rows: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&self.pool).await?;
+            out.extend(rows.iter().filter_map(|b| RecordId::from_slice(b)));
+        }
+        Ok(out)
+    }
 }
 
 fn opt_blob(id: Option<RecordId>) -> Option<Vec<u8>> {

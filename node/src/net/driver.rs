@@ -267,9 +267,7 @@ pub(super) async fn drive(
     // they verify each other and every sync_interval); pushing it as well sent every
     // record of a first sync twice (docs/PROTOCOL.md §4.2).
     client.stats.wanted = fetched? + peer_lacks;
-    client.stats.round_trips += leaves_stats.round_trips;
-    client.stats.bytes_sent += leaves_stats.bytes_sent;
-    client.stats.bytes_received += leaves_stats.bytes_received;
+    client.stats.add_traffic(&leaves_stats);
     client.stats.stored = stored.stored;
     client.stats.vouched = stored.vouched;
     client.stats.refused = stored.refused;
@@ -311,9 +309,7 @@ async fn vouch(
         .await;
     let mut out = Vouched::new();
     for (vouched, s) in results {
-        stats.round_trips += s.round_trips;
-        stats.bytes_sent += s.bytes_sent;
-        stats.bytes_received += s.bytes_received;
+        stats.add_traffic(&s);
         out.extend(vouched?);
     }
     Ok(out)

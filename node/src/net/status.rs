@@ -37,6 +37,15 @@ pub struct SyncStats {
     pub membership_stored: bool,
 }
 
+impl SyncStats {
+    /// Adds `other`'s round trips and bytes (another client's requests in the same run).
+    pub(super) fn add_traffic(&mut self, other: &SyncStats) {
+        self.round_trips += other.round_trips;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+    }
+}
+
 /// A connected peer as `coalition peers` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerStatus {

@@ -125,8 +125,8 @@ impl Node {
             }
             let removed = self.store.settle_unchecked(&verified, &failed).await?;
             done.verified += verified.len() as u64;
-            done.removed += removed as u64;
-            done.removed_ids.extend(failed);
+            done.removed += removed.len() as u64;
+            done.removed_ids.extend(removed);
         }
     }
 }

@@ -284,14 +284,8 @@ impl Store {
 
     /// Which of `ids` this store holds.
     pub async fn held(&self, ids: &[RecordId]) -> Result<HashSet<RecordId>, StoreError> {
-        let mut out = HashSet::new();
-        for part in ids.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::new("SELECT id FROM records WHERE id IN ");
-            push_id_list(&mut qb, part.iter());
-            let rows: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&self.pool).await?;
-            out.extend(rows.iter().filter_map(|b| RecordId::from_slice(b)));
-        }
-        Ok(out)
+        self.ids_among("SELECT id FROM records WHERE id IN ", ids)
+            .await
     }
 
     /// Highest rowid stored (0 when empty).

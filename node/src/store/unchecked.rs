@@ -48,12 +48,12 @@ impl Store {
     /// from now on), those in `failed` (their signatures do not verify) are removed with
     /// their audience, opened content, finding row, full-text entry and rollup count, and
     /// the findings they superseded get their flags back. Only unchecked rows are touched.
-    /// Returns how many were removed.
+    /// Returns the ids of those removed (each kept in `refused_signatures`).
     pub async fn settle_unchecked(
         &self,
         verified: &[RecordId],
         failed: &[RecordId],
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<RecordId>, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for part in verified.chunks(INSERT_CHUNK) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -63,11 +63,11 @@ impl Store {
             qb.push(")");
             qb.build().execute(&mut *tx).await?;
         }
-        let mut removed = 0;
+        let mut removed = Vec::new();
         let now = crate::now_ms();
         for id in failed {
             if remove(&mut tx, id).await? {
-                removed += 1;
+                removed.push(*id);
                 sqlx::query(
                     "INSERT OR IGNORE INTO refused_signatures (id, refused_at) VALUES (?, ?)",
                 )
@@ -87,21 +87,15 @@ impl Store {
         &self,
         ids: &[RecordId],
     ) -> Result<HashSet<RecordId>, StoreError> {
-        let mut out = HashSet::new();
         // Nearly always empty: one cheap look before any list of ids is sent.
         let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM refused_signatures)")
             .fetch_one(&self.pool)
             .await?;
         if !any {
-            return Ok(out);
+            return Ok(HashSet::new());
         }
-        for part in ids.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::new("SELECT id FROM refused_signatures WHERE id IN ");
-            push_id_list(&mut qb, part.iter());
-            let rows: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&self.pool).await?;
-            out.extend(rows.iter().filter_map(|b| RecordId::from_slice(b)));
-        }
-        Ok(out)
+        self.ids_among("SELECT id FROM refused_signatures WHERE id IN ", ids)
+            .await
     }
 }
 
