@@ -323,10 +323,16 @@ fn main() {
                 Store::create_unencrypted(&path).await
             }
             .expect("store");
+            // Owned batches, as the import hands them to the write thread.
+            let batches: Vec<std::sync::Arc<[_]>> =
+                prepared.chunks(INSERT_BATCH).map(Into::into).collect();
             let cpu = cpu_by_thread();
             let t = Instant::now();
-            for batch in prepared.chunks(INSERT_BATCH) {
-                store.insert(batch).await.expect("insert");
+            for batch in batches {
+                store
+                    .insert_vouched(batch, Default::default())
+                    .await
+                    .expect("insert");
             }
             let el = t.elapsed();
             if run == 0 {

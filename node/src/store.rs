@@ -29,6 +29,7 @@ mod snapshot;
 mod unchecked;
 mod upkeep;
 mod write;
+mod write_thread;
 
 #[cfg(test)]
 mod cipher_tests;
@@ -207,6 +208,8 @@ pub struct Store {
     /// transaction to the next (with writes spread over the pool, each transaction
     /// started on a connection whose cache the others had made stale).
     writer: SqlitePool,
+    /// Where the large write transactions run ([`write_thread`]).
+    write_thread: write_thread::WriteThread,
     path: PathBuf,
     /// Records held when the planner statistics were last refreshed.
     analyzed_rows: Arc<AtomicI64>,

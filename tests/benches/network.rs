@@ -461,9 +461,15 @@ impl Floor {
         let store = coalition::store::Store::create(&path, &coalition::store::StoreKey::random())
             .await
             .expect("store");
+        // Owned batches, as a sync hands its pages to the write thread.
+        let batches: Vec<std::sync::Arc<[_]>> =
+            self.prepared.chunks(8_000).map(Into::into).collect();
         let t = Instant::now();
-        for batch in self.prepared.chunks(8_000) {
-            store.insert(batch).await.expect("insert");
+        for batch in batches {
+            store
+                .insert_vouched(batch, Default::default())
+                .await
+                .expect("insert");
         }
         let took = t.elapsed();
         store.close().await;

@@ -168,7 +168,7 @@ impl Node {
             size = (size * 2).min(IMPORT_BATCH);
             let checking = check_on_pool(batch, Vec::new(), membership.clone(), self.keyring());
             if let Some(ok) = writing.take() {
-                self.store_checked(&ok, &HashSet::new(), &mut report)
+                self.store_checked(ok.into(), HashSet::new(), &mut report)
                     .await?;
             }
             let (ok, failures) = checking.await;
@@ -286,7 +286,7 @@ impl Node {
         checked: CheckedRecords,
     ) -> Result<ImportReport, NodeError> {
         let mut report = checked.report;
-        self.store_checked(&checked.ok, &checked.unchecked, &mut report)
+        self.store_checked(checked.ok.into(), checked.unchecked, &mut report)
             .await?;
         Ok(report)
     }
@@ -396,7 +396,8 @@ impl Node {
                     }));
                 break;
             }
-            self.store_checked(&accept, &HashSet::new(), report).await?;
+            self.store_checked(accept.into(), HashSet::new(), report)
+                .await?;
             waiting = later.into_iter().map(|(i, p, _)| (i, p)).collect();
         }
         Ok(())
@@ -406,11 +407,11 @@ impl Node {
     /// `unchecked` are marked as taken on their author's checkpoint.
     async fn store_checked(
         &self,
-        ok: &[Prepared],
-        unchecked: &HashSet<RecordId>,
+        ok: Arc<[Prepared]>,
+        unchecked: HashSet<RecordId>,
         report: &mut ImportReport,
     ) -> Result<(), NodeError> {
-        let new = self.store.insert_vouched(ok, unchecked).await?;
+        let new = self.store.insert_vouched(ok.clone(), unchecked).await?;
         report.stored += new.len() as u64;
         report.duplicates += (ok.len() - new.len()) as u64;
         // Sealed records held unread that a grant in this batch brings this organisation

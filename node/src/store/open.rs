@@ -11,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 use super::cipher::{self, StoreKey};
+use super::write_thread::WriteThread;
 use super::{Reader, Store, StoreError, APPLICATION_ID};
 
 /// The options of every connection to the encrypted store at `path`. The key goes
@@ -105,6 +106,7 @@ impl Store {
         Ok(Self {
             pool,
             writer,
+            write_thread: WriteThread::start(path)?,
             path: path.to_path_buf(),
             analyzed_rows: Arc::new(AtomicI64::new(0)),
             checkpoints: Arc::default(),
@@ -140,6 +142,7 @@ impl Store {
         Ok(Self {
             pool,
             writer,
+            write_thread: WriteThread::start(path)?,
             path: path.to_path_buf(),
             analyzed_rows: Arc::new(AtomicI64::new(rows)),
             checkpoints: Arc::default(),

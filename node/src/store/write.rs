@@ -6,6 +6,7 @@
 //! the chain head it read, so two processes on one home can never reuse a sequence number.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
@@ -63,22 +64,32 @@ impl OwnAppend {
 
 impl Store {
     /// Inserts records in one transaction. Records already held are skipped. Returns
-    /// the ids that were new.
+    /// the ids that were new. (Copies `batch` to the write thread: callers with a
+    /// large batch of their own give it to [`Store::insert_vouched`] instead.)
     pub async fn insert(&self, batch: &[Prepared]) -> Result<Vec<RecordId>, StoreError> {
-        self.insert_vouched(batch, &HashSet::new()).await
+        self.insert_vouched(batch.into(), HashSet::new()).await
     }
 
     /// As [`Store::insert`], marking the records in `unchecked` as taken on their
     /// author's checkpoint, their signatures not yet verified (migration 0008): they are
-    /// not served until [`Store::settle_unchecked`] says they verify.
+    /// not served until [`Store::settle_unchecked`] says they verify. The transaction
+    /// runs on the store's write thread ([`write_thread`](super::write_thread)).
     pub async fn insert_vouched(
         &self,
-        batch: &[Prepared],
-        unchecked: &HashSet<RecordId>,
+        batch: Arc<[Prepared]>,
+        unchecked: HashSet<RecordId>,
     ) -> Result<Vec<RecordId>, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let new = insert_all(&mut tx, batch, unchecked).await?;
-        tx.commit().await?;
+        let writer = self.writer.clone();
+        let records = batch.clone();
+        let new = self
+            .write_thread
+            .run(async move {
+                let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+                let new = insert_all(&mut tx, &records, &unchecked).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(new)
+            })
+            .await?;
         if !new.is_empty() {
             self.checkpoint_soon(batch.iter().map(|p| p.record.bytes.len() as u64).sum());
             self.refresh_stats_if_grown().await;
