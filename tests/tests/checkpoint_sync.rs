@@ -127,8 +127,10 @@ fn records_taken_on_a_checkpoint_are_served_only_once_their_signatures_verify() 
         .filter_map(|l| l.split("vouched=").nth(1))
         .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
+    // A first page (at most 4 buckets of 128 seqs) that comes before M's leaves is
+    // verified record by record instead of waiting for them (docs/PROTOCOL.md §4.2.1).
     assert!(
-        vouched >= RECORDS as u64 - 1,
+        vouched >= RECORDS as u64 - 512,
         "B took {vouched} records on M's checkpoint:\n{text}"
     );
     assert!(text.contains("does not verify: removed"), "{text}");
