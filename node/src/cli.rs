@@ -141,6 +141,12 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    // The store's writer is preferred over every other thread (`priority`): the thread
+    // it is started from is started first, from this main thread before it is lowered;
+    // every thread started afterwards (the runtime's, sqlx's readers, the verification
+    // pool) inherits the lowered priority.
+    crate::priority::keep_spawner();
+    crate::priority::lower_this_thread();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -30,6 +30,7 @@ pub mod launch;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod priority;
 pub mod query;
 pub mod report;
 pub mod sample;

@@ -443,6 +443,8 @@ fn check_pool() -> &'static rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
             .num_threads(cores.saturating_sub(1).max(1))
             .thread_name(|i| format!("coalition-verify-{i}"))
+            // Below the store's writer, whichever thread starts the pool (`priority`).
+            .start_handler(|_| crate::priority::lower_this_thread())
             .build()
             .expect("verification threads start")
     })

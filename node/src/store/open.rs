@@ -52,12 +52,25 @@ fn clear_options(path: &Path) -> SqliteConnectOptions {
 const WRITER_ROW_BUFFER: usize = 1024;
 
 /// The single write connection (see [`Store`]).
-async fn writer_pool(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        // A write may wait for another one (an import batch takes a second or two).
-        .acquire_timeout(Duration::from_secs(60))
-        .connect_with(options.row_buffer_size(WRITER_ROW_BUFFER))
+/// Opened on the store's write thread (`write_thread`), so that sqlx starts the
+/// connection's thread from there; kept open for the store's life (no idle timeout, no
+/// maximum lifetime), so that it is never reopened from another thread.
+async fn writer_pool(
+    thread: &WriteThread,
+    options: SqliteConnectOptions,
+) -> Result<SqlitePool, sqlx::Error> {
+    let options = options.row_buffer_size(WRITER_ROW_BUFFER);
+    thread
+        .run(async move {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                // A write may wait for another one (an import batch takes a second or two).
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(options)
+                .await
+        })
         .await
 }
 
@@ -94,7 +107,8 @@ impl Store {
             Some(key) => options(path, key),
             None => clear_options(path),
         };
-        let writer = writer_pool(options(path).create_if_missing(true)).await?;
+        let write_thread = WriteThread::start(path)?;
+        let writer = writer_pool(&write_thread, options(path).create_if_missing(true)).await?;
         sqlx::query(&format!("PRAGMA application_id = {APPLICATION_ID}"))
             .execute(&writer)
             .await?;
@@ -106,7 +120,7 @@ impl Store {
         Ok(Self {
             pool,
             writer,
-            write_thread: WriteThread::start(path)?,
+            write_thread,
             path: path.to_path_buf(),
             analyzed_rows: Arc::new(AtomicI64::new(0)),
             checkpoints: Arc::default(),
@@ -127,7 +141,8 @@ impl Store {
         }
         // Check the header read-only before WAL mode or migrations could write anything.
         cipher::check(path, key).await?;
-        let writer = writer_pool(options(path, key))
+        let write_thread = WriteThread::start(path)?;
+        let writer = writer_pool(&write_thread, options(path, key))
             .await
             .map_err(|e| not_store(e.to_string()))?;
         sqlx::migrate!("./migrations").run(&writer).await?;
@@ -142,7 +157,7 @@ impl Store {
         Ok(Self {
             pool,
             writer,
-            write_thread: WriteThread::start(path)?,
+            write_thread,
             path: path.to_path_buf(),
             analyzed_rows: Arc::new(AtomicI64::new(rows)),
             checkpoints: Arc::default(),

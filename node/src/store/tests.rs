@@ -566,3 +566,31 @@ async fn own_writer_keeps_nothing_unless_committed() {
     let own = store.own_writer(&org.key()).await.unwrap();
     assert_eq!(own.head(), Some((3, chain[2].id)));
 }
+
+/// A sync whose peer drops mid-page, or a node shutting down, stops waiting for a write
+/// it began: the transaction is on the write thread and still writes the page whole (or
+/// nothing), never part of it, and the store takes the next write.
+#[tokio::test]
+async fn a_write_its_caller_stops_waiting_for_is_written_whole() {
+    let org = Identity::generate();
+    let records = finding_chain(&org, 1, 1_500, None, |i| {
+        finding_json(&format!("Finding {i} given up on"))
+    });
+    let prepared: Vec<Prepared> = records.iter().map(|r| prepare(&r.bytes).unwrap()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(&dir.path().join("s.db"), &key())
+        .await
+        .unwrap();
+    let write = store.insert_vouched(prepared.clone().into(), HashSet::new());
+    // Polled once (so handed to the write thread), then dropped.
+    assert!(tokio::time::timeout(Duration::ZERO, write).await.is_err());
+    // The next write queues behind it on the one write thread: every record is held by
+    // then, and none twice.
+    assert!(store.insert(&prepared).await.unwrap().is_empty());
+    assert_eq!(store.count().await.unwrap(), prepared.len() as u64);
+    assert_eq!(
+        store.findings(false).await.unwrap().len(),
+        prepared.len(),
+        "each finding row written once"
+    );
+}

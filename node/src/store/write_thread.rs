@@ -10,7 +10,9 @@
 //!
 //! One thread per store, with a current-thread runtime of its own, runs the jobs one
 //! after another (writes are serialised by the one write connection anyway). It ends
-//! when the last handle of the store is dropped.
+//! when the last handle of the store is dropped. The write connection is opened from it
+//! (its first job), so that sqlx's thread for that connection, like this one, keeps the
+//! priority the process started with (`crate::priority`).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -42,19 +44,19 @@ impl WriteThread {
                 path: path.to_path_buf(),
                 source,
             })?;
-        std::thread::Builder::new()
-            .name("coalition-store-writer".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    while let Some(job) = queue.recv().await {
-                        job.await;
-                    }
-                });
-            })
-            .map_err(|source| StoreError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        // At the priority the process started with (`crate::priority`), as is the write
+        // connection's thread, which the store starts from this one.
+        crate::priority::spawn_unlowered("coalition-store-writer", move || {
+            runtime.block_on(async move {
+                while let Some(job) = queue.recv().await {
+                    job.await;
+                }
+            });
+        })
+        .map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(WriteThread {
             jobs: Arc::new(jobs),
         })
