@@ -18,7 +18,6 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
@@ -27,10 +26,11 @@ use super::StoreError;
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// A handle on the write thread; clones share it.
+/// A handle on the write thread; clones share it (the thread ends when the last is
+/// dropped and its queue closes).
 #[derive(Debug, Clone)]
 pub(super) struct WriteThread {
-    jobs: Arc<mpsc::UnboundedSender<Job>>,
+    jobs: mpsc::UnboundedSender<Job>,
 }
 
 impl WriteThread {
@@ -57,9 +57,7 @@ impl WriteThread {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(WriteThread {
-            jobs: Arc::new(jobs),
-        })
+        Ok(WriteThread { jobs })
     }
 
     /// Runs `work` on the write thread after the jobs queued before it; its output. A
