@@ -96,8 +96,8 @@ impl Prepared {
 /// Verifies `bytes` (encoding, signature, canonical body, schema) and extracts its query
 /// columns.
 pub fn prepare(bytes: &[u8]) -> Result<Prepared, IngestError> {
-    let record = record::verify(bytes)?;
-    if let Some((signed, canonical)) = record::noncanonical_body(bytes) {
+    let (record, noncanonical) = record::verify_noting_body(bytes)?;
+    if let Some((signed, canonical)) = noncanonical {
         return Err(IngestError::NonCanonical { signed, canonical });
     }
     prepare_verified(record)
@@ -108,7 +108,7 @@ pub fn prepare(bytes: &[u8]) -> Result<Prepared, IngestError> {
 /// ([`crate::merkle::vouched`]; [`record::decode_vouched`] says why that authenticates
 /// it). Refused if the record names another author or seq.
 pub fn prepare_vouched(bytes: &[u8], author: &OrgKey, seq: u64) -> Result<Prepared, IngestError> {
-    let record = record::decode_vouched(bytes, author)?;
+    let (record, noncanonical) = record::decode_vouched(bytes, author)?;
     if record.seq != seq {
         return Err(IngestError::Record(RecordError::BadField {
             field: "seq",
@@ -119,7 +119,7 @@ pub fn prepare_vouched(bytes: &[u8], author: &OrgKey, seq: u64) -> Result<Prepar
             ),
         }));
     }
-    if let Some((signed, canonical)) = record::noncanonical_body(bytes) {
+    if let Some((signed, canonical)) = noncanonical {
         return Err(IngestError::NonCanonical { signed, canonical });
     }
     prepare_verified(record)
@@ -142,7 +142,7 @@ pub fn prepare_verified(record: Record) -> Result<Prepared, IngestError> {
             content: None,
         });
     }
-    let value = schemas().check_payload(&record.schema, &record.payload, &record.id.to_hex())?;
+    let value = schemas().check_payload(&record.schema, &record.payload, &record.id)?;
     match record.schema.as_str() {
         ENCRYPTION_KEY_SCHEMA => check_encryption_key(&record)?,
         CHECKPOINT_SCHEMA => check_checkpoint(&record)?,
@@ -177,7 +177,7 @@ pub fn prepare_opened(
         }
         .into());
     }
-    let value = schemas().check_payload(schema, payload, &record.id.to_hex())?;
+    let value = schemas().check_payload(schema, payload, &record.id)?;
     let finding = (schema == FINDING_SCHEMA).then(|| FindingIndex::extract(&value));
     Ok(Prepared {
         subject: subject_of(schema, &value),

@@ -293,8 +293,13 @@ pub fn sign(identity: &Identity, seq: u64, prev: Option<RecordId>, draft: Draft)
 pub fn noncanonical_body(bytes: &[u8]) -> Option<(usize, usize)> {
     let env = SignedRecord::decode(bytes).ok()?;
     let body = RecordBody::decode(env.body.as_ref()).ok()?;
+    body_encoding(&body, &env.body)
+}
+
+/// `(signed, canonical)` lengths when `signed` is not the canonical encoding of `body`.
+fn body_encoding(body: &RecordBody, signed: &[u8]) -> Option<(usize, usize)> {
     let canonical = body.encode_to_vec();
-    (canonical != env.body.as_ref()).then(|| (env.body.len(), canonical.len()))
+    (canonical != signed).then(|| (signed.len(), canonical.len()))
 }
 
 pub(crate) fn signing_message(body: &[u8]) -> Vec<u8> {
@@ -328,7 +333,13 @@ pub fn schema_of(bytes: &[u8]) -> Option<String> {
 /// Decodes `bytes` as a record, checks every field and the signature (`verify_strict`).
 /// Does not check the payload against its schema: see [`crate::schema`].
 pub fn verify(bytes: &[u8]) -> Result<Record, RecordError> {
-    decode(bytes, SignatureCheck::Verify)
+    Ok(decode(bytes, SignatureCheck::Verify, false)?.0)
+}
+
+/// As [`verify`], and what [`noncanonical_body`] says of the same bytes, from one
+/// decoding (the check of a record to store: `crate::check::prepare`).
+pub fn verify_noting_body(bytes: &[u8]) -> Result<(Record, Option<(usize, usize)>), RecordError> {
+    decode(bytes, SignatureCheck::Verify, true)
 }
 
 /// As [`verify`], every check but the signature, for a record of `author` whose id
@@ -337,15 +348,21 @@ pub fn verify(bytes: &[u8]) -> Result<Record, RecordError> {
 /// record names `author`; the caller checks its seq against the checkpoint's leaf, and
 /// its signature later, before the record is served to anyone (docs/THREAT_MODEL.md,
 /// "Sync from checkpoints").
-pub fn decode_vouched(bytes: &[u8], author: &OrgKey) -> Result<Record, RecordError> {
-    decode(bytes, SignatureCheck::Vouched(author))
+///
+/// Returns, beside the record, what [`noncanonical_body`] says of the same bytes, from
+/// the one decoding.
+pub fn decode_vouched(
+    bytes: &[u8],
+    author: &OrgKey,
+) -> Result<(Record, Option<(usize, usize)>), RecordError> {
+    decode(bytes, SignatureCheck::Vouched(author), true)
 }
 
 /// As [`verify`], every check but the signature: only for reading back a record a store
 /// took on its author's checkpoint ([`decode_vouched`]) while its signature is not yet
 /// verified.
 pub fn decode_unverified(bytes: &[u8]) -> Result<Record, RecordError> {
-    decode(bytes, SignatureCheck::Later)
+    Ok(decode(bytes, SignatureCheck::Later, false)?.0)
 }
 
 /// What [`decode`] does with the signature.
@@ -358,7 +375,14 @@ enum SignatureCheck<'a> {
     Later,
 }
 
-fn decode(bytes: &[u8], signature: SignatureCheck<'_>) -> Result<Record, RecordError> {
+/// Decodes and checks `bytes`; with `note_body`, also compares the body with its
+/// canonical encoding (reported beside the record, never as an error here: every other
+/// check comes first).
+fn decode(
+    bytes: &[u8],
+    signature: SignatureCheck<'_>,
+    note_body: bool,
+) -> Result<(Record, Option<(usize, usize)>), RecordError> {
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(RecordError::TooLarge {
             size: bytes.len(),
@@ -408,6 +432,11 @@ fn decode(bytes: &[u8], signature: SignatureCheck<'_>) -> Result<Record, RecordE
             author
         }
     };
+    let noncanonical = if note_body {
+        body_encoding(&body, &env.body)
+    } else {
+        None
+    };
     let record = Record {
         id: RecordId::of(bytes),
         bytes: bytes.to_vec(),
@@ -422,7 +451,7 @@ fn decode(bytes: &[u8], signature: SignatureCheck<'_>) -> Result<Record, RecordE
         payload: body.payload.to_vec(),
     };
     check_chain_fields(&record)?;
-    Ok(record)
+    Ok((record, noncanonical))
 }
 
 fn optional_id(field: &'static str, b: &[u8]) -> Result<Option<RecordId>, RecordError> {

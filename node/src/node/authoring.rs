@@ -241,7 +241,7 @@ impl Node {
         let audience = self.effective_audience(&head).await?;
         let payload = to_payload(&retraction_payload(reason));
         crate::schema::schemas()
-            .check_payload(RETRACTION_SCHEMA, &payload, "--reason")
+            .check_payload(RETRACTION_SCHEMA, &payload, &"--reason")
             .map_err(|e| NodeError::Refused(e.to_string()))?;
         let r = self
             .append_one(

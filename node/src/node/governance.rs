@@ -140,7 +140,7 @@ impl Node {
     ) -> Result<Record, NodeError> {
         let payload = to_payload(&json!({ "peer_id": peer_id, "expires_at_ms": expires_at_ms }));
         crate::schema::schemas()
-            .check_payload(charter::NODE_CERT_SCHEMA, &payload, "--peer-id")
+            .check_payload(charter::NODE_CERT_SCHEMA, &payload, &"--peer-id")
             .map_err(|e| NodeError::Refused(e.to_string()))?;
         let r = self
             .sign_for_coalition(identity, charter::NODE_CERT_SCHEMA, payload)
