@@ -70,6 +70,9 @@ pub(super) fn configure(
         bootstrap: Some(bootstrap.to_vec()),
         sync_interval_secs,
         sync_from_checkpoints: Some(sync_from_checkpoints),
+        // Every node of the benchmark dials from 127.0.0.1: the default cap of inbound
+        // connections per address (8) would refuse the ninth peer of a 10-node mesh.
+        max_connections_per_ip: Some(64),
         ..Default::default()
     });
     c.api = Some(Api {
