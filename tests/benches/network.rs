@@ -10,8 +10,10 @@
 //!    `received_at` of the last record it stored, and the ratio to the raw ed25519
 //!    `verify_strict` rate on one core measured in the same run (target >= 0.50). Two
 //!    full syncs, a (every signature verified first) and b (records taken on their
-//!    authors' verified checkpoints), each as a ratio to the SQLite insert floor, measured
-//!    three times in the run (before a, between a and b, after b) and taken at the median.
+//!    authors' verified checkpoints; three times, each into a fresh copy of the empty
+//!    node's home, taken at the median), each as a ratio to the SQLite insert floor,
+//!    measured five times in the run (before a, between a and b, after each b) and taken
+//!    at the median.
 //! 2. **Incremental sync**: 10 new records `coalition import`ed into the source while both
 //!    nodes hold the same 100,000; the syncs that carried them, from the `synced` log
 //!    lines of the nodes: round trips and `/coalition/sync/1` bytes in both directions
