@@ -507,6 +507,21 @@ mod tests {
             }
             other => panic!("padded record not refused as non-canonical: {other:?}"),
         }
+        // Taken on its author's checkpoint instead (the author's own checkpoint vouches
+        // for the padded id): refused all the same.
+        assert!(matches!(
+            prepare_vouched(&padded, &id.key(), 1),
+            Err(IngestError::NonCanonical { .. })
+        ));
+        // Padded and with its signature altered: the signature is what is reported, as
+        // before the body is looked at.
+        let mut forged = padded.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(matches!(
+            prepare(&forged),
+            Err(IngestError::Record(RecordError::BadSignature { .. }))
+        ));
         // A field written out at its default value (an empty `supersedes`) is not
         // canonical either.
         let mut body = RecordBody::decode(env.body.as_ref())
