@@ -299,7 +299,7 @@ pub fn noncanonical_body(bytes: &[u8]) -> Option<(usize, usize)> {
 /// `(signed, canonical)` lengths when `signed` is not the canonical encoding of `body`.
 fn body_encoding(body: &RecordBody, signed: &[u8]) -> Option<(usize, usize)> {
     let canonical = body.encode_to_vec();
-    (canonical != signed).then(|| (signed.len(), canonical.len()))
+    (canonical != signed).then_some((signed.len(), canonical.len()))
 }
 
 pub(crate) fn signing_message(body: &[u8]) -> Vec<u8> {
