@@ -119,7 +119,12 @@ fn sign(
 /// for records that pass, the membership judgement, the fold, grants and annexes.
 fn ingest(bytes: &[u8]) {
     let _ = record::schema_of(bytes);
-    let _ = record::noncanonical_body(bytes);
+    let noncanonical = record::noncanonical_body(bytes);
+    // The check's verdict on the body comes from its own decoding: it must agree with
+    // the standalone one on every input that verifies.
+    if let Ok((_, verdict)) = record::verify_noting_body(bytes) {
+        assert_eq!(verdict, noncanonical, "two verdicts on one body");
+    }
     let _ = crate::verify::is_membership(bytes);
     let Ok(prepared) = check::prepare(bytes) else {
         return;

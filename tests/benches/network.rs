@@ -307,7 +307,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
         "1. full sync of {n} records into an empty node, from the empty node's start to its last record stored:"
     );
     println!(
-        "   insert floor before a, between a and b, after b: {}; the ratios below are to their median",
+        "   insert floor before a, between a and b1, after each b: {}; the ratios below are to their median",
         floor.runs()
     );
     let floor = floor.median();
@@ -366,7 +366,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
     }
     println!(
         "   (the source's sync finished {:.1} s after the empty node held everything)",
-        b.src_after
+        b.signed_after + b.src_after
     );
 
     // ---- 2. incremental sync -----------------------------------------------------------

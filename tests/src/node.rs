@@ -61,8 +61,10 @@ impl Org {
     pub fn start_node(&self, name: &str, extra: &str) -> TestNode {
         self.configure_network(extra);
         let log = self.path("node.log");
-        let filter =
-            std::env::var("COALITION_TEST_LOG").unwrap_or_else(|_| "info,libp2p=warn".into());
+        // mDNS at info: its few lines (instance created on an address, peer discovered)
+        // are what a failed discovery test needs in the log tail it prints.
+        let filter = std::env::var("COALITION_TEST_LOG")
+            .unwrap_or_else(|_| "info,libp2p=warn,libp2p_mdns=info".into());
         let node = Launch::new(coalition_bin(), self.home())
             .passphrase(PASSPHRASE)
             .env("COALITION_LOG", filter)
