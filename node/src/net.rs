@@ -28,6 +28,7 @@ mod error;
 mod event_loop;
 mod gossip;
 pub mod index;
+mod lan;
 mod peers;
 mod poller;
 pub mod relay;

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use coalition_proto::v1 as pb;
 use futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{mdns, PeerId, Swarm};
@@ -42,6 +41,7 @@ use super::driver;
 use super::error::{error_chain, CertError, NetError, SyncError, Violation};
 use super::gossip;
 use super::index::Index;
+use super::lan::LanPeers;
 use super::peers::PeerTable;
 use super::poller::{Polled, Poller, POLLED_QUEUE};
 use super::relay::{self, Reservations};
@@ -129,6 +129,8 @@ pub(super) struct EventLoop {
     last_dial: Option<Instant>,
     /// Reservations with the relays of `[network] relays`.
     reservations: Reservations,
+    /// Peers mDNS found on the local network, dialled until connected or expired.
+    lan: LanPeers,
     /// A relay server without `external_addresses` announces its listen addresses.
     announce_listen: bool,
 }
@@ -184,6 +186,7 @@ impl EventLoop {
             inflight: Arc::default(),
             last_dial: None,
             reservations,
+            lan: LanPeers::default(),
             announce_listen,
         })
     }
@@ -287,9 +290,15 @@ impl EventLoop {
             })) => self.on_gossip(propagation_source, message_id, message),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
-                    if !self.peers.contains(&peer) && !self.peers.is_blocked(&peer) {
-                        let _ = self.swarm.dial(addr.with(Protocol::P2p(peer)));
+                    if !self.lan.discovered(peer, addr) {
+                        tracing::debug!(%peer, "LAN peer not remembered: too many on the LAN");
                     }
+                }
+                self.dial_lan();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, addr) in gone {
+                    self.lan.expired(&peer, &addr);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => match e.result {
@@ -542,6 +551,7 @@ impl EventLoop {
         if self.last_dial.is_none_or(|t| t.elapsed() > REDIAL_AFTER) {
             self.dial_bootstrap();
         }
+        self.dial_lan();
         self.reserve();
         let names = member_names(self.membership.as_ref());
         self.status

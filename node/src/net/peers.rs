@@ -107,6 +107,7 @@ impl PeerTable {
     }
 
     /// Whether `peer` is blocked for membership.
+    #[cfg(test)]
     pub(super) fn is_blocked(&self, peer: &PeerId) -> bool {
         self.blocked.contains(peer)
     }

@@ -43,6 +43,20 @@ impl EventLoop {
         }
     }
 
+    /// Dials the LAN peers mDNS found that are not connected, blocked or banned, each at
+    /// most every `LAN_REDIAL` ([`super::super::lan`]).
+    pub(super) fn dial_lan(&mut self) {
+        for (peer, addrs) in self.lan.due(Instant::now(), |p| self.peers.may_dial(p)) {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "dial of a LAN peer failed");
+            }
+        }
+    }
+
     /// Requests a reservation with every configured relay that is connected, verified,
     /// holds none for this node and is not backing off.
     pub(super) fn reserve(&mut self) {
