@@ -212,30 +212,7 @@ impl Schemas {
         if validator.is_valid(value) {
             return Ok(());
         }
-        let violations: Vec<Violation> = validator
-            .iter_errors(value)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                let mut message = e.masked_with("the value").to_string();
-                if message.chars().count() > MAX_MESSAGE_CHARS {
-                    message = message.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
-                }
-                Violation {
-                    path: if path.is_empty() { "/".into() } else { path },
-                    rule: e.kind().keyword().to_string(),
-                    message,
-                }
-            })
-            .collect();
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(SchemaError::Invalid {
-                source_name: source_name.to_string(),
-                schema: id.to_string(),
-                violations,
-            })
-        }
+        refusal(validator, id, value, source_name)
     }
 
     /// Parses UTF-8 JSON bytes and validates them against schema `id`.
@@ -255,7 +232,7 @@ impl Schemas {
         // thousand in a sync, and almost all of them are valid.
         let value = parse_json_named(payload, source_name)?;
         if !validator.is_valid(&value) {
-            self.validate(id, &value, &source_name.to_string())?;
+            refusal(validator, id, &value, &source_name.to_string())?;
         }
         Ok(value)
     }
@@ -280,6 +257,41 @@ impl Schemas {
             .or_else(|| labels["en"][code].as_str())
             .unwrap_or(code)
             .to_string()
+    }
+}
+
+/// Why `value` fails `validator` (schema `id`), with every violation; `Ok` if none is
+/// found after all. Called only once the validator said `value` is not valid: building
+/// the report costs several times the check.
+fn refusal(
+    validator: &Validator,
+    id: &str,
+    value: &Value,
+    source_name: &str,
+) -> Result<(), SchemaError> {
+    let violations: Vec<Violation> = validator
+        .iter_errors(value)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let mut message = e.masked_with("the value").to_string();
+            if message.chars().count() > MAX_MESSAGE_CHARS {
+                message = message.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
+            }
+            Violation {
+                path: if path.is_empty() { "/".into() } else { path },
+                rule: e.kind().keyword().to_string(),
+                message,
+            }
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaError::Invalid {
+            source_name: source_name.to_string(),
+            schema: id.to_string(),
+            violations,
+        })
     }
 }
 
