@@ -325,9 +325,7 @@ async fn sync_benchmarks(bin: &Path, s: &Settings, root: &Path) {
             b.rate / floor
         );
     }
-    let mut sorted: Vec<f64> = b_runs.iter().map(|b| b.rate).collect();
-    sorted.sort_by(f64::total_cmp);
-    let rate = sorted[sorted.len() / 2];
+    let rate = median(&b_runs.iter().map(|b| b.rate).collect::<Vec<_>>());
     let ratio = rate / verify;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
@@ -452,6 +450,13 @@ struct BRun {
     /// The figures of the empty node's sync, and of the source's.
     pull: Option<Synced>,
     push: Option<Synced>,
+}
+
+/// The middle value of `values` (the upper one of an even count); not empty.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 /// Copies directory `from` (files and subdirectories) to `to`, which must not exist.
@@ -593,9 +598,7 @@ impl Floor {
     }
 
     fn median(&self) -> f64 {
-        let mut sorted = self.rates.clone();
-        sorted.sort_by(f64::total_cmp);
-        sorted[sorted.len() / 2]
+        median(&self.rates)
     }
 }
 
